@@ -1,0 +1,213 @@
+//! Bellows' kernel side: a perf_event program sampled on every CPU.
+//!
+//! Each sample records the process, thread name, cgroup v2 id and the user and kernel stacks, and
+//! counts it in `COUNTS`. Userspace drains `COUNTS` and `STACKS`, and learns of processes seen for
+//! the first time through the `NEW_PIDS` ring buffer, so it can read their mappings while they
+//! still exist. Failures are counted per CPU in `ERRORS`; nothing is dropped silently.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(
+    internal_features,
+    reason = "atomic_xadd is the only atomic add that lowers to BPF"
+)]
+
+use agent_common::{
+    config, ErrorKind, SampleKey, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES, KNOWN_PIDS_ENTRIES,
+    NEW_PIDS_BYTES, STACK_MAP_ENTRIES,
+};
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm},
+    macros::{map, perf_event, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{tracing::StackIdContext, PerfEventContext, TracePointContext},
+    EbpfContext,
+};
+
+#[map]
+static COUNTS: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_ENTRIES, 0);
+
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+#[map]
+static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+
+#[map]
+static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
+
+#[map]
+static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ErrorKind::COUNT, 0);
+
+#[map]
+static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);
+
+#[map]
+static NEW_PIDS: RingBuf = RingBuf::with_byte_size(NEW_PIDS_BYTES, 0);
+
+const EFAULT: i32 = 14;
+const EEXIST: i32 = 17;
+const ENOMEM: i32 = 12;
+/// Kernel stack id recorded when kernel stacks are switched off.
+const NOT_COLLECTED: i32 = -1;
+
+#[perf_event]
+pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
+    try_sample(&ctx);
+    0
+}
+
+/// Forget a process at exec: its mappings change, so userspace must read them again at its next
+/// sample.
+#[tracepoint]
+pub fn bellows_exec(ctx: TracePointContext) -> u32 {
+    let _ = KNOWN_PIDS.remove(ctx.tgid());
+    0
+}
+
+fn try_sample(ctx: &PerfEventContext) {
+    let tgid = ctx.tgid();
+    if tgid == 0 {
+        // The idle task: not a workload.
+        return;
+    }
+    // SAFETY: the helper takes no arguments and only reads the current task.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if !selected(tgid, cgroup_id) {
+        count_error(ErrorKind::Filtered);
+        return;
+    }
+
+    let user_stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            count_error(match -err {
+                ENOMEM => ErrorKind::UserStackFull,
+                EEXIST => ErrorKind::UserStackCollision,
+                _ => ErrorKind::UserStackOther,
+            });
+            err
+        }
+    };
+    let kernel_stack_id = if config(config::NO_KERNEL) != 0 {
+        NOT_COLLECTED
+    } else {
+        match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id as i32,
+            Err(err) => {
+                match -err {
+                    // Sampled in user mode: there is no kernel stack.
+                    EFAULT => {}
+                    ENOMEM => count_error(ErrorKind::KernelStackFull),
+                    EEXIST => count_error(ErrorKind::KernelStackCollision),
+                    _ => count_error(ErrorKind::KernelStackOther),
+                }
+                err
+            }
+        }
+    };
+
+    let mut comm = [0u8; COMM_LEN];
+    if let Ok(c) = bpf_get_current_comm() {
+        comm = c;
+    }
+    let key = SampleKey {
+        tgid,
+        _pad: 0,
+        cgroup_id,
+        user_stack_id,
+        kernel_stack_id,
+        comm,
+    };
+    match COUNTS.get_ptr_mut(&key) {
+        // SAFETY: the pointer is to a live map value; the add is atomic across CPUs.
+        Some(count) => unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                count, 1,
+            );
+        },
+        None => {
+            // BPF_NOEXIST: if another CPU inserted the key meanwhile, add to its entry instead.
+            match COUNTS.insert(&key, &1, u64::from(BPF_NOEXIST)) {
+                Ok(()) => {}
+                Err(_) => match COUNTS.get_ptr_mut(&key) {
+                    // SAFETY: as above.
+                    Some(count) => unsafe {
+                        core::intrinsics::atomic_xadd::<
+                            u64,
+                            u64,
+                            { core::intrinsics::AtomicOrdering::Relaxed },
+                        >(count, 1);
+                    },
+                    None => {
+                        count_error(ErrorKind::CountsFull);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+    count_error(ErrorKind::Counted);
+    notify_if_new(tgid);
+}
+
+/// Whether a sample passes the filters. With no filter active every sample passes; with one or
+/// both active, a sample passes when it matches any of them.
+#[inline(always)]
+fn selected(tgid: u32, cgroup_id: u64) -> bool {
+    let by_cgroup = config(config::FILTER_CGROUPS) != 0;
+    let by_pid = config(config::FILTER_PIDS) != 0;
+    if !by_cgroup && !by_pid {
+        return true;
+    }
+    // SAFETY: map values are plain bytes; we only test presence.
+    (by_cgroup && unsafe { CGROUP_FILTER.get(&cgroup_id) }.is_some())
+        || (by_pid && unsafe { PID_FILTER.get(&tgid) }.is_some())
+}
+
+#[inline(always)]
+fn notify_if_new(tgid: u32) {
+    // SAFETY: presence test only.
+    if unsafe { KNOWN_PIDS.get(&tgid) }.is_some() {
+        return;
+    }
+    if KNOWN_PIDS
+        .insert(&tgid, &1, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Another CPU saw it first and notified.
+        return;
+    }
+    if NEW_PIDS.output::<u32>(&tgid, 0).is_err() {
+        count_error(ErrorKind::NewPidDropped);
+        // Let a later sample try again.
+        let _ = KNOWN_PIDS.remove(&tgid);
+    }
+}
+
+#[inline(always)]
+fn config(index: u32) -> u32 {
+    CONFIG.get(index).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn count_error(kind: ErrorKind) {
+    if let Some(slot) = ERRORS.get_ptr_mut(kind as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
