@@ -1,0 +1,363 @@
+//! ELF files: Go's pclntab when present, else the symbol tables; build id; file offset → virtual
+//! address.
+
+use std::{fs::File, path::Path};
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::{gopclntab::GoTable, Error, Frame, Reason, Result, Symbolized};
+
+/// Most symbols indexed per file: bounds memory on hostile inputs (real binaries have far fewer).
+const MAX_SYMBOLS: usize = 8 << 20;
+
+/// One function symbol; its name stays in the mapped file.
+#[derive(Debug, Clone, Copy)]
+struct Sym {
+    start: u64,
+    end: u64,
+    name_off: u32,
+    name_len: u32,
+}
+
+/// A loadable segment: file range ↔ virtual address range.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    file_offset: u64,
+    file_size: u64,
+    vaddr: u64,
+}
+
+/// Symbolizes addresses of one ELF file.
+///
+/// The file is memory-mapped. The map is read-only and private; a file truncated while mapped
+/// would fault (SIGBUS) on access, a risk we accept because we read files through descriptors
+/// we hold and binaries of running processes are not truncated in place (the kernel refuses to
+/// write to a running executable: ETXTBSY).
+pub struct ElfResolver {
+    data: memmap2::Mmap,
+    display: String,
+    symbols: Vec<Sym>,
+    loads: Vec<Load>,
+    build_id: Option<Vec<u8>>,
+    go: Option<GoTable>,
+    go_version: Option<String>,
+}
+
+impl std::fmt::Debug for ElfResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfResolver")
+            .field("file", &self.display)
+            .field("symbols", &self.symbols.len())
+            .field("go", &self.go.is_some())
+            .finish()
+    }
+}
+
+impl ElfResolver {
+    /// Opens and indexes the file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let display = path.display().to_string();
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_file(file, &display)
+    }
+
+    /// Indexes an already opened file (e.g. through `/proc/PID/map_files`). `display` names it
+    /// in errors and profiles.
+    pub fn from_file(file: File, display: &str) -> Result<Self> {
+        // SAFETY: see the type's documentation: read-only private map of a file we hold open.
+        let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+            path: display.to_string(),
+            source,
+        })?;
+        let bad = |reason: String| Error::BadElf {
+            path: display.to_string(),
+            reason,
+        };
+        let obj = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+        if !matches!(obj.format(), object::BinaryFormat::Elf) {
+            return Err(bad("not ELF".into()));
+        }
+        let loads: Vec<Load> = obj
+            .segments()
+            .map(|s| {
+                let (file_offset, file_size) = s.file_range();
+                Load {
+                    file_offset,
+                    file_size,
+                    vaddr: s.address(),
+                }
+            })
+            .filter(|l| l.file_size > 0)
+            .collect();
+        let build_id = obj.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let symbols = index_symbols(&obj, &data);
+        drop(obj);
+        let go = GoTable::from_elf(&data).unwrap_or_else(|err| {
+            // A damaged Go table still leaves the ELF symbols usable.
+            let _ = err;
+            None
+        });
+        let go_version = if go.is_some() {
+            crate::gopclntab::build_info_version(&data)
+        } else {
+            None
+        };
+        Ok(ElfResolver {
+            data,
+            display: display.to_string(),
+            symbols,
+            loads,
+            build_id,
+            go,
+            go_version,
+        })
+    }
+
+    /// The name this file was opened under.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The GNU build id, when present.
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
+    }
+
+    /// The build id as lowercase hex.
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id().map(|b| {
+            b.iter()
+                .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{x:02x}");
+                    s
+                })
+        })
+    }
+
+    /// True when the file has a Go pclntab.
+    pub fn is_go(&self) -> bool {
+        self.go.is_some()
+    }
+
+    /// The Go release that built the file, from its build info (e.g. `go1.22.5`).
+    pub fn go_version(&self) -> Option<&str> {
+        self.go_version.as_deref()
+    }
+
+    /// Size of the mapped file in bytes.
+    pub fn mapped_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Heap bytes used by the indexes.
+    pub fn index_bytes(&self) -> usize {
+        self.symbols.capacity() * std::mem::size_of::<Sym>()
+            + self.loads.capacity() * std::mem::size_of::<Load>()
+    }
+
+    /// The virtual address (as in the ELF file) of a file offset, through the loadable segments.
+    pub fn file_offset_to_va(&self, offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| offset >= l.file_offset && offset - l.file_offset < l.file_size)
+            .map(|l| offset - l.file_offset + l.vaddr)
+    }
+
+    /// Frames for a virtual address: the Go table first (with inlined frames and lines), then
+    /// the ELF symbol tables (cgo and assembly code, native binaries).
+    pub fn symbolize(&self, va: u64) -> Symbolized {
+        let mut go_miss = None;
+        if let Some(go) = &self.go {
+            match go.symbolize(&self.data, va) {
+                found @ Symbolized::Sym(_) => return found,
+                Symbolized::Unknown(reason) => go_miss = Some(reason),
+            }
+        }
+        match self.symbol_at(va) {
+            Some(name) => Symbolized::Sym(vec![Frame {
+                function: demangle(name),
+                file: None,
+                line: None,
+                inlined: false,
+            }]),
+            None if self.symbols.is_empty() && self.go.is_none() => {
+                Symbolized::Unknown(Reason::NoSymbols)
+            }
+            None => Symbolized::Unknown(go_miss.unwrap_or(Reason::NoFunction)),
+        }
+    }
+
+    /// [`Self::symbolize`] for many addresses.
+    pub fn symbolize_batch(&self, vas: &[u64]) -> Vec<Symbolized> {
+        vas.iter().map(|&va| self.symbolize(va)).collect()
+    }
+
+    fn symbol_at(&self, va: u64) -> Option<&str> {
+        let i = self.symbols.partition_point(|s| s.start <= va);
+        let s = self.symbols.get(i.checked_sub(1)?)?;
+        if va >= s.end {
+            return None;
+        }
+        let start = s.name_off as usize;
+        let bytes = self
+            .data
+            .get(start..start.checked_add(s.name_len as usize)?)?;
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+/// Function symbols of `.symtab` and `.dynsym`, sorted, deduplicated, with sizes: a symbol
+/// without a size reaches to the next symbol, never past the end of its section.
+fn index_symbols(obj: &object::File<'_>, data: &[u8]) -> Vec<Sym> {
+    let base = data.as_ptr() as usize;
+    let mut raw: Vec<(u64, u64, u64, u32, u32)> = Vec::new(); // start, size, section end, name
+    for sym in obj.symbols().chain(obj.dynamic_symbols()) {
+        if raw.len() >= MAX_SYMBOLS {
+            break;
+        }
+        if sym.kind() != SymbolKind::Text || sym.address() == 0 || sym.is_undefined() {
+            continue;
+        }
+        let Ok(name) = sym.name_bytes() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        // Names are borrowed from the map: keep their position instead of copying them.
+        let Some(off) = (name.as_ptr() as usize).checked_sub(base) else {
+            continue;
+        };
+        let (Ok(name_off), Ok(name_len)) = (u32::try_from(off), u32::try_from(name.len())) else {
+            continue;
+        };
+        let section_end = sym
+            .section_index()
+            .and_then(|i| obj.section_by_index(i).ok())
+            .map(|s| s.address().saturating_add(s.size()))
+            .unwrap_or(u64::MAX);
+        raw.push((sym.address(), sym.size(), section_end, name_off, name_len));
+    }
+    // Prefer sized symbols at the same address, then the first name.
+    raw.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    raw.dedup_by_key(|s| s.0);
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, &(start, size, section_end, name_off, name_len)) in raw.iter().enumerate() {
+        let next = raw.get(i + 1).map_or(u64::MAX, |n| n.0);
+        let end = if size > 0 {
+            start.saturating_add(size)
+        } else {
+            next.min(section_end)
+        };
+        if end > start {
+            out.push(Sym {
+                start,
+                end,
+                name_off,
+                name_len,
+            });
+        }
+    }
+    out
+}
+
+/// Rust (legacy and v0) and C++ (Itanium) names demangled; anything else as is.
+pub fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(d) = sym.demangle() {
+                return d;
+            }
+        }
+    }
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn elf_test_marker() -> u32 {
+        std::hint::black_box(7)
+    }
+
+    fn own_va(addr: u64) -> (ElfResolver, u64) {
+        let maps = crate::process::ProcessMaps::read(std::process::id()).unwrap();
+        let m = maps.find(addr).unwrap();
+        let r = ElfResolver::open(&std::env::current_exe().unwrap()).unwrap();
+        let va = r.file_offset_to_va(m.file_offset(addr).unwrap()).unwrap();
+        (r, va)
+    }
+
+    #[test]
+    fn symbolizes_own_function_through_offsets() {
+        elf_test_marker();
+        let (r, va) = own_va(elf_test_marker as fn() -> u32 as usize as u64);
+        let frames = r.symbolize(va);
+        let name = &frames.frames()[0].function;
+        assert!(name.ends_with("elf_test_marker"), "{name}");
+        assert!(r.build_id().is_some());
+        assert!(!r.is_go());
+    }
+
+    #[test]
+    fn demangles_rust_and_cpp() {
+        assert_eq!(demangle("_ZN3foo3barE"), "foo::bar");
+        assert_eq!(demangle("_Z3addii"), "add(int, int)");
+        assert_eq!(demangle("main"), "main");
+        assert_eq!(demangle("_Znot valid"), "_Znot valid");
+    }
+
+    #[test]
+    fn rejects_non_elf() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"#!/bin/sh\necho hi\n").unwrap();
+        assert!(matches!(ElfResolver::open(&p), Err(Error::BadElf { .. })));
+        assert!(matches!(
+            ElfResolver::open(&dir.path().join("missing")),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    /// Random corruption of a real ELF never panics, in open or in lookups.
+    #[test]
+    fn corrupted_elf_never_panics() {
+        let original = std::fs::read("/bin/true").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let mut bytes = original.clone();
+            let edits = 1 + next() % 64;
+            for _ in 0..edits {
+                // Bias towards the headers, where the damage is interesting.
+                let limit = if next() % 2 == 0 { 4096 } else { bytes.len() };
+                let i = (next() as usize) % limit.min(bytes.len());
+                bytes[i] = next() as u8;
+            }
+            if round % 10 == 0 {
+                bytes.truncate((next() as usize) % bytes.len());
+            }
+            let p = dir.path().join(format!("f{round}"));
+            std::fs::write(&p, &bytes).unwrap();
+            if let Ok(r) = ElfResolver::open(&p) {
+                for _ in 0..50 {
+                    let _ = r.symbolize(next() % 0x40_0000);
+                    let _ = r.file_offset_to_va(next() % 0x40_0000);
+                }
+            }
+        }
+    }
+}

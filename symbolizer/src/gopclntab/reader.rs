@@ -1,0 +1,95 @@
+//! Bounds-checked little-endian reads from untrusted bytes.
+
+/// A byte slice with checked reads; every accessor returns None when out of bounds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bytes<'a>(pub &'a [u8]);
+
+impl Bytes<'_> {
+    pub fn u8(self, at: usize) -> Option<u8> {
+        self.0.get(at).copied()
+    }
+
+    pub fn u32(self, at: usize) -> Option<u32> {
+        let b = self.0.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+
+    pub fn i32(self, at: usize) -> Option<i32> {
+        self.u32(at).map(|v| v as i32)
+    }
+
+    pub fn u64(self, at: usize) -> Option<u64> {
+        let b = self.0.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// A pointer-sized word.
+    pub fn word(self, at: usize, ptr_size: usize) -> Option<u64> {
+        match ptr_size {
+            4 => self.u32(at).map(u64::from),
+            8 => self.u64(at),
+            _ => None,
+        }
+    }
+}
+
+/// A NUL-terminated UTF-8 string starting at `start`, which must end before `limit` and be at
+/// most `max` bytes long.
+pub(super) fn cstr(data: &[u8], start: usize, limit: usize, max: usize) -> Option<&str> {
+    let limit = limit.min(data.len()).min(start.checked_add(max)?);
+    let bytes = data.get(start..limit)?;
+    let len = bytes.iter().position(|&c| c == 0)?;
+    std::str::from_utf8(&bytes[..len]).ok()
+}
+
+/// An unsigned LEB128 varint at `at`, not reading at or past `end`. Returns (value, length).
+pub(super) fn uvarint(data: &[u8], at: usize, end: usize) -> Option<(u64, usize)> {
+    let end = end.min(data.len());
+    let mut value = 0u64;
+    for (i, shift) in (0..10usize).map(|i| (i, (i * 7) as u32)) {
+        let pos = at.checked_add(i)?;
+        if pos >= end {
+            return None;
+        }
+        let byte = data[pos];
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uvarint_decodes_and_bounds() {
+        assert_eq!(uvarint(&[0x05], 0, 1), Some((5, 1)));
+        assert_eq!(uvarint(&[0x80, 0x01], 0, 2), Some((128, 2)));
+        assert_eq!(uvarint(&[0x80, 0x01], 0, 1), None, "end cuts it");
+        assert_eq!(uvarint(&[0xff; 12], 0, 12), None, "too long");
+        assert_eq!(uvarint(&[], 0, 5), None);
+    }
+
+    #[test]
+    fn cstr_needs_a_terminator_within_limits() {
+        let d = b"abc\0def";
+        assert_eq!(cstr(d, 0, d.len(), 100), Some("abc"));
+        assert_eq!(cstr(d, 4, d.len(), 100), None, "no NUL before the end");
+        assert_eq!(cstr(d, 0, 2, 100), None, "limit before the NUL");
+        assert_eq!(cstr(d, 0, d.len(), 2), None, "longer than max");
+        assert_eq!(cstr(d, 100, 200, 10), None);
+    }
+
+    #[test]
+    fn reads_are_checked() {
+        let b = Bytes(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(b.u32(0), Some(1));
+        assert_eq!(b.u64(0), Some(0x2_0000_0001));
+        assert_eq!(b.u32(5), None);
+        assert_eq!(b.u32(usize::MAX), None);
+        assert_eq!(b.word(0, 3), None);
+    }
+}
