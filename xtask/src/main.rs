@@ -1,0 +1,266 @@
+//! `cargo xtask`: Bellows developer workflows.
+//!
+//! - `setup`: install every prerequisite, idempotently (apt packages, nightly rust-src,
+//!   bpf-linker linked to LLVM 22, Go toolchains for the test workloads).
+//! - `fixtures`: build the Go test workloads with every Go toolchain, in every variant.
+//! - `test`: fmt, clippy, fixtures, then every test (unit and real-kernel integration).
+//! - `record`: build `bellows` in release and profile this machine.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Bellows developer workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every prerequisite (idempotent).
+    Setup,
+    /// Print the Go toolchains the tests use, colon-separated.
+    GoToolchains,
+    /// Build the Go workloads with every toolchain: default, stripped and PIE.
+    Fixtures,
+    /// Run every check and test: fmt, clippy, unit and integration tests.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build `bellows` in release and run `bellows record` (default: the whole machine for 10 s,
+    /// writing profile.pb.gz and flame.svg here).
+    Record {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Task::Setup => setup::setup(&root),
+        Task::GoToolchains => {
+            println!("{}", join_paths(&setup::go_toolchains(&root)));
+            Ok(())
+        }
+        Task::Fixtures => {
+            for f in build_fixtures(&root)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Task::Test {
+            no_lint,
+            cargo_test_args,
+        } => test(&root, no_lint, &cargo_test_args),
+        Task::Record { args } => record(&root, &args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Runs a command to completion, failing with its description when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+pub(crate) fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Go workloads: each a directory with a `main.go` under tests/fixtures/go.
+fn go_workloads(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("tests/fixtures/go");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.join("main.go").is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Build variants: name and extra `go build` flags.
+const VARIANTS: &[(&str, &[&str])] = &[
+    ("default", &[]),
+    ("stripped", &["-ldflags=-s -w"]),
+    ("pie", &["-buildmode=pie"]),
+];
+
+/// Builds every workload with every toolchain and variant into
+/// `target/fixtures/go/<version>/<variant>/<name>`; skips builds that are up to date.
+fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
+    let toolchains = setup::go_toolchains(root);
+    if toolchains.is_empty() {
+        bail!("no Go toolchain found: run `cargo xtask setup`");
+    }
+    let out_root = root.join("target/fixtures/go");
+    let cache = root.join("target/go-cache");
+    let mut built = Vec::new();
+    for go in &toolchains {
+        let version = setup::go_version(go)?;
+        for workload in go_workloads(root)? {
+            let name = workload
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("workload directory name")?
+                .to_string();
+            let source_time = newest_mtime(&workload)?;
+            for (variant, flags) in VARIANTS {
+                let out = out_root.join(&version).join(variant).join(&name);
+                let fresh = std::fs::metadata(&out)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= source_time);
+                if !fresh {
+                    std::fs::create_dir_all(out.parent().expect("has parent"))?;
+                    run(Command::new(go)
+                        .current_dir(&workload)
+                        .arg("build")
+                        .args(*flags)
+                        .arg("-o")
+                        .arg(&out)
+                        .arg(".")
+                        .env("GOFLAGS", "-buildvcs=false")
+                        .env("GOTOOLCHAIN", "local")
+                        .env("GOCACHE", cache.join(&version))
+                        .env("GOPATH", root.join("target/gopath"))
+                        .env("CGO_ENABLED", "0"))?;
+                }
+                built.push(out);
+            }
+        }
+    }
+    Ok(built)
+}
+
+fn newest_mtime(dir: &Path) -> Result<std::time::SystemTime> {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir)? {
+        let m = entry?.metadata()?;
+        newest = newest.max(m.modified()?);
+    }
+    Ok(newest)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
+    let step = |name: &str, cmd: &mut Command| -> Result<()> {
+        eprintln!("\n=== {name}");
+        run(cmd.current_dir(root)).with_context(|| format!("step '{name}' failed"))
+    };
+    if !no_lint {
+        step("format", cargo().args(["fmt", "--all", "--check"]))?;
+        step(
+            "clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "agent-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    eprintln!("\n=== fixtures");
+    let fixtures = build_fixtures(root).context("step 'fixtures' failed")?;
+    eprintln!("{} fixture binaries ready", fixtures.len());
+    // Integration tests run the real binary.
+    step(
+        "build bellows",
+        cargo().args(["build", "--package", "agent", "--bin", "bellows"]),
+    )?;
+    let toolchains = join_paths(&setup::go_toolchains(root));
+    step(
+        "test",
+        cargo()
+            .args(["test", "--workspace", "--exclude", "agent-ebpf"])
+            .args(if extra.is_empty() {
+                vec![]
+            } else {
+                vec!["--".to_string()]
+            })
+            .args(extra)
+            .env("BELLOWS_GO_TOOLCHAINS", toolchains)
+            .env("BELLOWS_FIXTURES", root.join("target/fixtures")),
+    )?;
+    eprintln!("\nall checks and tests passed");
+    Ok(())
+}
+
+fn record(root: &Path, args: &[String]) -> Result<()> {
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "--package",
+        "agent",
+        "--bin",
+        "bellows",
+    ]))?;
+    let bin = root.join("target/release/bellows");
+    let default_args: Vec<String> = [
+        "record",
+        "-d",
+        "10",
+        "-o",
+        "profile.pb.gz",
+        "--flamegraph",
+        "flame.svg",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args = if args.is_empty() {
+        default_args
+    } else {
+        let mut a = vec!["record".to_string()];
+        a.extend(args.iter().cloned());
+        a
+    };
+    run(Command::new(bin).args(&args))
+}

