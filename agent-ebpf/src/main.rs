@@ -85,11 +85,13 @@ fn try_sample(ctx: &PerfEventContext) {
     let user_stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         Ok(id) => id as i32,
         Err(err) => {
-            count_error(match -err {
-                ENOMEM => ErrorKind::UserStackFull,
-                EEXIST => ErrorKind::UserStackCollision,
-                _ => ErrorKind::UserStackOther,
-            });
+            match -err {
+                // A kernel thread: there is no user stack.
+                EFAULT => {}
+                ENOMEM => count_error(ErrorKind::UserStackFull),
+                EEXIST => count_error(ErrorKind::UserStackCollision),
+                _ => count_error(ErrorKind::UserStackOther),
+            }
             err
         }
     };
