@@ -18,6 +18,11 @@ pub fn write_pprof(path: impl AsRef<Path>, rec: &Recording) -> Result<()> {
     write_atomically(path.as_ref(), |w| write_gzip(&profile, w))
 }
 
+/// Writes `bytes` to `path` atomically (temporary file, sync, rename), like [`write_pprof`].
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    write_atomically(path.as_ref(), |w| w.write_all(bytes))
+}
+
 /// Calls `write` on a fresh temporary file next to `path`, then renames it to `path`.
 fn write_atomically(
     path: &Path,

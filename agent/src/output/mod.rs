@@ -12,7 +12,7 @@ mod top;
 use std::io;
 use std::path::PathBuf;
 
-pub use file::write_pprof;
+pub use file::{write_atomic, write_pprof};
 pub use flamegraph::flamegraph_svg;
 pub use folded::folded;
 pub use top::{render_top, top, TopRow};

@@ -1,0 +1,14 @@
+//! Builds `agent-ebpf` for the BPF target with aya-build; `src/ebpf.rs` embeds the object.
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-ebpf");
+    aya_build::build_ebpf(
+        [Package {
+            name: "agent-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )
+}

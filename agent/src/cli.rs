@@ -1,0 +1,193 @@
+//! Command-line flags. Scripts rely on these names: change them only with care.
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bellows",
+    version,
+    about = "eBPF continuous profiler: samples every CPU, symbolizes Go and native stacks, writes pprof and flame graphs"
+)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `debug` or `agent=debug`. Also RUST_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Profile this machine, some processes, cgroups, or a command, and write pprof (plus an
+    /// optional flame graph and folded stacks).
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  bellows record                                 whole system, 10 s, profile.pb.gz
+  bellows record -d 30s --flamegraph flame.svg   30 s, also a flame graph
+  bellows record -p 1234 -F 499                  one process at 499 Hz
+  bellows record --cgroup /sys/fs/cgroup/unified/system.slice/nginx.service
+  bellows record -- ./server --port 8080         run a command, profile it and its children")]
+pub struct RecordArgs {
+    /// Profile only this process (repeatable).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Profile only tasks in this cgroup v2 directory (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+
+    /// How long to record: `10`, `10s`, `500ms`, `2m`. Default 10 s, or until the command exits.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 97)]
+    pub frequency: u64,
+
+    /// Where to write the gzipped pprof profile.
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        default_value = "profile.pb.gz"
+    )]
+    pub output: PathBuf,
+
+    /// Also write an interactive flame graph (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// Also write folded stacks (`frame;frame;... count`).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Do not record kernel stacks.
+    #[arg(long)]
+    pub no_kernel: bool,
+
+    /// How many functions the summary's top table lists.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Command to run and profile, with its children, until it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses `10`, `10s`, `1.5s`, `500ms`, `2m`, `1h`. A bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10, 10s, 500ms, 2m"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
+        return Err(format!(
+            "duration {s:?} out of range: must be positive and at most a year"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn record_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bellows",
+            "record",
+            "-p",
+            "1",
+            "--pid",
+            "2",
+            "--cgroup",
+            "/x",
+            "-d",
+            "3s",
+            "-F",
+            "49",
+            "-o",
+            "o.pb.gz",
+            "--flamegraph",
+            "f.svg",
+            "--folded",
+            "f.txt",
+            "--no-kernel",
+            "--",
+            "cmd",
+            "--flag",
+        ])
+        .unwrap();
+        let Command::Record(r) = cli.command;
+        assert_eq!(r.pids, vec![1, 2]);
+        assert_eq!(r.cgroups, vec![PathBuf::from("/x")]);
+        assert_eq!(r.duration, Some(Duration::from_secs(3)));
+        assert_eq!(r.frequency, 49);
+        assert_eq!(r.output, PathBuf::from("o.pb.gz"));
+        assert!(r.no_kernel);
+        assert_eq!(
+            r.command,
+            vec![OsString::from("cmd"), OsString::from("--flag")]
+        );
+    }
+
+    #[test]
+    fn record_defaults() {
+        let cli = Cli::try_parse_from(["bellows", "record"]).unwrap();
+        let Command::Record(r) = cli.command;
+        assert_eq!(r.frequency, 97);
+        assert_eq!(r.output, PathBuf::from("profile.pb.gz"));
+        assert_eq!(r.duration, None);
+        assert!(r.command.is_empty());
+    }
+
+    #[test]
+    fn bad_pid_is_a_usage_error() {
+        let err = Cli::try_parse_from(["bellows", "record", "-p", "abc"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

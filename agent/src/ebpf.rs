@@ -1,0 +1,502 @@
+//! Loading, attaching and draining the kernel side (`agent-ebpf`).
+//!
+//! This is the only module that talks to BPF. It hands the rest of the agent plain data
+//! ([`Drained`], [`DropCounts`]) so that everything downstream is testable without root.
+
+use std::collections::HashMap;
+
+use agent_common::{config, maps, programs, ErrorKind, SampleKey, COMM_LEN};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        perf_event::{
+            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+        },
+        trace_point::TracePointLinkId,
+        PerfEvent, ProgramError, TracePoint,
+    },
+    Ebpf,
+};
+
+/// The compiled kernel program, built by `build.rs` and embedded in the binary.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bellows"));
+
+/// What to sample.
+#[derive(Debug, Clone, Default)]
+pub struct SamplerConfig {
+    /// Samples per second per CPU.
+    pub frequency_hz: u64,
+    /// Record kernel stacks too.
+    pub kernel_stacks: bool,
+    /// Count only these cgroup v2 ids (empty: no cgroup filter).
+    pub cgroups: Vec<u64>,
+    /// Count only these processes (empty: no pid filter).
+    pub pids: Vec<u32>,
+}
+
+/// Errors from loading, attaching and reading the kernel side. Each says what the user can do.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error(
+        "insufficient privileges to load BPF programs: needs root, or CAP_BPF and CAP_PERFMON \
+         (plus CAP_SYS_RESOURCE on kernels before 5.11)"
+    )]
+    Privileges,
+    #[error("loading the BPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("BPF program {name} is missing or of the wrong type in the embedded object")]
+    MissingProgram { name: &'static str },
+    #[error("BPF map {name} is missing or of the wrong type: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("loading BPF program {name} into the kernel failed (verifier rejected it?): {source}")]
+    Verify {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(
+        "attaching the sampler to CPU {cpu} failed: {source}; is perf_event_open permitted \
+         (kernel.perf_event_paranoid, seccomp in containers)?"
+    )]
+    AttachCpu {
+        cpu: u32,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching to the tracepoint sched/sched_process_exec failed: {0}")]
+    AttachExec(#[source] ProgramError),
+    #[error("cannot list online CPUs ({0}): {1}")]
+    Cpus(&'static str, #[source] std::io::Error),
+    #[error("updating BPF map {name} failed: {source}")]
+    Update {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// One drained counts-map entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawSample {
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    /// Thread name.
+    pub comm: String,
+    /// User stack id, if one was recorded.
+    pub user_stack: Option<u32>,
+    /// Kernel stack id, if one was recorded.
+    pub kernel_stack: Option<u32>,
+    pub count: u64,
+}
+
+impl RawSample {
+    pub fn from_key(key: &SampleKey, count: u64) -> Self {
+        let stack = |id: i32| u32::try_from(id).ok();
+        RawSample {
+            tgid: key.tgid,
+            cgroup_id: key.cgroup_id,
+            comm: comm_to_string(&key.comm),
+            user_stack: stack(key.user_stack_id),
+            kernel_stack: stack(key.kernel_stack_id),
+            count,
+        }
+    }
+}
+
+fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// Everything read out of the maps at the end of a window.
+#[derive(Debug, Default, Clone)]
+pub struct Drained {
+    pub samples: Vec<RawSample>,
+    /// Stack id → instruction pointers, leaf first.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    /// Stack ids referenced by samples but missing from the stack map.
+    pub missing_stacks: u64,
+}
+
+/// Per-reason sample counts, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DropCounts(pub [u64; ErrorKind::COUNT as usize]);
+
+impl DropCounts {
+    pub fn get(&self, kind: ErrorKind) -> u64 {
+        self.0[kind as usize]
+    }
+
+    /// Nonzero drop and degradation reasons (everything but `counted` and `filtered`).
+    pub fn problems(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, ErrorKind::Counted | ErrorKind::Filtered))
+            .map(|k| (k, self.get(k)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// The loaded kernel side.
+pub struct Sampler {
+    ebpf: Ebpf,
+    perf_links: Vec<PerfEventLinkId>,
+    exec_link: Option<TracePointLinkId>,
+}
+
+impl Sampler {
+    /// Loads the programs and maps and writes the filters. Nothing is sampled until [`Self::start`].
+    pub fn load(cfg: &SamplerConfig) -> Result<Self, SamplerError> {
+        if !has_bpf_privileges() {
+            return Err(SamplerError::Privileges);
+        }
+        bump_memlock_rlimit();
+        let ebpf = Ebpf::load(PROGRAM).map_err(|err| {
+            if is_permission_error(&err) {
+                SamplerError::Privileges
+            } else {
+                SamplerError::Load(err)
+            }
+        })?;
+        let mut sampler = Sampler {
+            ebpf,
+            perf_links: Vec::new(),
+            exec_link: None,
+        };
+        sampler.configure(cfg)?;
+        Ok(sampler)
+    }
+
+    fn configure(&mut self, cfg: &SamplerConfig) -> Result<(), SamplerError> {
+        for &cgroup in &cfg.cgroups {
+            self.filter_map::<u64>(maps::CGROUP_FILTER)?
+                .insert(cgroup, 1, 0)
+                .map_err(|source| SamplerError::Update {
+                    name: maps::CGROUP_FILTER,
+                    source,
+                })?;
+        }
+        for &pid in &cfg.pids {
+            self.filter_map::<u32>(maps::PID_FILTER)?
+                .insert(pid, 1, 0)
+                .map_err(|source| SamplerError::Update {
+                    name: maps::PID_FILTER,
+                    source,
+                })?;
+        }
+        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
+        let settings = [
+            (config::FILTER_CGROUPS, !cfg.cgroups.is_empty()),
+            (config::FILTER_PIDS, !cfg.pids.is_empty()),
+            (config::NO_KERNEL, !cfg.kernel_stacks),
+        ];
+        for (index, on) in settings {
+            config
+                .set(index, u32::from(on), 0)
+                .map_err(|source| SamplerError::Update {
+                    name: maps::CONFIG,
+                    source,
+                })?;
+        }
+
+        for (name, verify) in [(programs::SAMPLE, true), (programs::EXEC, false)] {
+            let program = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(SamplerError::MissingProgram { name })?;
+            let result = if verify {
+                let p: &mut PerfEvent = program
+                    .try_into()
+                    .map_err(|_| SamplerError::MissingProgram { name })?;
+                p.load()
+            } else {
+                let p: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|_| SamplerError::MissingProgram { name })?;
+                p.load()
+            };
+            result.map_err(|source| SamplerError::Verify { name, source })?;
+        }
+        Ok(())
+    }
+
+    fn filter_map<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, u8>, SamplerError> {
+        self.map_mut(name)
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, SamplerError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self.ebpf.map_mut(name).ok_or(SamplerError::Map {
+            name,
+            source: MapError::InvalidName {
+                name: name.to_string(),
+            },
+        })?;
+        T::try_from(map).map_err(|source| SamplerError::Map { name, source })
+    }
+
+    /// Adds a process to the pid filter while sampling (e.g. a command we just started).
+    pub fn add_pid(&mut self, pid: u32) -> Result<(), SamplerError> {
+        self.filter_map::<u32>(maps::PID_FILTER)?
+            .insert(pid, 1, 0)
+            .map_err(|source| SamplerError::Update {
+                name: maps::PID_FILTER,
+                source,
+            })
+    }
+
+    /// Attaches the sampler to every online CPU and the exec tracepoint.
+    pub fn start(&mut self, frequency_hz: u64) -> Result<(), SamplerError> {
+        let cpus = aya::util::online_cpus().map_err(|(what, err)| SamplerError::Cpus(what, err))?;
+        {
+            let program: &mut TracePoint = self
+                .ebpf
+                .program_mut(programs::EXEC)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(SamplerError::MissingProgram {
+                    name: programs::EXEC,
+                })?;
+            self.exec_link = Some(
+                program
+                    .attach("sched", "sched_process_exec")
+                    .map_err(SamplerError::AttachExec)?,
+            );
+        }
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut(programs::SAMPLE)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(SamplerError::MissingProgram {
+                name: programs::SAMPLE,
+            })?;
+        for cpu in cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(|source| SamplerError::AttachCpu { cpu, source })?;
+            self.perf_links.push(link);
+        }
+        Ok(())
+    }
+
+    /// Detaches from every CPU: no sample is taken after this returns.
+    pub fn stop(&mut self) {
+        if let Some(program) = self
+            .ebpf
+            .program_mut(programs::SAMPLE)
+            .and_then(|p| <&mut PerfEvent>::try_from(p).ok())
+        {
+            for link in self.perf_links.drain(..) {
+                if let Err(err) = program.detach(link) {
+                    tracing::warn!("detaching the sampler: {err}");
+                }
+            }
+        }
+        if let (Some(link), Some(program)) = (
+            self.exec_link.take(),
+            self.ebpf
+                .program_mut(programs::EXEC)
+                .and_then(|p| <&mut TracePoint>::try_from(p).ok()),
+        ) {
+            if let Err(err) = program.detach(link) {
+                tracing::warn!("detaching the exec tracepoint: {err}");
+            }
+        }
+    }
+
+    /// The ring buffer announcing processes sampled for the first time (one `u32` tgid each).
+    /// Can be taken once.
+    pub fn take_new_pids(&mut self) -> Result<RingBuf<MapData>, SamplerError> {
+        let map = self
+            .ebpf
+            .take_map(maps::NEW_PIDS)
+            .ok_or(SamplerError::Map {
+                name: maps::NEW_PIDS,
+                source: MapError::InvalidName {
+                    name: maps::NEW_PIDS.to_string(),
+                },
+            })?;
+        RingBuf::try_from(map).map_err(|source| SamplerError::Map {
+            name: maps::NEW_PIDS,
+            source,
+        })
+    }
+
+    /// Per-reason counters, summed over CPUs.
+    pub fn drop_counts(&self) -> Result<DropCounts, SamplerError> {
+        let map = self.ebpf.map(maps::ERRORS).ok_or(SamplerError::Map {
+            name: maps::ERRORS,
+            source: MapError::InvalidName {
+                name: maps::ERRORS.to_string(),
+            },
+        })?;
+        let errors: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| SamplerError::Map {
+                name: maps::ERRORS,
+                source,
+            })?;
+        let mut counts = DropCounts::default();
+        for kind in ErrorKind::ALL {
+            let values = errors
+                .get(&(kind as u32), 0)
+                .map_err(|source| SamplerError::Map {
+                    name: maps::ERRORS,
+                    source,
+                })?;
+            counts.0[kind as usize] = values.iter().sum();
+        }
+        Ok(counts)
+    }
+
+    /// Reads every counted sample and the stacks they reference. Call after [`Self::stop`] for an
+    /// exact snapshot.
+    pub fn drain(&mut self) -> Result<Drained, SamplerError> {
+        let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
+        let counts: BpfHashMap<&MapData, SampleKey, u64> =
+            BpfHashMap::try_from(self.ebpf.map(maps::COUNTS).ok_or(SamplerError::Map {
+                name: maps::COUNTS,
+                source: MapError::InvalidName {
+                    name: maps::COUNTS.to_string(),
+                },
+            })?)
+            .map_err(map_err(maps::COUNTS))?;
+        let mut drained = Drained::default();
+        for entry in counts.iter() {
+            let (key, count) = entry.map_err(map_err(maps::COUNTS))?;
+            drained.samples.push(RawSample::from_key(&key, count));
+        }
+        let stacks: StackTraceMap<&MapData> =
+            StackTraceMap::try_from(self.ebpf.map(maps::STACKS).ok_or(SamplerError::Map {
+                name: maps::STACKS,
+                source: MapError::InvalidName {
+                    name: maps::STACKS.to_string(),
+                },
+            })?)
+            .map_err(map_err(maps::STACKS))?;
+        for sample in &drained.samples {
+            for id in [sample.user_stack, sample.kernel_stack]
+                .into_iter()
+                .flatten()
+            {
+                if drained.stacks.contains_key(&id) {
+                    continue;
+                }
+                match stacks.get(&id, 0) {
+                    Ok(trace) => {
+                        let ips = trace.frames().iter().map(|f| f.ip).collect();
+                        drained.stacks.insert(id, ips);
+                    }
+                    Err(_) => drained.missing_stacks += 1,
+                }
+            }
+        }
+        Ok(drained)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Root, CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, from `/proc/self/status`.
+fn has_bpf_privileges() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the kernel decide.
+    };
+    let Some(cap_eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return true;
+    };
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+fn is_permission_error(err: &aya::EbpfError) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it where we may.
+fn bump_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure is harmless on 5.11+ (memcg accounting).
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("raising RLIMIT_MEMLOCK failed; fine on kernels ≥ 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_sample_maps_negative_stack_ids_to_none() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"main");
+        let key = SampleKey {
+            tgid: 42,
+            _pad: 0,
+            cgroup_id: 7,
+            user_stack_id: 3,
+            kernel_stack_id: -14,
+            comm,
+        };
+        let s = RawSample::from_key(&key, 5);
+        assert_eq!(s.comm, "main");
+        assert_eq!(s.user_stack, Some(3));
+        assert_eq!(s.kernel_stack, None);
+        assert_eq!(s.count, 5);
+    }
+
+    #[test]
+    fn comm_without_nul_uses_all_bytes() {
+        assert_eq!(comm_to_string(b"0123456789abcdef"), "0123456789abcdef");
+    }
+
+    #[test]
+    fn problems_skip_counted_and_filtered() {
+        let mut d = DropCounts::default();
+        d.0[ErrorKind::Counted as usize] = 10;
+        d.0[ErrorKind::Filtered as usize] = 3;
+        d.0[ErrorKind::CountsFull as usize] = 2;
+        let p: Vec<_> = d.problems().collect();
+        assert_eq!(p, vec![(ErrorKind::CountsFull, 2)]);
+    }
+}

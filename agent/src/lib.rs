@@ -1,0 +1,16 @@
+//! Bellows: an eBPF continuous profiler.
+//!
+//! The pipeline, one module per step:
+//! [`ebpf`] (load, attach, drain) → [`process`] (pid → mappings, pinned at first sight) →
+//! [`resolve`] (addresses → frames, through `symbolizer`) → [`profile`] (pprof) → [`output`]
+//! (files, flame graph, top table). [`record`] drives it for `bellows record`; [`cli`] holds the
+//! flags and [`cgroup`] the cgroup v2 helpers.
+
+pub mod cgroup;
+pub mod cli;
+pub mod ebpf;
+pub mod output;
+pub mod process;
+pub mod profile;
+pub mod record;
+pub mod resolve;

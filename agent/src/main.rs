@@ -1,0 +1,76 @@
+//! `bellows`: parse flags, validate, hand over to the library, map errors to exit codes.
+
+use std::{io::Write, process::ExitCode};
+
+use agent::{
+    cli::{Cli, Command},
+    record::{self, RecordConfig},
+};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    match cli.command {
+        Command::Record(args) => {
+            let top = args.top;
+            let cfg = match RecordConfig::from_args(args) {
+                Ok(cfg) => cfg,
+                Err(err) => {
+                    eprintln!("bellows: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("bellows: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(record::record(cfg)) {
+                Ok(report) => {
+                    let summary = record::render_summary(&report, top);
+                    // A closed pipe (e.g. `| head`) is not an error.
+                    let _ = std::io::stdout().write_all(summary.as_bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("bellows: {}", error_chain(&err));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// "outer: inner: innermost", skipping repeats (thiserror messages often embed their source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let msg = e.to_string();
+        if !text.contains(&msg) {
+            text.push_str(": ");
+            text.push_str(&msg);
+        }
+        source = e.source();
+    }
+    text
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,259 @@
+//! The process table: pid → mappings, captured the first time a process is sampled.
+//!
+//! A process is read once, at first sight (the kernel announces it), and its executable files are
+//! opened right then through `/proc/PID/map_files` (or `/proc/PID/root/...`), so that a process
+//! that exits before the end of the window, or a file inside a container, is still symbolized.
+//! Opened files are shared between processes by file identity (the symbolizer's cache).
+
+use std::{collections::HashMap, fs::File, io, path::PathBuf, sync::Arc};
+
+use symbolizer::{
+    process::{MapEntry, MapPath},
+    ElfResolver, Symbolizer,
+};
+
+use crate::profile::Mapping;
+
+/// One executable mapping of a process.
+#[derive(Clone)]
+pub struct Mapped {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// The file's symbols; None when it could not be opened or parsed.
+    pub resolver: Option<Arc<ElfResolver>>,
+    /// What pprof gets for this mapping.
+    pub mapping: Arc<Mapping>,
+    /// `[vdso]`: symbolized from the vdso image of the process when readable.
+    pub vdso: bool,
+}
+
+/// A process as first seen.
+#[derive(Clone, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Executable mappings, sorted by start address.
+    pub mappings: Vec<Mapped>,
+}
+
+impl ProcessInfo {
+    /// The executable mapping holding `addr`.
+    pub fn find(&self, addr: u64) -> Option<&Mapped> {
+        let i = self.mappings.partition_point(|m| m.start <= addr);
+        let m = self.mappings.get(i.checked_sub(1)?)?;
+        (addr < m.end).then_some(m)
+    }
+}
+
+/// Counters for what could not be captured; reported at the end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Processes whose mappings were captured.
+    pub captured: u64,
+    /// Processes that exited (or were unreadable) before their mappings could be read.
+    pub vanished: u64,
+    /// Executable mappings whose file could not be opened or parsed.
+    pub unreadable_files: u64,
+}
+
+/// Where process facts come from: `/proc` in production, canned data in tests.
+pub trait ProcSource {
+    fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>>;
+    fn open(&self, pid: u32, entry: &MapEntry) -> io::Result<(File, String)>;
+}
+
+/// The real `/proc`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Proc;
+
+impl ProcSource for Proc {
+    fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>> {
+        let path = format!("/proc/{pid}/maps");
+        let text = std::fs::read_to_string(&path)?;
+        symbolizer::process::parse_maps(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))
+    }
+
+    fn open(&self, pid: u32, entry: &MapEntry) -> io::Result<(File, String)> {
+        let MapPath::File(name) = &entry.path else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file"));
+        };
+        // map_files works even for deleted files and reaches into the process's mount
+        // namespace; root/ is the fallback where map_files is not permitted.
+        let by_range = PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            entry.start, entry.end
+        ));
+        match File::open(&by_range) {
+            Ok(f) => Ok((f, name.clone())),
+            Err(_) => {
+                let rooted = PathBuf::from(format!("/proc/{pid}/root{name}"));
+                File::open(&rooted).map(|f| (f, name.clone()))
+            }
+        }
+    }
+}
+
+/// pid → [`ProcessInfo`], with the symbolizer that owns the opened files.
+pub struct ProcessTable<S: ProcSource = Proc> {
+    source: S,
+    procs: HashMap<u32, ProcessInfo>,
+    symbolizer: Symbolizer,
+    stats: ProcessStats,
+}
+
+impl ProcessTable<Proc> {
+    pub fn new() -> Self {
+        Self::with_source(Proc)
+    }
+}
+
+impl Default for ProcessTable<Proc> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: ProcSource> ProcessTable<S> {
+    pub fn with_source(source: S) -> Self {
+        ProcessTable {
+            source,
+            procs: HashMap::new(),
+            symbolizer: Symbolizer::new(),
+            stats: ProcessStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ProcessStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid)
+    }
+
+    pub fn symbolizer_mut(&mut self) -> &mut Symbolizer {
+        &mut self.symbolizer
+    }
+
+    /// Captures a process's mappings, replacing an earlier capture (after exec the kernel side
+    /// announces the process again). Returns false when the process could not be read.
+    pub fn observe(&mut self, pid: u32) -> bool {
+        let entries = match self.source.maps(pid) {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::debug!(pid, "cannot read mappings: {err}");
+                if !self.procs.contains_key(&pid) {
+                    self.stats.vanished += 1;
+                }
+                return false;
+            }
+        };
+        let mut info = ProcessInfo {
+            pid,
+            mappings: Vec::new(),
+        };
+        for entry in entries.iter().filter(|e| e.is_executable()) {
+            let vdso = matches!(entry.path, MapPath::Vdso);
+            let (resolver, file_name) = match &entry.path {
+                MapPath::File(name) => match self.open_resolver(pid, entry) {
+                    Ok(r) => (Some(r), name.clone()),
+                    Err(err) => {
+                        tracing::debug!(pid, file = %name, "cannot open: {err}");
+                        self.stats.unreadable_files += 1;
+                        (None, name.clone())
+                    }
+                },
+                MapPath::Vdso => (None, "[vdso]".to_string()),
+                other => (None, other.to_string()),
+            };
+            let build_id = resolver.as_ref().and_then(|r| r.build_id_hex());
+            info.mappings.push(Mapped {
+                start: entry.start,
+                end: entry.end,
+                offset: entry.offset,
+                mapping: Arc::new(Mapping {
+                    start: entry.start,
+                    limit: entry.end,
+                    offset: entry.offset,
+                    file: file_name,
+                    build_id,
+                }),
+                resolver,
+                vdso,
+            });
+        }
+        info.mappings.sort_by_key(|m| m.start);
+        self.procs.insert(pid, info);
+        self.stats.captured += 1;
+        true
+    }
+
+    fn open_resolver(&mut self, pid: u32, entry: &MapEntry) -> Result<Arc<ElfResolver>, String> {
+        let (file, name) = self.source.open(pid, entry).map_err(|e| e.to_string())?;
+        self.symbolizer.elf(file, &name).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Canned maps for one pid; files are opened from the real paths named in them.
+    struct Canned(HashMap<u32, String>);
+
+    impl ProcSource for Canned {
+        fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>> {
+            let text = self.0.get(&pid).ok_or(io::ErrorKind::NotFound)?;
+            symbolizer::process::parse_maps(text)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        }
+        fn open(&self, _pid: u32, entry: &MapEntry) -> io::Result<(File, String)> {
+            match &entry.path {
+                MapPath::File(name) => Ok((File::open(name)?, name.clone())),
+                _ => Err(io::ErrorKind::InvalidInput.into()),
+            }
+        }
+    }
+
+    #[test]
+    fn captures_executable_mappings_and_counts_failures() {
+        let exe = std::env::current_exe().unwrap();
+        let maps = format!(
+            "00400000-00500000 r-xp 00001000 08:01 1234 {exe}\n\
+             00500000-00600000 rw-p 00000000 08:01 1234 {exe}\n\
+             00700000-00800000 r-xp 00000000 08:01 99 /nonexistent/lib.so\n\
+             7ffd0000-7ffd2000 r-xp 00000000 00:00 0 [vdso]\n",
+            exe = exe.display()
+        );
+        let mut table = ProcessTable::with_source(Canned(HashMap::from([(7, maps)])));
+        assert!(table.observe(7));
+        assert!(!table.observe(8), "pid 8 has no maps");
+        let stats = table.stats();
+        assert_eq!(stats.captured, 1);
+        assert_eq!(stats.vanished, 1);
+        assert_eq!(stats.unreadable_files, 1);
+
+        let info = table.get(7).unwrap();
+        assert_eq!(info.mappings.len(), 3, "only r-x mappings are kept");
+        let m = info.find(0x0040_0010).unwrap();
+        assert!(m.resolver.is_some());
+        assert_eq!(m.mapping.offset, 0x1000);
+        assert!(
+            m.mapping.build_id.is_some(),
+            "the test binary has a build id"
+        );
+        assert!(info.find(0x0050_0000).is_none(), "rw-p mapping is not kept");
+        assert!(info.find(0x7ffd_0001).unwrap().vdso);
+        assert!(info.find(0x10).is_none());
+    }
+}

@@ -1,0 +1,463 @@
+//! `bellows record`: one-shot profiling of the machine, processes, cgroups or a command.
+
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    path::PathBuf,
+    process::ExitStatus,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    cgroup::{self, ScratchCgroup},
+    cli::RecordArgs,
+    ebpf::{DropCounts, Sampler, SamplerConfig, SamplerError},
+    output,
+    process::{ProcessStats, ProcessTable},
+    profile::Recording,
+    resolve::{resolve, ResolveStats},
+};
+
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// A validated `record` configuration.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    pub pids: Vec<u32>,
+    /// cgroup v2 ids, resolved from the paths given.
+    pub cgroup_ids: Vec<u64>,
+    /// None: until the command exits.
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+    pub output: PathBuf,
+    pub flamegraph: Option<PathBuf>,
+    pub folded: Option<PathBuf>,
+    pub kernel_stacks: bool,
+    pub top: usize,
+    pub command: Vec<OsString>,
+}
+
+/// A flag's value is unusable. Reported as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--frequency {0} is out of range: use 1 to {1} Hz (kernel.perf_event_max_sample_rate)"
+    )]
+    Frequency(u64, u64),
+    #[error("--pid {0}: no such process")]
+    NoSuchPid(u32),
+    #[error("--cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: cgroup::CgroupError,
+    },
+    #[error("--output {0}: the directory does not exist")]
+    OutputDir(PathBuf),
+}
+
+impl RecordConfig {
+    pub fn from_args(args: RecordArgs) -> Result<Self, ConfigError> {
+        let max_rate = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100_000);
+        if args.frequency == 0 || args.frequency > max_rate {
+            return Err(ConfigError::Frequency(args.frequency, max_rate));
+        }
+        for &pid in &args.pids {
+            if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(ConfigError::NoSuchPid(pid));
+            }
+        }
+        let cgroup_ids = args
+            .cgroups
+            .iter()
+            .map(|path| {
+                cgroup::cgroup_id(path).map_err(|source| ConfigError::Cgroup {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for out in [
+            Some(&args.output),
+            args.flamegraph.as_ref(),
+            args.folded.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                return Err(ConfigError::OutputDir(out.clone()));
+            }
+        }
+        let duration = match (args.duration, args.command.is_empty()) {
+            (Some(d), _) => Some(d),
+            (None, true) => Some(DEFAULT_DURATION),
+            (None, false) => None,
+        };
+        Ok(RecordConfig {
+            pids: args.pids,
+            cgroup_ids,
+            duration,
+            frequency_hz: args.frequency,
+            output: args.output,
+            flamegraph: args.flamegraph,
+            folded: args.folded,
+            kernel_stacks: !args.no_kernel,
+            top: args.top,
+            command: args.command,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error("cannot start {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: output::OutputError,
+    },
+}
+
+/// Why recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Duration,
+    Interrupted,
+    CommandExited(Option<i32>),
+}
+
+/// Everything the end-of-run summary reports.
+#[derive(Debug)]
+pub struct Report {
+    pub recording: Recording,
+    pub stop: StopReason,
+    pub drops: DropCounts,
+    pub processes: ProcessStats,
+    pub resolve: ResolveStats,
+    pub kernel_symbols_error: Option<String>,
+    pub written: Vec<(PathBuf, &'static str)>,
+    pub cpus: usize,
+}
+
+impl Report {
+    pub fn total_samples(&self) -> u64 {
+        self.recording.samples.iter().map(|s| s.count).sum()
+    }
+}
+
+/// Runs a recording to its end and writes every output.
+pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
+    let scratch = if cfg.command.is_empty() {
+        None
+    } else {
+        match ScratchCgroup::create() {
+            Ok(cg) => Some(cg),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot create a cgroup for the command ({err}); profiling only its \
+                     main process, not its children"
+                );
+                None
+            }
+        }
+    };
+    let mut cgroup_ids = cfg.cgroup_ids.clone();
+    cgroup_ids.extend(scratch.as_ref().map(ScratchCgroup::id));
+    // With a command but no cgroup, the pid filter must be on from the start (it is filled once
+    // the command's pid is known): a placeholder pid 0 never matches (idle is skipped).
+    let mut pids = cfg.pids.clone();
+    if !cfg.command.is_empty() && scratch.is_none() {
+        pids.push(0);
+    }
+    let mut sampler = Sampler::load(&SamplerConfig {
+        frequency_hz: cfg.frequency_hz,
+        kernel_stacks: cfg.kernel_stacks,
+        cgroups: cgroup_ids,
+        pids,
+    })?;
+    let new_pids = sampler.take_new_pids()?;
+    // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which is
+    // as long as the AsyncFd that owns it.
+    let mut new_pids = unsafe { AsyncFd::register(new_pids) }.map_err(|err| RecordError::Io {
+        what: "watching the new-process ring buffer",
+        source: err.into(),
+    })?;
+    let mut table = ProcessTable::new();
+    for &pid in &cfg.pids {
+        table.observe(pid);
+    }
+    // Read kernel symbols before sampling so that reading them is not what we profile.
+    let (kernel, kernel_symbols_error) = if cfg.kernel_stacks {
+        match table.symbolizer_mut().kernel() {
+            Ok(k) => (Some(k), None),
+            Err(err) => (None, Some(err.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+
+    let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(0);
+    let wall_start = SystemTime::now();
+    let start = Instant::now();
+    sampler.start(cfg.frequency_hz)?;
+
+    let mut child = match cfg.command.split_first() {
+        Some((program, args)) => {
+            let procs = scratch.as_ref().map(|cg| cg.path().join("cgroup.procs"));
+            let child = spawn_in_cgroup(program, args, procs.as_deref())?;
+            if scratch.is_none() {
+                if let Some(pid) = child.id() {
+                    sampler.add_pid(pid)?;
+                }
+            }
+            Some(child)
+        }
+        None => None,
+    };
+
+    let mut sigint =
+        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
+            what: "installing the SIGINT handler",
+            source,
+        })?;
+    let mut sigterm =
+        tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
+            what: "installing the SIGTERM handler",
+            source,
+        })?;
+    let deadline = cfg
+        .duration
+        .map(|d| tokio::time::Instant::from_std(start + d));
+    let progress = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+
+    let stop = loop {
+        tokio::select! {
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                break StopReason::Duration;
+            }
+            _ = sigint.recv() => break StopReason::Interrupted,
+            _ = sigterm.recv() => break StopReason::Interrupted,
+            status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
+                child = None;
+                break StopReason::CommandExited(status.ok().and_then(|s: ExitStatus| s.code()));
+            }
+            guard = new_pids.readable_mut() => {
+                let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
+                drain_new_pids(guard.get_inner_mut(), &mut table);
+                guard.clear_ready();
+            }
+            _ = tick.tick(), if progress => {
+                let samples = sampler.drop_counts().map(|d| d.get(agent_common::ErrorKind::Counted)).unwrap_or(0);
+                eprint!(
+                    "\rrecording {:>6.1}s{}  {samples} samples  {} processes ",
+                    start.elapsed().as_secs_f64(),
+                    cfg.duration.map(|d| format!(" / {:.1}s", d.as_secs_f64())).unwrap_or_default(),
+                    table.len(),
+                );
+            }
+        }
+    };
+    sampler.stop();
+    let duration = start.elapsed();
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    drain_new_pids(new_pids.get_mut(), &mut table);
+    let drops = sampler.drop_counts()?;
+    let drained = sampler.drain()?;
+    drop(sampler);
+
+    let (recording, resolve_stats) = resolve(
+        &drained,
+        &mut table,
+        kernel.as_deref(),
+        Recording {
+            frequency_hz: cfg.frequency_hz,
+            start: wall_start,
+            duration,
+            samples: Vec::new(),
+        },
+    );
+
+    let mut written = Vec::new();
+    let out_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| RecordError::Output { path, source }
+    };
+    output::write_pprof(&cfg.output, &recording).map_err(out_err(&cfg.output))?;
+    written.push((cfg.output.clone(), "pprof"));
+    if let Some(path) = &cfg.flamegraph {
+        let title = flame_title(&cfg);
+        let svg = output::flamegraph_svg(&recording, &title).map_err(out_err(path))?;
+        write_file(path, &svg).map_err(out_err(path))?;
+        written.push((path.clone(), "flame graph"));
+    }
+    if let Some(path) = &cfg.folded {
+        write_file(path, output::folded(&recording).as_bytes()).map_err(out_err(path))?;
+        written.push((path.clone(), "folded stacks"));
+    }
+    drop(child);
+    drop(scratch);
+    Ok(Report {
+        recording,
+        stop,
+        drops,
+        processes: table.stats(),
+        resolve: resolve_stats,
+        kernel_symbols_error,
+        written,
+        cpus,
+    })
+}
+
+fn write_file(path: &PathBuf, bytes: &[u8]) -> Result<(), output::OutputError> {
+    output::write_atomic(path, bytes)
+}
+
+fn flame_title(cfg: &RecordConfig) -> String {
+    if !cfg.command.is_empty() {
+        let cmd: Vec<_> = cfg.command.iter().map(|s| s.to_string_lossy()).collect();
+        format!("bellows record -- {}", cmd.join(" "))
+    } else {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!("bellows record: {host}")
+    }
+}
+
+fn drain_new_pids(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, table: &mut ProcessTable) {
+    while let Some(item) = ring.next() {
+        let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
+            continue;
+        };
+        let pid = u32::from_ne_bytes(bytes);
+        drop(item);
+        table.observe(pid);
+    }
+}
+
+/// Starts `program`. With `cgroup_procs`, the child moves itself into that cgroup before exec, so
+/// the command runs not a single instruction of its own outside it.
+fn spawn_in_cgroup(
+    program: &OsString,
+    args: &[OsString],
+    cgroup_procs: Option<&std::path::Path>,
+) -> Result<tokio::process::Child, RecordError> {
+    let spawn_err = |source| RecordError::Spawn {
+        command: program.to_string_lossy().into_owned(),
+        source,
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(false);
+    if let Some(procs) = cgroup_procs {
+        use std::os::unix::ffi::OsStrExt;
+        let procs = std::ffi::CString::new(procs.as_os_str().as_bytes())
+            .map_err(|e| spawn_err(std::io::Error::other(e)))?;
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (open, write, close) on memory allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" moves the writing process itself.
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().map_err(spawn_err)
+}
+
+/// Renders the end-of-run summary: samples, processes, drops by reason, what was written, and
+/// the top functions.
+pub fn render_summary(report: &Report, top: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let total = report.total_samples();
+    let pids: std::collections::HashSet<u32> =
+        report.recording.samples.iter().map(|s| s.pid).collect();
+    let _ = writeln!(
+        s,
+        "Recorded {total} samples from {} processes in {:.1} s at {} Hz on {} CPUs{}.",
+        pids.len(),
+        report.recording.duration.as_secs_f64(),
+        report.recording.frequency_hz,
+        report.cpus,
+        match report.stop {
+            StopReason::Duration => String::new(),
+            StopReason::Interrupted => " (interrupted)".to_string(),
+            StopReason::CommandExited(Some(code)) => format!(" (command exited with {code})"),
+            StopReason::CommandExited(None) => " (command killed by a signal)".to_string(),
+        }
+    );
+    let problems: Vec<String> = report
+        .drops
+        .problems()
+        .map(|(kind, n)| format!("{} {n}", kind.name()))
+        .collect();
+    let _ = writeln!(
+        s,
+        "Dropped or degraded samples: {}",
+        if problems.is_empty() {
+            "none".to_string()
+        } else {
+            problems.join(", ")
+        }
+    );
+    let r = &report.resolve;
+    let p = &report.processes;
+    let _ = writeln!(
+        s,
+        "Unsymbolized frames: {} of {} user, {} of {} kernel; processes gone before their \
+         mappings were read: {}; unreadable binaries: {}; missing stacks: {}",
+        r.user_unsymbolized,
+        r.user_frames,
+        r.kernel_unsymbolized,
+        r.kernel_frames,
+        p.vanished,
+        p.unreadable_files,
+        r.missing_stacks,
+    );
+    if let Some(err) = &report.kernel_symbols_error {
+        let _ = writeln!(s, "Kernel symbols unavailable: {err}");
+    }
+    for (path, what) in &report.written {
+        let _ = writeln!(s, "Wrote {} ({what})", path.display());
+    }
+    if total > 0 && top > 0 {
+        let rows = output::top(&report.recording, top);
+        let _ = writeln!(s);
+        s.push_str(&output::render_top(&rows, total));
+    }
+    s
+}

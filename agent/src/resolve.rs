@@ -1,0 +1,206 @@
+//! From drained kernel samples to symbolized stacks ([`Recording`]).
+//!
+//! Each instruction pointer is resolved once per process: absolute address → mapping → file
+//! offset → ELF virtual address → frames. Caller frames hold return addresses, so they are looked
+//! up one byte earlier (inside the call instruction), and that adjusted address is what the
+//! profile records, so that a server re-symbolizing it gets the same answer.
+
+use std::{collections::HashMap, sync::Arc};
+
+use symbolizer::{KernelResolver, Symbolized};
+
+use crate::{
+    ebpf::Drained,
+    process::{ProcSource, ProcessTable},
+    profile::{Location, Recording, Sample},
+};
+
+/// What could not be resolved, for the end-of-run report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveStats {
+    /// User frames looked up (distinct per process and address).
+    pub user_frames: u64,
+    /// ... of which no symbol was found.
+    pub user_unsymbolized: u64,
+    /// Kernel frames looked up (distinct addresses).
+    pub kernel_frames: u64,
+    pub kernel_unsymbolized: u64,
+    /// Samples of processes whose mappings were never captured.
+    pub samples_without_process: u64,
+    /// Samples whose stack id was missing from the stack map (evicted or never stored).
+    pub missing_stacks: u64,
+}
+
+/// Builds symbolized samples. `kernel` is None when kernel symbols are unavailable (their frames
+/// then keep only their addresses).
+pub fn resolve<S: ProcSource>(
+    drained: &Drained,
+    table: &mut ProcessTable<S>,
+    kernel: Option<&KernelResolver>,
+    mut recording: Recording,
+) -> (Recording, ResolveStats) {
+    let mut stats = ResolveStats {
+        missing_stacks: drained.missing_stacks,
+        ..ResolveStats::default()
+    };
+    // A process sampled but never announced (or announced too late) may still be alive.
+    for sample in &drained.samples {
+        if table.get(sample.tgid).is_none() {
+            table.observe(sample.tgid);
+        }
+    }
+
+    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
+    let mut kernel_cache: HashMap<u64, Arc<Location>> = HashMap::new();
+    for raw in &drained.samples {
+        let mut stack: Vec<Arc<Location>> = Vec::new();
+        if let Some(ips) = raw.kernel_stack.and_then(|id| drained.stacks.get(&id)) {
+            for (depth, &ip) in ips.iter().enumerate() {
+                let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
+                let loc = kernel_cache.entry(addr).or_insert_with(|| {
+                    stats.kernel_frames += 1;
+                    let frames = kernel
+                        .map(|k| k.symbolize(addr))
+                        .map(|s| s.frames().to_vec())
+                        .unwrap_or_default();
+                    if frames.is_empty() {
+                        stats.kernel_unsymbolized += 1;
+                    }
+                    Arc::new(Location {
+                        address: addr,
+                        mapping: None,
+                        frames,
+                        kernel: true,
+                    })
+                });
+                stack.push(Arc::clone(loc));
+            }
+        }
+        let process = table.get(raw.tgid);
+        if raw.user_stack.is_some() && process.is_none() {
+            stats.samples_without_process += 1;
+        }
+        if let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) {
+            for (depth, &ip) in ips.iter().enumerate() {
+                let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
+                let loc = user_cache.entry((raw.tgid, addr)).or_insert_with(|| {
+                    stats.user_frames += 1;
+                    let mapped = process.and_then(|p| p.find(addr));
+                    let frames = mapped
+                        .and_then(|m| {
+                            let resolver = m.resolver.as_ref()?;
+                            let file_offset = addr - m.start + m.offset;
+                            let va = resolver.file_offset_to_va(file_offset)?;
+                            match resolver.symbolize(va) {
+                                Symbolized::Sym(frames) => Some(frames),
+                                Symbolized::Unknown(_) => None,
+                            }
+                        })
+                        .unwrap_or_default();
+                    if frames.is_empty() {
+                        stats.user_unsymbolized += 1;
+                    }
+                    Arc::new(Location {
+                        address: addr,
+                        mapping: mapped.map(|m| Arc::clone(&m.mapping)),
+                        frames,
+                        kernel: false,
+                    })
+                });
+                stack.push(Arc::clone(loc));
+            }
+        }
+        recording.samples.push(Sample {
+            stack,
+            count: raw.count,
+            pid: raw.tgid,
+            comm: raw.comm.clone(),
+        });
+    }
+    (recording, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, io, time::Duration};
+
+    use symbolizer::process::{MapEntry, MapPath};
+
+    use super::*;
+    use crate::ebpf::RawSample;
+
+    /// The test binary mapped at its link addresses, as a non-PIE process would be.
+    struct SelfOnly;
+
+    impl ProcSource for SelfOnly {
+        fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>> {
+            if pid != 1 {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            // Our own mappings, as the kernel lists them: real addresses and offsets.
+            let text = std::fs::read_to_string("/proc/self/maps")?;
+            symbolizer::process::parse_maps(&text)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        }
+        fn open(&self, _pid: u32, entry: &MapEntry) -> io::Result<(File, String)> {
+            match &entry.path {
+                MapPath::File(name) => Ok((File::open(name)?, name.clone())),
+                _ => Err(io::ErrorKind::InvalidInput.into()),
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn resolve_test_marker() -> u64 {
+        std::hint::black_box(0x5eed)
+    }
+
+    fn empty_recording() -> Recording {
+        Recording {
+            frequency_hz: 99,
+            start: std::time::SystemTime::UNIX_EPOCH,
+            duration: Duration::from_secs(1),
+            samples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn symbolizes_own_function_through_the_process_path() {
+        resolve_test_marker();
+        let leaf = resolve_test_marker as fn() -> u64 as usize as u64;
+        let mut drained = Drained::default();
+        drained.stacks.insert(5, vec![leaf, 0x10]);
+        drained.samples.push(RawSample {
+            tgid: 1,
+            cgroup_id: 0,
+            comm: "t".into(),
+            user_stack: Some(5),
+            kernel_stack: None,
+            count: 3,
+        });
+        drained.samples.push(RawSample {
+            tgid: 2,
+            cgroup_id: 0,
+            comm: "gone".into(),
+            user_stack: Some(5),
+            kernel_stack: None,
+            count: 1,
+        });
+        let mut table = ProcessTable::with_source(SelfOnly);
+        let (rec, stats) = resolve(&drained, &mut table, None, empty_recording());
+        assert_eq!(rec.samples.len(), 2);
+        let leaf_loc = &rec.samples[0].stack[0];
+        let name = &leaf_loc.frames.last().expect("symbolized").function;
+        assert!(name.contains("resolve_test_marker"), "got {name}");
+        assert!(leaf_loc.mapping.is_some());
+        // 0x10 is not mapped: kept as an address, counted as unsymbolized.
+        assert!(rec.samples[0].stack[1].frames.is_empty());
+        assert_eq!(
+            rec.samples[0].stack[1].address, 0xf,
+            "callers are looked up at ip - 1"
+        );
+        assert_eq!(stats.samples_without_process, 1);
+        assert_eq!(stats.user_frames, 4);
+        assert_eq!(stats.user_unsymbolized, 3);
+    }
+}
