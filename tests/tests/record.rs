@@ -1,0 +1,295 @@
+//! `bellows record` against this machine's kernel, with real Go workloads.
+//!
+//! The workload `cpuburn` (tests/fixtures/go/cpuburn) burns CPU in `main.hotA` and `main.hotB`
+//! about 3:1, inlines `main.mix` into `main.hotA`, and runs a syscall loop in `main.syscallLoop`.
+
+use std::{path::Path, time::Duration};
+
+use tests::{
+    bellows, bpf_available, go_tool_pprof, read_pprof, require_go_fixtures, GoFixture, Stacks,
+    TestCgroup, Workload,
+};
+
+/// Records `cpuburn -mode all` run as a command and checks everything a user relies on.
+fn check_command_recording(fx: &GoFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("profile.pb.gz");
+    let svg = dir.path().join("flame.svg");
+    let folded = dir.path().join("stacks.folded");
+    let out = bellows(&[
+        "record",
+        "-F",
+        "499",
+        "-o",
+        pb.to_str().unwrap(),
+        "--flamegraph",
+        svg.to_str().unwrap(),
+        "--folded",
+        folded.to_str().unwrap(),
+        "--",
+        fx.path.to_str().unwrap(),
+        "-duration",
+        "3s",
+        "-mode",
+        "all",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let what = format!("{} {}", fx.go_version, fx.variant);
+    assert!(out.status.success(), "{what}: bellows failed: {stderr}");
+    assert!(stdout.contains("Recorded"), "{what}: no summary: {stdout}");
+    // Self time lands in the inlined helper, as `go tool pprof -top` shows it too.
+    assert!(
+        stdout.contains("main.mix"),
+        "{what}: top table lacks main.mix: {stdout}"
+    );
+
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    assert!(stacks.total() > 0, "{what}: empty profile");
+
+    // Only the command's process: one pid, named after the binary.
+    let pids = stacks.pids();
+    assert_eq!(
+        pids.len(),
+        1,
+        "{what}: samples from other processes: {pids:?}"
+    );
+    // The command's own name, but for a few samples of its exec, taken while the forked child
+    // still bore our name: the same pid, so the same process.
+    let foreign: i64 = stacks
+        .samples
+        .iter()
+        .filter(|s| s.comm != "cpuburn")
+        .inspect(|s| assert_eq!(s.comm, "bellows", "{what}: foreign comm {:?}", s.comm))
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        foreign * 50 <= stacks.total(),
+        "{what}: too many pre-exec samples: {foreign} of {}",
+        stacks.total()
+    );
+
+    // The 3:1 split between the two hot functions.
+    let a = stacks.total_value("main.hotA");
+    let b = stacks.total_value("main.hotB");
+    assert!(a > 0 && b > 0, "{what}: hotA {a} hotB {b}");
+    let ratio = a as f64 / b as f64;
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "{what}: hotA:hotB = {ratio:.2}, expected about 3"
+    );
+
+    // The inlined helper appears as its own frame, called from hotA.
+    let inlined = stacks.samples.iter().any(|s| {
+        s.frames
+            .windows(2)
+            .any(|w| w[0] == "main.hotA" && w[1] == "main.mix")
+    });
+    assert!(inlined, "{what}: no inlined main.mix frame under main.hotA");
+
+    // Kernel frames under the syscall loop.
+    let kernel_under_syscalls = stacks.samples.iter().any(|s| {
+        let user_loop = s.frames.iter().position(|f| f == "main.syscallLoop");
+        let first_kernel = s.kernel.iter().position(|&k| k);
+        matches!((user_loop, first_kernel), (Some(u), Some(k)) if k > u)
+    });
+    assert!(
+        kernel_under_syscalls,
+        "{what}: no kernel frames under main.syscallLoop"
+    );
+
+    // Independent reader: go tool pprof reads it cleanly and agrees on the hot function.
+    if let Some((top, _)) = go_tool_pprof(&["-top", "-cum", "-nodecount=30"], &pb) {
+        assert!(top.contains("main.hotA"), "{what}: pprof -top: {top}");
+    }
+    if let Some((traces, _)) = go_tool_pprof(&["-traces"], &pb) {
+        assert!(
+            traces.contains("main.mix"),
+            "{what}: pprof -traces lacks main.mix"
+        );
+    }
+
+    // Folded stacks and flame graph.
+    let folded_text = std::fs::read_to_string(&folded).unwrap();
+    assert!(folded_text.lines().any(|l| l.contains("main.hotA")));
+    for line in folded_text.lines() {
+        let (_, count) = line.rsplit_once(' ').expect("folded line: stack count");
+        count.parse::<u64>().expect("folded count");
+    }
+    check_svg(&svg, "main.hotA");
+}
+
+fn check_svg(path: &Path, must_name: &str) {
+    let svg = std::fs::read_to_string(path).unwrap();
+    assert!(svg.trim_start().starts_with("<?xml") || svg.trim_start().starts_with("<svg"));
+    assert!(svg.trim_end().ends_with("</svg>"), "truncated SVG");
+    assert_eq!(
+        svg.matches("<svg").count(),
+        svg.matches("</svg>").count(),
+        "unbalanced <svg> elements"
+    );
+    assert!(
+        svg.contains(must_name),
+        "flame graph does not name {must_name}"
+    );
+}
+
+#[test]
+fn record_command_every_go_build() {
+    if !bpf_available("record_command_every_go_build") {
+        return;
+    }
+    let fixtures = require_go_fixtures("record_command_every_go_build", "cpuburn");
+    // Each Go version in each variant: default, stripped and PIE.
+    for fx in &fixtures {
+        check_command_recording(fx);
+    }
+}
+
+fn one_fixture(test: &str) -> Option<GoFixture> {
+    if !bpf_available(test) {
+        return None;
+    }
+    let fixtures = require_go_fixtures(test, "cpuburn");
+    fixtures
+        .iter()
+        .find(|f| f.variant == "stripped")
+        .or(fixtures.first())
+        .cloned()
+}
+
+#[test]
+fn cgroup_filter_counts_only_the_selected_cgroup() {
+    let Some(fx) = one_fixture("cgroup_filter_counts_only_the_selected_cgroup") else {
+        return;
+    };
+    let cg = TestCgroup::create("filter");
+    let inside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    cg.add(inside.pid());
+    let outside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let out = bellows(&[
+        "record",
+        "--cgroup",
+        cg.path.to_str().unwrap(),
+        "-d",
+        "2s",
+        "-o",
+        pb.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let pids = stacks.pids();
+    assert!(
+        pids.contains(&i64::from(inside.pid())),
+        "selected workload missing: {pids:?}"
+    );
+    assert_eq!(
+        pids.len(),
+        1,
+        "samples outside the cgroup (outside pid {}): {pids:?}",
+        outside.pid()
+    );
+    assert!(stacks.total_value("main.hotA") > 0);
+}
+
+#[test]
+fn pid_filter_counts_only_the_selected_process() {
+    let Some(fx) = one_fixture("pid_filter_counts_only_the_selected_process") else {
+        return;
+    };
+    let chosen = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    let other = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let pid = chosen.pid().to_string();
+    let out = bellows(&["record", "-p", &pid, "-d", "2", "-o", pb.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let pids = stacks.pids();
+    assert_eq!(
+        pids.into_iter().collect::<Vec<_>>(),
+        vec![i64::from(chosen.pid())],
+        "other pid {} leaked in",
+        other.pid()
+    );
+    assert!(stacks.total_value("main.hotB") > 0);
+}
+
+#[test]
+fn whole_system_sees_a_running_workload_and_the_kernel() {
+    let Some(fx) = one_fixture("whole_system_sees_a_running_workload_and_the_kernel") else {
+        return;
+    };
+    let w = Workload::start(&fx.path, &["-duration", "8s", "-mode", "all"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let out = bellows(&["record", "-d", "2s", "-o", pb.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    assert!(stacks.pids().contains(&i64::from(w.pid())));
+    assert!(stacks.total_value("main.hotA") > 0, "hotA not sampled");
+    drop(w);
+}
+
+#[test]
+fn unprivileged_user_gets_one_clear_line() {
+    if !bpf_available("unprivileged_user_gets_one_clear_line") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let out = std::process::Command::new(tests::bellows_bin())
+        .args(["record", "-d", "1", "-o", pb.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded without privileges");
+    assert!(stderr.contains("needs root"), "unclear error: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "more than one line: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    for args in [
+        &["record", "-F", "0"][..],
+        &["record", "-p", "4194305"],
+        &["record", "--cgroup", "/tmp"],
+        &["record", "-d", "ten"],
+        &["record", "-o", "/nonexistent-dir/x.pb.gz"],
+    ] {
+        let out = bellows(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("bellows") || stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
