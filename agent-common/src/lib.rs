@@ -8,6 +8,7 @@
 pub mod maps {
     pub const COUNTS: &str = "COUNTS";
     pub const STACKS: &str = "STACKS";
+    pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const PID_FILTER: &str = "PID_FILTER";
     pub const CONFIG: &str = "CONFIG";
@@ -22,9 +23,9 @@ pub mod programs {
     pub const EXEC: &str = "bellows_exec";
 }
 
-/// Default map sizes. Memory: the stack map dominates (`STACK_MAP_ENTRIES * MAX_STACK_DEPTH * 8`
-/// bytes = 10 MiB at the defaults); the counts map is `COUNTS_ENTRIES * (40 + 8)` bytes plus hash
-/// overhead.
+/// Default map sizes. Memory: the stack map dominates (`STACK_MAP_ENTRIES * (8 + 8 *
+/// MAX_STACK_DEPTH)` bytes = 10 MiB at the defaults); the counts map is `COUNTS_ENTRIES * (48 +
+/// 8)` bytes plus hash overhead.
 pub const COUNTS_ENTRIES: u32 = 32_768;
 pub const STACK_MAP_ENTRIES: u32 = 10_240;
 /// The kernel's default `perf_event_max_stack` (also the most a stack trace map entry holds here).
@@ -47,13 +48,53 @@ pub struct SampleKey {
     pub _pad: u32,
     /// cgroup v2 id of the sampled task (inode of its cgroup directory).
     pub cgroup_id: u64,
-    /// Id in the stack map of the user stack, or a negative errno (no user stack).
-    pub user_stack_id: i32,
-    /// Id in the stack map of the kernel stack, or a negative errno (`-EFAULT`: sampled in user
-    /// mode, so there is no kernel stack).
-    pub kernel_stack_id: i32,
+    /// Key in `STACKS` of the user stack; [`NO_STACK`] when there is none.
+    pub user_stack: u64,
+    /// Key in `STACKS` of the kernel stack; [`NO_STACK`] when there is none (sampled in user
+    /// mode, a kernel-only thread's user side, or kernel stacks switched off).
+    pub kernel_stack: u64,
     /// Thread name of the sampled task, NUL-padded.
     pub comm: [u8; COMM_LEN],
+}
+
+/// Stack key meaning "no stack".
+pub const NO_STACK: u64 = 0;
+
+/// A stack in the `STACKS` map, keyed by a 64-bit hash of its frames (so two stacks never
+/// contend for one slot, unlike a stack trace map's buckets).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Stack {
+    /// Number of valid entries in `ips`.
+    pub len: u64,
+    /// Instruction pointers, leaf first.
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+/// Hash of a stack's frames, as the kernel side computes it; never [`NO_STACK`].
+#[inline(always)]
+pub fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], len: usize, kernel: bool) -> u64 {
+    // FNV-1a over 64-bit words, seeded differently for kernel and user stacks.
+    let mut h: u64 = if kernel {
+        0xcbf2_9ce4_8422_2325
+    } else {
+        0x8422_2325_cbf2_9ce4
+    };
+    let mut i = 0;
+    while i < MAX_STACK_DEPTH {
+        if i >= len {
+            break;
+        }
+        h ^= ips[i];
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+        i += 1;
+    }
+    if h == NO_STACK {
+        1
+    } else {
+        h
+    }
 }
 
 /// Indexes of the `CONFIG` array.
@@ -75,35 +116,29 @@ pub enum ErrorKind {
     Counted = 0,
     /// The counts map was full: the sample was lost.
     CountsFull = 1,
-    /// The user stack was not recorded: stack map full (`-ENOMEM`).
+    /// The user stack was not stored: stack map full.
     UserStackFull = 2,
-    /// The user stack hash collided with another stack (`-EEXIST`).
-    UserStackCollision = 3,
-    /// Other failure getting the user stack.
-    UserStackOther = 4,
-    /// The kernel stack was not recorded: stack map full.
-    KernelStackFull = 5,
-    /// The kernel stack hash collided.
-    KernelStackCollision = 6,
-    /// Other failure getting the kernel stack (not `-EFAULT`, which means "user mode").
-    KernelStackOther = 7,
+    /// Reading the user stack failed.
+    UserStackError = 3,
+    /// The kernel stack was not stored: stack map full.
+    KernelStackFull = 4,
+    /// Reading the kernel stack failed.
+    KernelStackError = 5,
     /// The new-process ring buffer was full: that process's mappings may be read late.
-    NewPidDropped = 8,
+    NewPidDropped = 6,
     /// Filtered out by the cgroup or pid filter (not an error; for verification).
-    Filtered = 9,
+    Filtered = 7,
 }
 
 impl ErrorKind {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 8;
     pub const ALL: [ErrorKind; Self::COUNT as usize] = [
         ErrorKind::Counted,
         ErrorKind::CountsFull,
         ErrorKind::UserStackFull,
-        ErrorKind::UserStackCollision,
-        ErrorKind::UserStackOther,
+        ErrorKind::UserStackError,
         ErrorKind::KernelStackFull,
-        ErrorKind::KernelStackCollision,
-        ErrorKind::KernelStackOther,
+        ErrorKind::KernelStackError,
         ErrorKind::NewPidDropped,
         ErrorKind::Filtered,
     ];
@@ -114,11 +149,9 @@ impl ErrorKind {
             ErrorKind::Counted => "counted",
             ErrorKind::CountsFull => "counts_map_full",
             ErrorKind::UserStackFull => "user_stack_map_full",
-            ErrorKind::UserStackCollision => "user_stack_collision",
-            ErrorKind::UserStackOther => "user_stack_error",
+            ErrorKind::UserStackError => "user_stack_error",
             ErrorKind::KernelStackFull => "kernel_stack_map_full",
-            ErrorKind::KernelStackCollision => "kernel_stack_collision",
-            ErrorKind::KernelStackOther => "kernel_stack_error",
+            ErrorKind::KernelStackError => "kernel_stack_error",
             ErrorKind::NewPidDropped => "new_pid_event_dropped",
             ErrorKind::Filtered => "filtered",
         }
@@ -130,6 +163,8 @@ mod user {
     // SAFETY: `SampleKey` is `repr(C)`, `Copy`, has no implicit padding (explicit `_pad`) and
     // every bit pattern is valid.
     unsafe impl aya::Pod for super::SampleKey {}
+    // SAFETY: `Stack` is `repr(C)`, `Copy`, all u64: no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::Stack {}
 }
 
 #[cfg(test)]
@@ -140,8 +175,25 @@ mod tests {
     fn sample_key_has_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<SampleKey>(),
-            4 + 4 + 8 + 4 + 4 + COMM_LEN
+            4 + 4 + 8 + 8 + 8 + COMM_LEN
         );
+        assert_eq!(core::mem::size_of::<Stack>(), 8 + 8 * MAX_STACK_DEPTH);
+    }
+
+    #[test]
+    fn stack_hash_depends_on_frames_length_and_kind() {
+        let mut a = [0u64; MAX_STACK_DEPTH];
+        a[0] = 0x401000;
+        a[1] = 0x402000;
+        let h = stack_hash(&a, 2, false);
+        assert_ne!(h, NO_STACK);
+        assert_ne!(h, stack_hash(&a, 1, false));
+        assert_ne!(h, stack_hash(&a, 2, true));
+        let mut b = a;
+        b[5] = 99; // beyond len: ignored
+        assert_eq!(h, stack_hash(&b, 2, false));
+        b[1] = 0x402001;
+        assert_ne!(h, stack_hash(&b, 2, false));
     }
 
     #[test]

@@ -13,23 +13,29 @@
 )]
 
 use agent_common::{
-    config, ErrorKind, SampleKey, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES, KNOWN_PIDS_ENTRIES,
-    NEW_PIDS_BYTES, STACK_MAP_ENTRIES,
+    config, stack_hash, ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES,
+    KNOWN_PIDS_ENTRIES, MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES,
 };
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack},
     macros::{map, perf_event, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{tracing::StackIdContext, PerfEventContext, TracePointContext},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, TracePointContext},
     EbpfContext,
 };
 
 #[map]
 static COUNTS: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_ENTRIES, 0);
 
+/// Stacks by the hash of their frames. A hash map chains, so distinct stacks never evict or
+/// refuse each other (a stack trace map loses one of two stacks sharing a bucket).
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
+static STACKS: HashMap<u64, Stack> = HashMap::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// Per-CPU buffer the stack is copied into before it is hashed and stored.
+#[map]
+static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
@@ -49,11 +55,17 @@ static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PIDS
 #[map]
 static NEW_PIDS: RingBuf = RingBuf::with_byte_size(NEW_PIDS_BYTES, 0);
 
-const EFAULT: i32 = 14;
+const EFAULT: i64 = 14;
 const EEXIST: i32 = 17;
-const ENOMEM: i32 = 12;
-/// Kernel stack id recorded when kernel stacks are switched off.
-const NOT_COLLECTED: i32 = -1;
+
+/// What became of one stack.
+enum StackOutcome {
+    Stored(u64),
+    /// No stack of this kind (a kernel thread's user side, a user-mode sample's kernel side).
+    Absent,
+    MapFull,
+    Failed,
+}
 
 #[perf_event]
 pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
@@ -82,33 +94,31 @@ fn try_sample(ctx: &PerfEventContext) {
         return;
     }
 
-    let user_stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            match -err {
-                // A kernel thread: there is no user stack.
-                EFAULT => {}
-                ENOMEM => count_error(ErrorKind::UserStackFull),
-                EEXIST => count_error(ErrorKind::UserStackCollision),
-                _ => count_error(ErrorKind::UserStackOther),
-            }
-            err
+    let user_stack = match store_stack(ctx, false) {
+        StackOutcome::Stored(key) => key,
+        StackOutcome::Absent => NO_STACK,
+        StackOutcome::MapFull => {
+            count_error(ErrorKind::UserStackFull);
+            NO_STACK
+        }
+        StackOutcome::Failed => {
+            count_error(ErrorKind::UserStackError);
+            NO_STACK
         }
     };
-    let kernel_stack_id = if config(config::NO_KERNEL) != 0 {
-        NOT_COLLECTED
+    let kernel_stack = if config(config::NO_KERNEL) != 0 {
+        NO_STACK
     } else {
-        match ctx.get_stackid(&STACKS, 0) {
-            Ok(id) => id as i32,
-            Err(err) => {
-                match -err {
-                    // Sampled in user mode: there is no kernel stack.
-                    EFAULT => {}
-                    ENOMEM => count_error(ErrorKind::KernelStackFull),
-                    EEXIST => count_error(ErrorKind::KernelStackCollision),
-                    _ => count_error(ErrorKind::KernelStackOther),
-                }
-                err
+        match store_stack(ctx, true) {
+            StackOutcome::Stored(key) => key,
+            StackOutcome::Absent => NO_STACK,
+            StackOutcome::MapFull => {
+                count_error(ErrorKind::KernelStackFull);
+                NO_STACK
+            }
+            StackOutcome::Failed => {
+                count_error(ErrorKind::KernelStackError);
+                NO_STACK
             }
         }
     };
@@ -121,8 +131,8 @@ fn try_sample(ctx: &PerfEventContext) {
         tgid,
         _pad: 0,
         cgroup_id,
-        user_stack_id,
-        kernel_stack_id,
+        user_stack,
+        kernel_stack,
         comm,
     };
     match COUNTS.get_ptr_mut(&key) {
@@ -155,6 +165,50 @@ fn try_sample(ctx: &PerfEventContext) {
     }
     count_error(ErrorKind::Counted);
     notify_if_new(tgid);
+}
+
+/// Copies the current user or kernel stack, and stores it under the hash of its frames.
+#[inline(always)]
+fn store_stack(ctx: &PerfEventContext, kernel: bool) -> StackOutcome {
+    let Some(buf) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return StackOutcome::Failed;
+    };
+    let flags = if kernel {
+        0
+    } else {
+        u64::from(BPF_F_USER_STACK)
+    };
+    // SAFETY: `buf` points at this CPU's scratch value, whose `ips` holds exactly the size given;
+    // nothing else runs on this CPU while the program does.
+    let stack = unsafe { &mut *buf };
+    // SAFETY: as above; the helper writes at most `size` bytes.
+    let copied = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            stack.ips.as_mut_ptr().cast(),
+            core::mem::size_of::<[u64; MAX_STACK_DEPTH]>() as u32,
+            flags,
+        )
+    };
+    if copied < 0 {
+        return if -copied == EFAULT {
+            StackOutcome::Absent
+        } else {
+            StackOutcome::Failed
+        };
+    }
+    let len = copied as usize / 8;
+    if len == 0 {
+        return StackOutcome::Absent;
+    }
+    stack.len = len as u64;
+    let key = stack_hash(&stack.ips, len, kernel);
+    match STACKS.insert(&key, &*stack, u64::from(BPF_NOEXIST)) {
+        Ok(()) => StackOutcome::Stored(key),
+        // Seen before: the same frames are already stored under this key.
+        Err(err) if -err == EEXIST => StackOutcome::Stored(key),
+        Err(_) => StackOutcome::MapFull,
+    }
 }
 
 /// Whether a sample passes the filters. With no filter active every sample passes; with one or

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use agent_common::{config, maps, programs, ErrorKind, SampleKey, COMM_LEN};
+use agent_common::{config, maps, programs, ErrorKind, SampleKey, Stack, COMM_LEN, NO_STACK};
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         perf_event::{
             PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
@@ -87,21 +87,21 @@ pub struct RawSample {
     /// Thread name.
     pub comm: String,
     /// User stack id, if one was recorded.
-    pub user_stack: Option<u32>,
+    pub user_stack: Option<u64>,
     /// Kernel stack id, if one was recorded.
-    pub kernel_stack: Option<u32>,
+    pub kernel_stack: Option<u64>,
     pub count: u64,
 }
 
 impl RawSample {
     pub fn from_key(key: &SampleKey, count: u64) -> Self {
-        let stack = |id: i32| u32::try_from(id).ok();
+        let stack = |key: u64| (key != NO_STACK).then_some(key);
         RawSample {
             tgid: key.tgid,
             cgroup_id: key.cgroup_id,
             comm: comm_to_string(&key.comm),
-            user_stack: stack(key.user_stack_id),
-            kernel_stack: stack(key.kernel_stack_id),
+            user_stack: stack(key.user_stack),
+            kernel_stack: stack(key.kernel_stack),
             count,
         }
     }
@@ -117,7 +117,7 @@ fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
 pub struct Drained {
     pub samples: Vec<RawSample>,
     /// Stack id → instruction pointers, leaf first.
-    pub stacks: HashMap<u32, Vec<u64>>,
+    pub stacks: HashMap<u64, Vec<u64>>,
     /// Stack ids referenced by samples but missing from the stack map.
     pub missing_stacks: u64,
 }
@@ -378,8 +378,8 @@ impl Sampler {
             let (key, count) = entry.map_err(map_err(maps::COUNTS))?;
             drained.samples.push(RawSample::from_key(&key, count));
         }
-        let stacks: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(self.ebpf.map(maps::STACKS).ok_or(SamplerError::Map {
+        let stacks: BpfHashMap<&MapData, u64, Stack> =
+            BpfHashMap::try_from(self.ebpf.map(maps::STACKS).ok_or(SamplerError::Map {
                 name: maps::STACKS,
                 source: MapError::InvalidName {
                     name: maps::STACKS.to_string(),
@@ -395,9 +395,11 @@ impl Sampler {
                     continue;
                 }
                 match stacks.get(&id, 0) {
-                    Ok(trace) => {
-                        let ips = trace.frames().iter().map(|f| f.ip).collect();
-                        drained.stacks.insert(id, ips);
+                    Ok(stack) => {
+                        let len = usize::try_from(stack.len)
+                            .unwrap_or(usize::MAX)
+                            .min(stack.ips.len());
+                        drained.stacks.insert(id, stack.ips[..len].to_vec());
                     }
                     Err(_) => drained.missing_stacks += 1,
                 }
@@ -474,8 +476,8 @@ mod tests {
             tgid: 42,
             _pad: 0,
             cgroup_id: 7,
-            user_stack_id: 3,
-            kernel_stack_id: -14,
+            user_stack: 3,
+            kernel_stack: NO_STACK,
             comm,
         };
         let s = RawSample::from_key(&key, 5);

@@ -38,6 +38,11 @@ fn check_command_recording(fx: &GoFixture) {
     let what = format!("{} {}", fx.go_version, fx.variant);
     assert!(out.status.success(), "{what}: bellows failed: {stderr}");
     assert!(stdout.contains("Recorded"), "{what}: no summary: {stdout}");
+    // A small workload fits the maps: no sample may lose its stack.
+    assert!(
+        stdout.contains("Dropped or degraded samples: none"),
+        "{what}: samples dropped: {stdout}"
+    );
     // Self time lands in the inlined helper, as `go tool pprof -top` shows it too.
     assert!(
         stdout.contains("main.mix"),
