@@ -1,11 +1,20 @@
 //! The process table: pid → mappings, captured the first time a process is sampled.
 //!
-//! A process is read once, at first sight (the kernel announces it), and its executable files are
-//! opened right then through `/proc/PID/map_files` (or `/proc/PID/root/...`), so that a process
-//! that exits before the end of the window, or a file inside a container, is still symbolized.
-//! Opened files are shared between processes by file identity (the symbolizer's cache).
+//! A process is read once, at first sight (the kernel announces it): its mappings are read and
+//! its executable files opened right then through `/proc/PID/map_files` (or
+//! `/proc/PID/root/...`), so that a process that exits before the end of the window, or a file
+//! inside a container, is still symbolized. That is all the event loop does; parsing the files
+//! waits until their addresses are resolved ([`ProcessTable::prepare`]), so a large binary never
+//! delays reading the next short-lived process. Parsed files are shared between processes by
+//! file identity (the symbolizer's cache).
 
-use std::{collections::HashMap, fs::File, io, path::PathBuf, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io,
+    path::PathBuf,
+    sync::Arc,
+};
 
 use symbolizer::{
     process::{MapEntry, MapPath},
@@ -15,14 +24,16 @@ use symbolizer::{
 use crate::profile::Mapping;
 
 /// One executable mapping of a process.
-#[derive(Clone)]
 pub struct Mapped {
     pub start: u64,
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
-    /// The file's symbols; None when it could not be opened or parsed.
+    /// The file's symbols; None when it could not be opened or parsed, or before
+    /// [`ProcessTable::prepare`].
     pub resolver: Option<Arc<ElfResolver>>,
+    /// The opened file, until it is parsed.
+    pending: Option<(File, String)>,
     /// What pprof gets for this mapping.
     pub mapping: Arc<Mapping>,
     /// `[vdso]`: symbolized from the vdso image of the process when readable.
@@ -30,7 +41,7 @@ pub struct Mapped {
 }
 
 /// A process as first seen.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct ProcessInfo {
     pub pid: u32,
     /// Executable mappings, sorted by start address.
@@ -99,6 +110,8 @@ impl ProcSource for Proc {
 pub struct ProcessTable<S: ProcSource = Proc> {
     source: S,
     procs: HashMap<u32, ProcessInfo>,
+    /// Processes that could not be read, each counted once.
+    vanished: HashSet<u32>,
     symbolizer: Symbolizer,
     stats: ProcessStats,
 }
@@ -120,6 +133,7 @@ impl<S: ProcSource> ProcessTable<S> {
         ProcessTable {
             source,
             procs: HashMap::new(),
+            vanished: HashSet::new(),
             symbolizer: Symbolizer::new(),
             stats: ProcessStats::default(),
         }
@@ -145,14 +159,15 @@ impl<S: ProcSource> ProcessTable<S> {
         &mut self.symbolizer
     }
 
-    /// Captures a process's mappings, replacing an earlier capture (after exec the kernel side
-    /// announces the process again). Returns false when the process could not be read.
+    /// Captures a process's mappings and opens its executable files, replacing an earlier
+    /// capture (after exec the kernel side announces the process again). Returns false when the
+    /// process could not be read. Files are parsed later, by [`Self::prepare`].
     pub fn observe(&mut self, pid: u32) -> bool {
         let entries = match self.source.maps(pid) {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::debug!(pid, "cannot read mappings: {err}");
-                if !self.procs.contains_key(&pid) {
+                if !self.procs.contains_key(&pid) && self.vanished.insert(pid) {
                     self.stats.vanished += 1;
                 }
                 return false;
@@ -163,20 +178,17 @@ impl<S: ProcSource> ProcessTable<S> {
             mappings: Vec::new(),
         };
         for entry in entries.iter().filter(|e| e.is_executable()) {
-            let vdso = matches!(entry.path, MapPath::Vdso);
-            let (resolver, file_name) = match &entry.path {
-                MapPath::File(name) => match self.open_resolver(pid, entry) {
-                    Ok(r) => (Some(r), name.clone()),
+            let pending = match &entry.path {
+                MapPath::File(name) => match self.source.open(pid, entry) {
+                    Ok(opened) => Some(opened),
                     Err(err) => {
                         tracing::debug!(pid, file = %name, "cannot open: {err}");
                         self.stats.unreadable_files += 1;
-                        (None, name.clone())
+                        None
                     }
                 },
-                MapPath::Vdso => (None, "[vdso]".to_string()),
-                other => (None, other.to_string()),
+                _ => None,
             };
-            let build_id = resolver.as_ref().and_then(|r| r.build_id_hex());
             info.mappings.push(Mapped {
                 start: entry.start,
                 end: entry.end,
@@ -185,22 +197,50 @@ impl<S: ProcSource> ProcessTable<S> {
                     start: entry.start,
                     limit: entry.end,
                     offset: entry.offset,
-                    file: file_name,
-                    build_id,
+                    file: entry.path.to_string(),
+                    build_id: None,
                 }),
-                resolver,
-                vdso,
+                resolver: None,
+                pending,
+                vdso: matches!(entry.path, MapPath::Vdso),
             });
         }
         info.mappings.sort_by_key(|m| m.start);
         self.procs.insert(pid, info);
+        self.vanished.remove(&pid);
         self.stats.captured += 1;
         true
     }
 
-    fn open_resolver(&mut self, pid: u32, entry: &MapEntry) -> Result<Arc<ElfResolver>, String> {
-        let (file, name) = self.source.open(pid, entry).map_err(|e| e.to_string())?;
-        self.symbolizer.elf(file, &name).map_err(|e| e.to_string())
+    /// Whether `pid` was tried and could not be read.
+    pub fn vanished(&self, pid: u32) -> bool {
+        self.vanished.contains(&pid)
+    }
+
+    /// Parses the files a process's mappings opened (once per file identity), so that its
+    /// addresses can be resolved.
+    pub fn prepare(&mut self, pid: u32) {
+        let Some(info) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        for m in &mut info.mappings {
+            let Some((file, name)) = m.pending.take() else {
+                continue;
+            };
+            match self.symbolizer.elf(file, &name) {
+                Ok(resolver) => {
+                    m.mapping = Arc::new(Mapping {
+                        build_id: resolver.build_id_hex(),
+                        ..(*m.mapping).clone()
+                    });
+                    m.resolver = Some(resolver);
+                }
+                Err(err) => {
+                    tracing::debug!(pid, file = %name, "cannot parse: {err}");
+                    self.stats.unreadable_files += 1;
+                }
+            }
+        }
     }
 }
 
@@ -238,9 +278,16 @@ mod tests {
         let mut table = ProcessTable::with_source(Canned(HashMap::from([(7, maps)])));
         assert!(table.observe(7));
         assert!(!table.observe(8), "pid 8 has no maps");
+        assert!(!table.observe(8), "still gone");
+        assert!(table.vanished(8));
+        assert!(
+            table.get(7).unwrap().mappings[0].resolver.is_none(),
+            "files are parsed only when prepared"
+        );
+        table.prepare(7);
         let stats = table.stats();
         assert_eq!(stats.captured, 1);
-        assert_eq!(stats.vanished, 1);
+        assert_eq!(stats.vanished, 1, "a process is counted once");
         assert_eq!(stats.unreadable_files, 1);
 
         let info = table.get(7).unwrap();

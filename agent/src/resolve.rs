@@ -44,10 +44,12 @@ pub fn resolve<S: ProcSource>(
         ..ResolveStats::default()
     };
     // A process sampled but never announced (or announced too late) may still be alive.
-    for sample in &drained.samples {
-        if table.get(sample.tgid).is_none() {
-            table.observe(sample.tgid);
+    let pids: std::collections::BTreeSet<u32> = drained.samples.iter().map(|s| s.tgid).collect();
+    for &pid in &pids {
+        if table.get(pid).is_none() && !table.vanished(pid) {
+            table.observe(pid);
         }
+        table.prepare(pid);
     }
 
     let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
