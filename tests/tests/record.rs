@@ -298,3 +298,49 @@ fn bad_flags_exit_2_with_one_line() {
         );
     }
 }
+
+#[test]
+fn interrupt_ends_early_and_still_writes_every_output() {
+    let Some(fx) = one_fixture("interrupt_ends_early_and_still_writes_every_output") else {
+        return;
+    };
+    let w = Workload::start(&fx.path, &["-duration", "20s", "-mode", "cpu"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let svg = dir.path().join("f.svg");
+    let folded = dir.path().join("f.folded");
+    let pid = w.pid().to_string();
+    let child = std::process::Command::new(tests::bellows_bin())
+        .args(["record", "-p", &pid, "-d", "60s", "-o"])
+        .arg(&pb)
+        .arg("--flamegraph")
+        .arg(&svg)
+        .arg("--folded")
+        .arg(&folded)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "did not stop promptly on SIGINT"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(interrupted)"), "{stdout}");
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    assert!(stacks.total_value("main.hotA") > 0);
+    check_svg(&svg, "main.hotA");
+    assert!(std::fs::read_to_string(&folded)
+        .unwrap()
+        .contains("main.hotA"));
+}
