@@ -1,7 +1,12 @@
-//! ELF files: Go's pclntab when present, else the symbol tables; build id; file offset → virtual
-//! address.
+//! ELF files: Go's pclntab when present, then DWARF (lines and inlined frames, through
+//! `addr2line`), then the symbol tables; build id; file offset → virtual address.
 
-use std::{fs::File, path::Path};
+use std::{
+    borrow::Cow,
+    fs::File,
+    path::Path,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -9,6 +14,18 @@ use crate::{gopclntab::GoTable, Error, Frame, Reason, Result, Symbolized};
 
 /// Most symbols indexed per file: bounds memory on hostile inputs (real binaries have far fewer).
 const MAX_SYMBOLS: usize = 8 << 20;
+/// Most DWARF bytes (decompressed) loaded per file; larger debug info is not used.
+const MAX_DWARF_BYTES: u64 = 1 << 30;
+/// Deepest inlining reported for one address.
+const MAX_INLINE_FRAMES: usize = 64;
+
+type DwarfReader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
+
+/// DWARF of one file, parsed on first use. addr2line's context memoises per unit and function
+/// as it is asked; the mutex lets a resolver be shared between threads.
+struct Dwarf {
+    context: Mutex<addr2line::Context<DwarfReader>>,
+}
 
 /// One function symbol; its name stays in the mapped file.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +58,8 @@ pub struct ElfResolver {
     build_id: Option<Vec<u8>>,
     go: Option<GoTable>,
     go_version: Option<String>,
+    has_dwarf: bool,
+    dwarf: OnceLock<Option<Dwarf>>,
 }
 
 impl std::fmt::Debug for ElfResolver {
@@ -94,6 +113,7 @@ impl ElfResolver {
             .collect();
         let build_id = obj.build_id().ok().flatten().map(<[u8]>::to_vec);
         let symbols = index_symbols(&obj, &data);
+        let has_dwarf = obj.section_by_name(".debug_info").is_some();
         drop(obj);
         let go = GoTable::from_elf(&data).unwrap_or_else(|err| {
             // A damaged Go table still leaves the ELF symbols usable.
@@ -113,6 +133,8 @@ impl ElfResolver {
             build_id,
             go,
             go_version,
+            has_dwarf,
+            dwarf: OnceLock::new(),
         })
     }
 
@@ -167,14 +189,25 @@ impl ElfResolver {
             .map(|l| offset - l.file_offset + l.vaddr)
     }
 
+    /// True when the file carries DWARF debug information.
+    pub fn has_dwarf(&self) -> bool {
+        self.has_dwarf
+    }
+
     /// Frames for a virtual address: the Go table first (with inlined frames and lines), then
-    /// the ELF symbol tables (cgo and assembly code, native binaries).
+    /// DWARF (lines and inlined frames of native code), then the ELF symbol tables (cgo and
+    /// assembly code, binaries without debug information).
     pub fn symbolize(&self, va: u64) -> Symbolized {
         let mut go_miss = None;
         if let Some(go) = &self.go {
             match go.symbolize(&self.data, va) {
                 found @ Symbolized::Sym(_) => return found,
                 Symbolized::Unknown(reason) => go_miss = Some(reason),
+            }
+        }
+        if self.has_dwarf {
+            if let Some(frames) = self.dwarf_frames(va) {
+                return Symbolized::Sym(frames);
             }
         }
         match self.symbol_at(va) {
@@ -196,6 +229,43 @@ impl ElfResolver {
         vas.iter().map(|&va| self.symbolize(va)).collect()
     }
 
+    fn dwarf(&self) -> Option<&Dwarf> {
+        self.dwarf.get_or_init(|| load_dwarf(&self.data)).as_ref()
+    }
+
+    /// DWARF frames for `va`, innermost first; None when DWARF does not cover it.
+    fn dwarf_frames(&self, va: u64) -> Option<Vec<Frame>> {
+        let dwarf = self.dwarf()?;
+        let context = dwarf.context.lock().ok()?;
+        let mut iter = context.find_frames(va).skip_all_loads().ok()?;
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = iter.next() {
+            let name = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.raw_name().ok())
+                .map(|n| demangle(n.as_ref()))
+                .or_else(|| self.symbol_at(va).map(demangle));
+            let Some(function) = name else { break };
+            let (file, line) = frame
+                .location
+                .map(|l| (l.file.map(str::to_string), l.line))
+                .unwrap_or_default();
+            frames.push(Frame {
+                function,
+                file,
+                line,
+                inlined: true,
+            });
+            if frames.len() >= MAX_INLINE_FRAMES {
+                break;
+            }
+        }
+        let last = frames.last_mut()?;
+        last.inlined = false;
+        Some(frames)
+    }
+
     fn symbol_at(&self, va: u64) -> Option<&str> {
         let i = self.symbols.partition_point(|s| s.start <= va);
         let s = self.symbols.get(i.checked_sub(1)?)?;
@@ -208,6 +278,46 @@ impl ElfResolver {
             .get(start..start.checked_add(s.name_len as usize)?)?;
         std::str::from_utf8(bytes).ok()
     }
+}
+
+/// Builds an addr2line context over the file's DWARF sections (decompressed when compressed),
+/// unless they are absent or larger than [`MAX_DWARF_BYTES`].
+fn load_dwarf(data: &[u8]) -> Option<Dwarf> {
+    let obj = object::File::parse(data).ok()?;
+    let endian = if obj.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let total: u64 = obj
+        .sections()
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
+        })
+        .map(|s| s.size())
+        .sum();
+    if total > MAX_DWARF_BYTES {
+        return None;
+    }
+    let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+        let bytes = obj
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[]));
+        // Decompression can inflate far past the compressed size: bound it too.
+        let bytes: &[u8] = if bytes.len() as u64 > MAX_DWARF_BYTES {
+            &[]
+        } else {
+            &bytes
+        };
+        Ok(gimli::EndianArcSlice::new(Arc::from(bytes), endian))
+    };
+    let dwarf = gimli::Dwarf::load(load).ok()?;
+    let context = addr2line::Context::from_dwarf(dwarf).ok()?;
+    Some(Dwarf {
+        context: Mutex::new(context),
+    })
 }
 
 /// Function symbols of `.symtab` and `.dynsym`, sorted, deduplicated, with sizes: a symbol
