@@ -24,6 +24,35 @@ pub enum Command {
     /// Profile this machine, some processes, cgroups, or a command, and write pprof (plus an
     /// optional flame graph and folded stacks).
     Record(RecordArgs),
+    /// Turn addresses into functions, files and lines (Go, DWARF, ELF symbols, kernel), like
+    /// llvm-symbolizer --inlining.
+    Symbolize(SymbolizeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  bellows symbolize --elf ./server 0x4a2f10 0x4a3000
+  echo 0x4a2f10 | bellows symbolize --elf ./server --json
+  bellows symbolize --pid 1234 0x7f3a12c0e5a0")]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["elf", "pid"])))]
+pub struct SymbolizeArgs {
+    /// ELF file whose virtual addresses are given (as `go tool addr2line` and
+    /// `llvm-symbolizer --obj` take them).
+    #[arg(long, value_name = "PATH")]
+    pub elf: Option<PathBuf>,
+
+    /// Live process whose absolute addresses are given.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Hexadecimal addresses; read one per line from standard input when none are given.
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +185,9 @@ mod tests {
             "--flag",
         ])
         .unwrap();
-        let Command::Record(r) = cli.command;
+        let Command::Record(r) = cli.command else {
+            panic!("not record")
+        };
         assert_eq!(r.pids, vec![1, 2]);
         assert_eq!(r.cgroups, vec![PathBuf::from("/x")]);
         assert_eq!(r.duration, Some(Duration::from_secs(3)));
@@ -172,7 +203,9 @@ mod tests {
     #[test]
     fn record_defaults() {
         let cli = Cli::try_parse_from(["bellows", "record"]).unwrap();
-        let Command::Record(r) = cli.command;
+        let Command::Record(r) = cli.command else {
+            panic!("not record")
+        };
         assert_eq!(r.frequency, 97);
         assert_eq!(r.output, PathBuf::from("profile.pb.gz"));
         assert_eq!(r.duration, None);
@@ -183,6 +216,19 @@ mod tests {
     fn bad_pid_is_a_usage_error() {
         let err = Cli::try_parse_from(["bellows", "record", "-p", "abc"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn symbolize_needs_exactly_one_source() {
+        assert!(Cli::try_parse_from(["bellows", "symbolize", "0x1"]).is_err());
+        assert!(Cli::try_parse_from(["bellows", "symbolize", "--elf", "x", "--pid", "1"]).is_err());
+        let cli =
+            Cli::try_parse_from(["bellows", "symbolize", "--elf", "x", "--json", "0x1"]).unwrap();
+        let Command::Symbolize(s) = cli.command else {
+            panic!("not symbolize")
+        };
+        assert!(s.json);
+        assert_eq!(s.addresses, vec!["0x1".to_string()]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [`ebpf`] (load, attach, drain) → [`process`] (pid → mappings, pinned at first sight) →
 //! [`resolve`] (addresses → frames, through `symbolizer`) → [`profile`] (pprof) → [`output`]
 //! (files, flame graph, top table). [`record`] drives it for `bellows record`; [`cli`] holds the
-//! flags and [`cgroup`] the cgroup v2 helpers.
+//! flags and [`cgroup`] the cgroup v2 helpers. [`symbolize`] serves `bellows symbolize`.
 
 pub mod cgroup;
 pub mod cli;
@@ -14,3 +14,4 @@ pub mod process;
 pub mod profile;
 pub mod record;
 pub mod resolve;
+pub mod symbolize;

@@ -44,6 +44,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Symbolize(args) => symbolize(args),
+    }
+}
+
+fn symbolize(args: agent::cli::SymbolizeArgs) -> ExitCode {
+    use agent::symbolize::{self as sym, SymbolizeError, Target};
+    let target = match (args.elf, args.pid) {
+        (Some(path), None) => Target::Elf(path),
+        (None, Some(pid)) => Target::Pid(pid),
+        _ => unreachable!("clap requires exactly one of --elf and --pid"),
+    };
+    let result = sym::read_addresses(&args.addresses).and_then(|a| sym::symbolize(&target, &a));
+    match result {
+        Ok(results) => {
+            let text = if args.json {
+                sym::render_json(&results)
+            } else {
+                sym::render_text(&results)
+            };
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(err @ SymbolizeError::BadAddress(_)) => {
+            eprintln!("bellows: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("bellows: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,228 @@
+//! `bellows symbolize`: addresses to functions, files and lines, from the command line.
+//!
+//! Text output mirrors `llvm-symbolizer --inlining`: per address, two lines per frame (function,
+//! then `file:line:column`), innermost first, and a blank line. `--json` prints one array:
+//! `[{"address":"0x…","frames":[{"function","file","line","inlined"}…]}]`, with a `"reason"`
+//! for an unknown address.
+
+use std::{io::BufRead, path::PathBuf, sync::Arc};
+
+use serde_json::json;
+use symbolizer::{
+    process::{MapPath, ProcessMaps},
+    ElfResolver, KernelResolver, Reason, Symbolized,
+};
+
+/// Where addresses come from.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Virtual addresses as in this ELF file.
+    Elf(PathBuf),
+    /// Absolute addresses in this live process (kernel addresses through kallsyms).
+    Pid(u32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolizeError {
+    #[error("{0}")]
+    Symbolizer(#[from] symbolizer::Error),
+    #[error("invalid address {0:?}: expected a hexadecimal number such as 0x401000")]
+    BadAddress(String),
+    #[error("reading addresses from standard input: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("cannot read the mappings of process {pid}: {source}")]
+    Process {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Parses `0x401000` or `401000`.
+pub fn parse_address(s: &str) -> Result<u64, SymbolizeError> {
+    let t = s.trim();
+    let hex = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    u64::from_str_radix(hex, 16).map_err(|_| SymbolizeError::BadAddress(s.to_string()))
+}
+
+/// The addresses given, or one per non-empty line of standard input when none are.
+pub fn read_addresses(given: &[String]) -> Result<Vec<u64>, SymbolizeError> {
+    if !given.is_empty() {
+        return given.iter().map(|a| parse_address(a)).collect();
+    }
+    let mut out = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(SymbolizeError::Stdin)?;
+        if !line.trim().is_empty() {
+            out.push(parse_address(&line)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Symbolizes every address; one bad address never fails the others.
+pub fn symbolize(target: &Target, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, SymbolizeError> {
+    match target {
+        Target::Elf(path) => {
+            let resolver = ElfResolver::open(path)?;
+            Ok(addrs.iter().map(|&a| (a, resolver.symbolize(a))).collect())
+        }
+        Target::Pid(pid) => symbolize_process(*pid, addrs),
+    }
+}
+
+/// Kernel addresses on x86-64 and arm64 live in the upper half.
+fn is_kernel_address(addr: u64) -> bool {
+    addr >= 0xffff_8000_0000_0000
+}
+
+fn symbolize_process(pid: u32, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, SymbolizeError> {
+    let maps = ProcessMaps::read(pid).map_err(|source| SymbolizeError::Process { pid, source })?;
+    let mut kernel: Option<Option<KernelResolver>> = None;
+    let mut files: std::collections::HashMap<u64, Option<Arc<ElfResolver>>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        if is_kernel_address(addr) {
+            let k = kernel.get_or_insert_with(|| KernelResolver::from_proc().ok());
+            let s = k
+                .as_ref()
+                .map_or(Symbolized::Unknown(Reason::NoSymbols), |k| {
+                    k.symbolize(addr)
+                });
+            out.push((addr, s));
+            continue;
+        }
+        let Some(entry) = maps.find(addr) else {
+            out.push((addr, Symbolized::Unknown(Reason::Unmapped)));
+            continue;
+        };
+        let resolver = files.entry(entry.start).or_insert_with(|| {
+            if !matches!(entry.path, MapPath::File(_)) {
+                return None;
+            }
+            symbolizer::process::open_paths(pid, entry)
+                .into_iter()
+                .find_map(|p| std::fs::File::open(p).ok())
+                .and_then(|f| ElfResolver::from_file(f, &entry.path.to_string()).ok())
+                .map(Arc::new)
+        });
+        let s = match (resolver, entry.file_offset(addr)) {
+            (Some(r), Some(off)) => match r.file_offset_to_va(off) {
+                Some(va) => r.symbolize(va),
+                None => Symbolized::Unknown(Reason::Unmapped),
+            },
+            _ => Symbolized::Unknown(Reason::NoSymbols),
+        };
+        out.push((addr, s));
+    }
+    Ok(out)
+}
+
+/// `llvm-symbolizer --inlining` style.
+pub fn render_text(results: &[(u64, Symbolized)]) -> String {
+    let mut s = String::new();
+    for (_, result) in results {
+        match result {
+            Symbolized::Sym(frames) => {
+                for f in frames {
+                    s.push_str(&f.function);
+                    s.push('\n');
+                    s.push_str(f.file.as_deref().unwrap_or("??"));
+                    s.push_str(&format!(":{}:0\n", f.line.unwrap_or(0)));
+                }
+            }
+            Symbolized::Unknown(_) => s.push_str("??\n??:0:0\n"),
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// One JSON array, as the CLI contract describes.
+pub fn render_json(results: &[(u64, Symbolized)]) -> String {
+    let entries: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(addr, result)| match result {
+            Symbolized::Sym(frames) => json!({
+                "address": format!("{addr:#x}"),
+                "frames": frames.iter().map(|f| json!({
+                    "function": f.function,
+                    "file": f.file,
+                    "line": f.line,
+                    "inlined": f.inlined,
+                })).collect::<Vec<_>>(),
+            }),
+            Symbolized::Unknown(reason) => json!({
+                "address": format!("{addr:#x}"),
+                "frames": [],
+                "reason": reason.to_string(),
+            }),
+        })
+        .collect();
+    let mut text = serde_json::Value::Array(entries).to_string();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use symbolizer::Frame;
+
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_or_without_prefix() {
+        assert_eq!(parse_address("0x401000").unwrap(), 0x401000);
+        assert_eq!(parse_address("401000").unwrap(), 0x401000);
+        assert_eq!(parse_address(" 0XFF ").unwrap(), 0xff);
+        assert!(parse_address("0xzz").is_err());
+        assert!(parse_address("").is_err());
+        assert!(parse_address("0x1ffffffffffffffff").is_err());
+    }
+
+    fn sample() -> Vec<(u64, Symbolized)> {
+        vec![
+            (
+                0x10,
+                Symbolized::Sym(vec![
+                    Frame {
+                        function: "inner".into(),
+                        file: Some("a.c".into()),
+                        line: Some(3),
+                        inlined: true,
+                    },
+                    Frame {
+                        function: "outer".into(),
+                        file: None,
+                        line: None,
+                        inlined: false,
+                    },
+                ]),
+            ),
+            (0x20, Symbolized::Unknown(Reason::NoFunction)),
+        ]
+    }
+
+    #[test]
+    fn text_mirrors_llvm_symbolizer() {
+        assert_eq!(
+            render_text(&sample()),
+            "inner\na.c:3:0\nouter\n??:0:0\n\n??\n??:0:0\n\n"
+        );
+    }
+
+    #[test]
+    fn json_follows_the_contract() {
+        let v: serde_json::Value = serde_json::from_str(&render_json(&sample())).unwrap();
+        assert_eq!(v[0]["address"], "0x10");
+        assert_eq!(v[0]["frames"][0]["function"], "inner");
+        assert_eq!(v[0]["frames"][0]["inlined"], true);
+        assert_eq!(v[0]["frames"][1]["file"], serde_json::Value::Null);
+        assert_eq!(v[1]["frames"].as_array().unwrap().len(), 0);
+        assert_eq!(v[1]["reason"], "no function at address");
+    }
+}

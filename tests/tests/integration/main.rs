@@ -1,0 +1,4 @@
+//! Bellows' integration tests: one binary, loading the real programs into this machine's kernel.
+
+mod record;
+mod symbolize;
