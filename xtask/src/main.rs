@@ -6,6 +6,7 @@
 //! - `test`: fmt, clippy, fixtures, then every test (unit and real-kernel integration).
 //! - `record`: build `bellows` in release and profile this machine.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -40,12 +41,24 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Benchmarks against peers measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
     /// Build `bellows` in release and run `bellows record` (default: the whole machine for 10 s,
     /// writing profile.pb.gz and flame.svg here).
     Record {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// `bellows symbolize` against `go tool addr2line` (large stripped Go binary) and
+    /// `llvm-symbolizer --inlining` (large DWARF binary), 20,000 addresses each.
+    Symbolize,
 }
 
 fn main() -> Result<()> {
@@ -68,6 +81,9 @@ fn main() -> Result<()> {
             cargo_test_args,
         } => test(&root, no_lint, &cargo_test_args),
         Task::Record { args } => record(&root, &args),
+        Task::Bench {
+            which: BenchKind::Symbolize,
+        } => bench::symbolize(&root),
     }
 }
 
