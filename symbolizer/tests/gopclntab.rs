@@ -266,3 +266,95 @@ fn damaged_tables_never_panic() {
         }
     }
 }
+
+/// Real Go binaries built long ago with Go 1.14–1.17 (esbuild's npm packages, fetched by
+/// `cargo xtask fixtures` into `BELLOWS_FIXTURES/go-real/`), against Go 1.19's addr2line, which
+/// reads every older layout.
+#[test]
+fn old_tables_of_real_binaries_match_go_tool_addr2line() {
+    let Some(root) = std::env::var_os("BELLOWS_FIXTURES") else {
+        skip_or_fail("BELLOWS_FIXTURES unset (run `cargo xtask test`)");
+        return;
+    };
+    let dir = Path::new(&root).join("go-real");
+    let mut binaries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    binaries.sort();
+    if binaries.is_empty() {
+        skip_or_fail(&format!("no binaries in {}", dir.display()));
+        return;
+    }
+    // Debian's Go 1.19 is listed first.
+    let go = std::env::var("BELLOWS_GO_TOOLCHAINS")
+        .ok()
+        .and_then(|l| l.split(':').next().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("go"));
+    let mut versions = std::collections::BTreeSet::new();
+    for path in &binaries {
+        let what = path.display().to_string();
+        let data = std::fs::read(path).unwrap();
+        let table = GoTable::from_elf(&data)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .unwrap_or_else(|| panic!("{what}: no Go table"));
+        versions.insert(format!("{:?}", table.version()));
+        let funcs: Vec<_> = table.functions(&data).collect();
+        assert!(funcs.len() > 1000, "{what}: only {} functions", funcs.len());
+        let mut rng = Xorshift(0xfeed_beef_1234_5678);
+        let mut addrs: Vec<u64> = funcs.iter().step_by(7).map(|f| f.entry).collect();
+        for _ in 0..3000 {
+            let f = &funcs[(rng.next() % funcs.len() as u64) as usize];
+            if f.end > f.entry {
+                addrs.push(f.entry + rng.next() % (f.end - f.entry));
+            }
+        }
+        let oracle = addr2line(&go, path, &addrs);
+        let mut mismatches = Vec::new();
+        let mut inlined = 0;
+        for (addr, (o_func, o_pos)) in addrs.iter().zip(&oracle) {
+            let ours = table.symbolize(&data, *addr);
+            let frames = ours.frames();
+            if o_func == "?" {
+                continue;
+            }
+            let (Some(innermost), Some(physical)) = (frames.first(), frames.last()) else {
+                mismatches.push(format!(
+                    "{addr:#x}: oracle {o_func} {o_pos}, we know nothing"
+                ));
+                continue;
+            };
+            inlined += usize::from(frames.len() > 1);
+            let ours_pos = match (&innermost.file, innermost.line) {
+                (None, None) => "?:0".to_string(),
+                (f, l) => format!("{}:{}", f.as_deref().unwrap_or("?"), l.unwrap_or(0)),
+            };
+            let o_pos = if o_pos.ends_with(":-1") {
+                "?:0"
+            } else {
+                o_pos.as_str()
+            };
+            if (*o_func != physical.function && *o_func != innermost.function) || o_pos != ours_pos
+            {
+                mismatches.push(format!(
+                    "{addr:#x}: oracle {o_func} {o_pos}; ours {} / {} {ours_pos}",
+                    innermost.function, physical.function
+                ));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{what}: {} of {} differ:\n{}",
+            mismatches.len(),
+            addrs.len(),
+            mismatches[..mismatches.len().min(12)].join("\n")
+        );
+        assert!(inlined > 0, "{what}: no inlined frames found");
+    }
+    assert!(
+        versions.contains("V12") && versions.contains("V116"),
+        "expected Go 1.2 and 1.16 layouts, got {versions:?}"
+    );
+}

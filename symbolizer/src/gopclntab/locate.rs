@@ -97,11 +97,6 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
         Some(p @ (4 | 8)) => usize::from(p),
         _ => return Err(bad("bad pointer size")),
     };
-    if matches!(version, GoTableVersion::V12 | GoTableVersion::V116) {
-        // Go ≤ 1.17: not decoded here; the ELF symbol table serves instead.
-        return Ok(None);
-    }
-
     let image = Image {
         data,
         ptr_size,
@@ -123,69 +118,125 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
         b.word(sec_off + offset, ptr_size)
             .ok_or_else(|| bad("truncated header"))
     };
+    let to_usize = |v: u64| usize::try_from(v).map_err(|_| bad("value out of range"));
+    let section = sec_off..sec_end;
+    let loads = image.loads.clone();
+
+    if version == GoTableVersion::V12 {
+        // Go 1.2: nfunc, then the functab right after the header, then a u32 offset of the
+        // file table; every other offset counts from the section start.
+        let nfunc = to_usize(header_word(0)?)?;
+        let functab = sec_off + 8 + ptr_size;
+        let functab_len = nfunc
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(1))
+            .and_then(|n| n.checked_mul(ptr_size))
+            .filter(|&n| functab.checked_add(n + 4).is_some_and(|e| e <= sec_end))
+            .ok_or_else(|| bad("function count larger than the table"))?;
+        let filetab_off = b
+            .u32(functab + functab_len)
+            .ok_or_else(|| bad("truncated file table offset"))? as usize;
+        let filetab_start = sec_off
+            .checked_add(filetab_off)
+            .filter(|&s| s + 4 <= sec_end)
+            .ok_or_else(|| bad("file table past the section"))?;
+        let nfiles = b.u32(filetab_start).unwrap_or(0) as usize;
+        let filetab_end = nfiles
+            .checked_mul(4)
+            .and_then(|n| filetab_start.checked_add(n))
+            .filter(|&e| e <= sec_end)
+            .ok_or_else(|| bad("file count larger than the table"))?;
+        return Ok(Some(GoTable {
+            version,
+            quantum,
+            ptr_size,
+            nfunc,
+            text_start: 0,
+            section: section.clone(),
+            func_base: sec_off,
+            loads,
+            funcnametab: section.clone(),
+            cutab: 0..0,
+            filetab: filetab_start..filetab_end,
+            pctab: section.clone(),
+            pclntab: functab..sec_end,
+            gofunc: None,
+        }));
+    }
+
+    // Go 1.16+: nfunc, nfiles, [textStart (1.18+)], then offsets of the sub-tables.
+    let relative = version != GoTableVersion::V116;
+    let first_offset = if relative { 3 } else { 2 };
     let nfunc = header_word(0)?;
-    let text_start_header = header_word(2)?;
-    let offsets = [
-        header_word(3)?, // funcnametab
-        header_word(4)?, // cutab
-        header_word(5)?, // filetab
-        header_word(6)?, // pctab
-        header_word(7)?, // functab + _func records
-    ];
+    let text_start_header = if relative { header_word(2)? } else { 0 };
+    let mut offsets = [0u64; 5]; // funcnametab, cutab, filetab, pctab, functab
+    for (i, o) in offsets.iter_mut().enumerate() {
+        *o = header_word(first_offset + i)?;
+    }
     let mut bounds = [0usize; 6];
     for (i, &o) in offsets.iter().enumerate() {
-        let o = usize::try_from(o).map_err(|_| bad("table offset out of range"))?;
+        let o = to_usize(o)?;
         if o > sec_size || (i > 0 && o < bounds[i]) {
             return Err(bad("table offsets out of order or past the section"));
         }
         bounds[i + 1] = o;
     }
     let range = |i: usize| {
-        (sec_off + bounds[i + 1])..(if i + 1 < 5 {
+        (sec_off + bounds[i + 1])..(if i < 4 {
             sec_off + bounds[i + 2]
         } else {
             sec_end
         })
     };
     let pclntab = range(4);
-    let nfunc = usize::try_from(nfunc).map_err(|_| bad("function count out of range"))?;
+    let nfunc = to_usize(nfunc)?;
+    let entry_size = if relative { 4 } else { ptr_size };
     let functab_bytes = nfunc
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(4))
+        .checked_mul(2 * entry_size)
+        .and_then(|n| n.checked_add(entry_size))
         .ok_or_else(|| bad("function count out of range"))?;
     if functab_bytes > pclntab.len() {
         return Err(bad("function count larger than the table"));
     }
 
-    let funcname_offset = offsets[0];
-    let moduledata = find_moduledata(&obj, &image, table_va, funcname_offset);
-    let text_start = if text_start_header != 0 {
-        text_start_header
-    } else if let Some(text) = moduledata
-        .and_then(|md| image.word(md + (MODULEDATA_TEXT * ptr_size) as u64))
-        .filter(|&t| t != 0)
-    {
-        text
-    } else if let Some(text) = symbol_address(&obj, "runtime.text") {
-        text
+    let (text_start, gofunc) = if relative {
+        let funcname_offset = offsets[0];
+        let moduledata = find_moduledata(&obj, &image, table_va, funcname_offset);
+        let text_start = if text_start_header != 0 {
+            text_start_header
+        } else if let Some(text) = moduledata
+            .and_then(|md| image.word(md + (MODULEDATA_TEXT * ptr_size) as u64))
+            .filter(|&t| t != 0)
+        {
+            text
+        } else if let Some(text) = symbol_address(&obj, "runtime.text") {
+            text
+        } else {
+            obj.section_by_name(".text")
+                .map(|s| s.address())
+                .ok_or_else(|| bad("cannot find the start of Go text"))?
+        };
+        let gofunc_word = match version {
+            GoTableVersion::V118 => 38,
+            _ => 40,
+        };
+        let gofunc = moduledata
+            .and_then(|md| image.word(md + (gofunc_word * ptr_size) as u64))
+            .and_then(|va| image.file_offset(va));
+        (text_start, gofunc)
     } else {
-        obj.section_by_name(".text")
-            .map(|s| s.address())
-            .ok_or_else(|| bad("cannot find the start of Go text"))?
+        (0, None)
     };
-    let gofunc_word = match version {
-        GoTableVersion::V118 => 38,
-        _ => 40,
-    };
-    let gofunc = moduledata
-        .and_then(|md| image.word(md + (gofunc_word * ptr_size) as u64))
-        .and_then(|va| image.file_offset(va));
 
     Ok(Some(GoTable {
         version,
         quantum,
+        ptr_size,
         nfunc,
         text_start,
+        func_base: pclntab.start,
+        section,
+        loads,
         funcnametab: range(0),
         cutab: range(1),
         filetab: range(2),

@@ -1,9 +1,11 @@
 //! Go's `.gopclntab`: function names, files, lines and inlined frames, read from the table the
 //! Go runtime itself uses. It survives `-ldflags=-s -w`, so stripped Go binaries symbolize fully.
 //!
-//! Supported layouts: Go 1.18–1.19 ([`GoTableVersion::V118`]) and Go 1.20 onwards
-//! ([`GoTableVersion::V120`], including Go 1.26's relocated module data). Older tables are
-//! recognised and reported as unsupported; their binaries fall back to ELF symbols.
+//! Every layout since Go 1.2: Go 1.2–1.15 ([`GoTableVersion::V12`]), Go 1.16–1.17
+//! ([`GoTableVersion::V116`]), Go 1.18–1.19 ([`GoTableVersion::V118`]) and Go 1.20 onwards
+//! ([`GoTableVersion::V120`], including Go 1.26's relocated module data). Nothing depends on the
+//! Go runtime's struct layouts beyond the table format itself, except finding `moduledata` for
+//! the inline trees of Go 1.18+.
 //!
 //! Every read is bounds-checked against the file: the input is untrusted. Lookups never panic
 //! and never loop without bound; a damaged entry gives `Symbolized::Unknown(Reason::Malformed)`.
@@ -19,9 +21,8 @@ pub use buildinfo::build_info_version;
 use crate::{Error, Frame, Reason, Symbolized};
 use reader::Bytes;
 
-/// `PCDATA_InlTreeIndex` and `FUNCDATA_InlTree`, stable since Go 1.12.
+/// `PCDATA_InlTreeIndex`, stable since Go 1.12.
 const PCDATA_INL_TREE_INDEX: u32 = 2;
-const FUNCDATA_INL_TREE: u32 = 3;
 /// Inlining depth we follow at most (real code rarely exceeds 10).
 const MAX_INLINE_DEPTH: usize = 64;
 /// Longest name or file path we read.
@@ -30,9 +31,9 @@ const MAX_STRING: usize = 64 * 1024;
 /// Table layout class, from the table's magic number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GoTableVersion {
-    /// Go 1.2–1.15 (magic `0xfffffffb`). Recognised, not decoded.
+    /// Go 1.2–1.15 (magic `0xfffffffb`).
     V12,
-    /// Go 1.16–1.17 (magic `0xfffffffa`). Recognised, not decoded.
+    /// Go 1.16–1.17 (magic `0xfffffffa`).
     V116,
     /// Go 1.18–1.19 (magic `0xfffffff0`).
     V118,
@@ -51,12 +52,19 @@ impl GoTableVersion {
         }
     }
 
-    /// Size of the fixed part of `_func`, before the pcdata offsets.
-    fn func_fixed_size(self) -> usize {
+    /// `FUNCDATA_InlTree`: 4 in Go 1.12–1.15 (after RegPointerMaps and StackObjects), 3 since
+    /// Go 1.16 dropped RegPointerMaps.
+    fn funcdata_inl_tree(self) -> u32 {
         match self {
-            Self::V120 => 44,
-            _ => 40,
+            Self::V12 => 4,
+            _ => 3,
         }
+    }
+
+    /// True for layouts whose functab holds 32-bit offsets from the text start (Go 1.18+);
+    /// older ones hold pointer-sized absolute addresses.
+    fn relative_entries(self) -> bool {
+        matches!(self, Self::V118 | Self::V120)
     }
 
     /// Size of one `inlinedCall` record.
@@ -74,14 +82,23 @@ impl GoTableVersion {
 pub struct GoTable {
     version: GoTableVersion,
     quantum: u64,
+    ptr_size: usize,
     nfunc: usize,
     text_start: u64,
+    /// The whole table section.
+    section: Range<usize>,
+    /// Where `_func` offsets count from: the functab (Go 1.16+) or the section (Go 1.2).
+    func_base: usize,
+    /// Loadable segments (vaddr, file offset, file size): Go ≤ 1.17 funcdata are addresses.
+    loads: Vec<(u64, u64, u64)>,
     /// File ranges of the sub-tables (all inside the pclntab section).
     funcnametab: Range<usize>,
+    /// File-index table of each compilation unit (Go 1.16+; empty before).
     cutab: Range<usize>,
+    /// File names (Go 1.16+), or the file-offset index (Go 1.2, names in the section).
     filetab: Range<usize>,
     pctab: Range<usize>,
-    /// functab followed by the `_func` records (funcdata region).
+    /// functab followed by the `_func` records.
     pclntab: Range<usize>,
     /// File offset of `moduledata.gofunc`, the base of funcdata offsets (inline trees).
     gofunc: Option<usize>,
@@ -142,45 +159,65 @@ impl GoTable {
         (0..self.nfunc).filter_map(move |i| {
             let (entry, end) = self.func_range(b, i)?;
             let func = self.func_offset(b, i)?;
-            let name_off = b.i32(func + 4)?;
+            let name_off = b.i32(func + self.entry_size())?;
             let name = self.name(data, name_off)?;
             Some(GoFunc { entry, end, name })
         })
     }
 
-    /// functab entry `i`: (entryoff, funcoff).
-    fn functab(&self, b: Bytes<'_>, i: usize) -> Option<(u32, u32)> {
-        let at = self.pclntab.start.checked_add(i.checked_mul(8)?)?;
-        if at.checked_add(8)? > self.pclntab.end {
+    /// Size of an entry or offset field of the functab and of `_func.entry`.
+    fn entry_size(&self) -> usize {
+        if self.version.relative_entries() {
+            4
+        } else {
+            self.ptr_size
+        }
+    }
+
+    /// Size of the fixed part of `_func`, before the pcdata offsets.
+    fn func_fixed_size(&self) -> usize {
+        match self.version {
+            GoTableVersion::V120 => 44,
+            GoTableVersion::V118 => 40,
+            GoTableVersion::V116 => self.ptr_size + 36,
+            GoTableVersion::V12 => self.ptr_size + 32,
+        }
+    }
+
+    /// A functab word: an entry (offset or address) or a `_func` offset.
+    fn functab_word(&self, b: Bytes<'_>, index: usize) -> Option<u64> {
+        let e = self.entry_size();
+        let at = self.pclntab.start.checked_add(index.checked_mul(e)?)?;
+        if at.checked_add(e)? > self.pclntab.end {
             return None;
         }
-        Some((b.u32(at)?, b.u32(at + 4)?))
+        b.word(at, e)
+    }
+
+    /// Absolute address of a functab entry value.
+    fn entry_address(&self, raw: u64) -> Option<u64> {
+        if self.version.relative_entries() {
+            self.text_start.checked_add(raw)
+        } else {
+            Some(raw)
+        }
     }
 
     fn func_range(&self, b: Bytes<'_>, i: usize) -> Option<(u64, u64)> {
-        let (start, _) = self.functab(b, i)?;
+        let start = self.functab_word(b, i.checked_mul(2)?)?;
         // The entry after the last function holds the end of the text.
-        let end = if i + 1 < self.nfunc {
-            self.functab(b, i + 1)?.0
-        } else {
-            let at = self.pclntab.start.checked_add(self.nfunc.checked_mul(8)?)?;
-            b.u32(at)?
-        };
-        Some((
-            self.text_start.checked_add(u64::from(start))?,
-            self.text_start.checked_add(u64::from(end))?,
-        ))
+        let end = self.functab_word(b, i.checked_add(1)?.checked_mul(2)?)?;
+        Some((self.entry_address(start)?, self.entry_address(end)?))
     }
 
     /// Binary search for the function holding `va`.
     fn find_func(&self, b: Bytes<'_>, va: u64) -> Option<usize> {
-        let off = u32::try_from(va.checked_sub(self.text_start)?).ok()?;
         let (mut lo, mut hi) = (0usize, self.nfunc);
         // Invariant: the answer, if any, is in [lo, hi).
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let (entry, _) = self.functab(b, mid)?;
-            if entry <= off {
+            let entry = self.entry_address(self.functab_word(b, mid * 2)?)?;
+            if entry <= va {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -193,9 +230,11 @@ impl GoTable {
 
     /// File offset of function `i`'s `_func`.
     fn func_offset(&self, b: Bytes<'_>, i: usize) -> Option<usize> {
-        let (_, funcoff) = self.functab(b, i)?;
-        let at = self.pclntab.start.checked_add(funcoff as usize)?;
-        (at.checked_add(self.version.func_fixed_size())? <= self.pclntab.end).then_some(at)
+        let funcoff =
+            usize::try_from(self.functab_word(b, i.checked_mul(2)?.checked_add(1)?)?).ok()?;
+        let at = self.func_base.checked_add(funcoff)?;
+        (at >= self.section.start && at.checked_add(self.func_fixed_size())? <= self.section.end)
+            .then_some(at)
     }
 
     fn name<'a>(&self, data: &'a [u8], name_off: i32) -> Option<&'a str> {
@@ -206,6 +245,18 @@ impl GoTable {
 
     fn file_name<'a>(&self, data: &'a [u8], cu_offset: u32, file_no: i32) -> Option<&'a str> {
         let b = Bytes(data);
+        if self.version == GoTableVersion::V12 {
+            // Go 1.2: the file number indexes offsets of names in the section.
+            let at = self
+                .filetab
+                .start
+                .checked_add(usize::try_from(file_no).ok()?.checked_mul(4)?)?;
+            if at.checked_add(4)? > self.filetab.end {
+                return None;
+            }
+            let start = self.section.start.checked_add(b.u32(at)? as usize)?;
+            return reader::cstr(data, start, self.section.end, MAX_STRING);
+        }
         let index = (cu_offset as usize).checked_add(usize::try_from(file_no).ok()?)?;
         let at = self.cutab.start.checked_add(index.checked_mul(4)?)?;
         if at.checked_add(4)? > self.cutab.end {
@@ -258,12 +309,17 @@ impl GoTable {
         let data = b.0;
         let f = self.func_offset(b, i)?;
         let (entry, _) = self.func_range(b, i)?;
-        let name_off = b.i32(f + 4)?;
-        let pcfile = b.u32(f + 20)?;
-        let pcln = b.u32(f + 24)?;
-        let npcdata = b.u32(f + 28)?;
-        let cu_offset = b.u32(f + 32)?;
-        let nfuncdata = b.u8(f + self.version.func_fixed_size() - 1)?;
+        let e = self.entry_size();
+        let name_off = b.i32(f + e)?;
+        let pcfile = b.u32(f + e + 16)?;
+        let pcln = b.u32(f + e + 20)?;
+        let npcdata = b.u32(f + e + 24)?;
+        let cu_offset = if self.version == GoTableVersion::V12 {
+            0
+        } else {
+            b.u32(f + e + 28)?
+        };
+        let nfuncdata = b.u8(f + self.func_fixed_size() - 1)?;
         let position = |pc: u64| -> (Option<String>, Option<u32>) {
             let file = self
                 .pcvalue(b, pcfile, entry, pc)
@@ -280,7 +336,7 @@ impl GoTable {
         let mut frames = Vec::new();
         let mut cur = va;
         if let Some(tree) = self.inline_tree(b, f, npcdata, nfuncdata) {
-            let pcdata_off = f + self.version.func_fixed_size();
+            let pcdata_off = f + self.func_fixed_size();
             let index_table = b.u32(pcdata_off + 4 * PCDATA_INL_TREE_INDEX as usize)?;
             let size = self.version.inlined_call_size();
             while frames.len() < MAX_INLINE_DEPTH {
@@ -322,18 +378,34 @@ impl GoTable {
 
     /// File offset of a function's inline tree, if it has one.
     fn inline_tree(&self, b: Bytes<'_>, f: usize, npcdata: u32, nfuncdata: u8) -> Option<usize> {
-        if npcdata <= PCDATA_INL_TREE_INDEX || u32::from(nfuncdata) <= FUNCDATA_INL_TREE {
+        let inl_tree = self.version.funcdata_inl_tree();
+        if npcdata <= PCDATA_INL_TREE_INDEX || u32::from(nfuncdata) <= inl_tree {
             return None;
         }
-        let gofunc = self.gofunc?;
         let funcdata = f
-            .checked_add(self.version.func_fixed_size())?
+            .checked_add(self.func_fixed_size())?
             .checked_add((npcdata as usize).checked_mul(4)?)?;
-        let off = b.u32(funcdata.checked_add(4 * FUNCDATA_INL_TREE as usize)?)?;
-        if off == u32::MAX {
+        if self.version.relative_entries() {
+            // Go 1.18+: 32-bit offsets from moduledata.gofunc.
+            let gofunc = self.gofunc?;
+            let off = b.u32(funcdata.checked_add(4 * inl_tree as usize)?)?;
+            if off == u32::MAX {
+                return None;
+            }
+            return gofunc.checked_add(off as usize);
+        }
+        // Go ≤ 1.17: pointer-aligned absolute addresses (the section keeps file offsets and
+        // addresses congruent modulo the pointer size).
+        let funcdata = funcdata.checked_next_multiple_of(self.ptr_size)?;
+        let at = funcdata.checked_add(self.ptr_size.checked_mul(inl_tree as usize)?)?;
+        let va = b.word(at, self.ptr_size)?;
+        if va == 0 {
             return None;
         }
-        gofunc.checked_add(off as usize)
+        self.loads
+            .iter()
+            .find(|&&(v, _, size)| va >= v && va - v < size)
+            .and_then(|&(v, off, _)| usize::try_from(va - v + off).ok())
     }
 }
 

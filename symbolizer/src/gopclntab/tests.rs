@@ -6,8 +6,12 @@ fn table_with_pctab(pctab: &[u8]) -> (GoTable, Vec<u8>) {
     let t = GoTable {
         version: GoTableVersion::V120,
         quantum: 1,
+        ptr_size: 8,
         nfunc: 0,
         text_start: 0,
+        section: 0..data.len(),
+        func_base: 0,
+        loads: Vec::new(),
         funcnametab: 0..0,
         cutab: 0..0,
         filetab: 0..0,
