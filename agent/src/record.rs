@@ -168,6 +168,17 @@ impl Report {
 
 /// Runs a recording to its end and writes every output.
 pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
+    // First of all, so that Ctrl-C while loading still ends with every output written.
+    let mut sigint =
+        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
+            what: "installing the SIGINT handler",
+            source,
+        })?;
+    let mut sigterm =
+        tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
+            what: "installing the SIGTERM handler",
+            source,
+        })?;
     let scratch = if cfg.command.is_empty() {
         None
     } else {
@@ -236,16 +247,6 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         None => None,
     };
 
-    let mut sigint =
-        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
-            what: "installing the SIGINT handler",
-            source,
-        })?;
-    let mut sigterm =
-        tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
-            what: "installing the SIGTERM handler",
-            source,
-        })?;
     let deadline = cfg
         .duration
         .map(|d| tokio::time::Instant::from_std(start + d));

@@ -321,6 +321,25 @@ fn interrupt_ends_early_and_still_writes_every_output() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Wait until it catches SIGINT (a default action would kill it), then let it sample.
+    let catches_sigint = || {
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !catches_sigint() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bellows never caught SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let started = std::time::Instant::now();
     // SAFETY: kill has no memory preconditions.
