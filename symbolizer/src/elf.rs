@@ -4,7 +4,7 @@
 use std::{
     borrow::Cow,
     fs::File,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -16,6 +16,9 @@ use crate::{gopclntab::GoTable, Error, Frame, Reason, Result, Symbolized};
 const MAX_SYMBOLS: usize = 8 << 20;
 /// Most DWARF bytes (decompressed) loaded per file; larger debug info is not used.
 const MAX_DWARF_BYTES: u64 = 1 << 30;
+/// Where separate debug files are looked for (by build id, and by debuglink).
+pub const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
+
 /// Deepest inlining reported for one address.
 const MAX_INLINE_FRAMES: usize = 64;
 
@@ -60,6 +63,10 @@ pub struct ElfResolver {
     go_version: Option<String>,
     has_dwarf: bool,
     dwarf: OnceLock<Option<Dwarf>>,
+    /// A separate debug file, when the binary's own DWARF is absent.
+    debug_file: Option<(PathBuf, memmap2::Mmap)>,
+    /// Symbol names live in the debug file (the binary itself has no symbol table).
+    symbols_in_debug_file: bool,
 }
 
 impl std::fmt::Debug for ElfResolver {
@@ -86,6 +93,12 @@ impl ElfResolver {
     /// Indexes an already opened file (e.g. through `/proc/PID/map_files`). `display` names it
     /// in errors and profiles.
     pub fn from_file(file: File, display: &str) -> Result<Self> {
+        Self::from_file_with_debug_root(file, display, Path::new(DEFAULT_DEBUG_ROOT))
+    }
+
+    /// [`Self::from_file`], looking for separate debug files under `debug_root` instead of
+    /// `/usr/lib/debug`.
+    pub fn from_file_with_debug_root(file: File, display: &str, debug_root: &Path) -> Result<Self> {
         // SAFETY: see the type's documentation: read-only private map of a file we hold open.
         let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
             path: display.to_string(),
@@ -112,9 +125,33 @@ impl ElfResolver {
             .filter(|l| l.file_size > 0)
             .collect();
         let build_id = obj.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let symbols = index_symbols(&obj, &data);
-        let has_dwarf = obj.section_by_name(".debug_info").is_some();
+        let mut symbols = index_symbols(&obj, &data);
+        let mut has_dwarf = obj.section_by_name(".debug_info").is_some();
+        let debuglink = obj
+            .gnu_debuglink()
+            .ok()
+            .flatten()
+            .map(|(name, crc)| (name.to_vec(), crc));
         drop(obj);
+        let mut debug_file = None;
+        let mut symbols_in_debug_file = false;
+        if !has_dwarf {
+            debug_file = find_debug_file(
+                build_id.as_deref(),
+                debuglink.as_ref().map(|(n, c)| (n.as_slice(), *c)),
+                Path::new(display).parent(),
+                debug_root,
+            );
+            if let Some((_, debug)) = &debug_file {
+                if let Ok(dobj) = object::File::parse(&**debug) {
+                    has_dwarf = dobj.section_by_name(".debug_info").is_some();
+                    if symbols.is_empty() {
+                        symbols = index_symbols(&dobj, debug);
+                        symbols_in_debug_file = !symbols.is_empty();
+                    }
+                }
+            }
+        }
         let go = GoTable::from_elf(&data).unwrap_or_else(|err| {
             // A damaged Go table still leaves the ELF symbols usable.
             let _ = err;
@@ -135,7 +172,14 @@ impl ElfResolver {
             go_version,
             has_dwarf,
             dwarf: OnceLock::new(),
+            debug_file,
+            symbols_in_debug_file,
         })
+    }
+
+    /// The separate debug file in use, if any.
+    pub fn debug_file(&self) -> Option<&Path> {
+        self.debug_file.as_ref().map(|(p, _)| p.as_path())
     }
 
     /// The name this file was opened under.
@@ -230,7 +274,15 @@ impl ElfResolver {
     }
 
     fn dwarf(&self) -> Option<&Dwarf> {
-        self.dwarf.get_or_init(|| load_dwarf(&self.data)).as_ref()
+        self.dwarf
+            .get_or_init(|| {
+                let data = match &self.debug_file {
+                    Some((_, debug)) => &debug[..],
+                    None => &self.data[..],
+                };
+                load_dwarf(data)
+            })
+            .as_ref()
     }
 
     /// DWARF frames for `va`, innermost first; None when DWARF does not cover it.
@@ -273,11 +325,81 @@ impl ElfResolver {
             return None;
         }
         let start = s.name_off as usize;
-        let bytes = self
-            .data
-            .get(start..start.checked_add(s.name_len as usize)?)?;
+        let names: &[u8] = match &self.debug_file {
+            Some((_, debug)) if self.symbols_in_debug_file => debug,
+            _ => &self.data,
+        };
+        let bytes = names.get(start..start.checked_add(s.name_len as usize)?)?;
         std::str::from_utf8(bytes).ok()
     }
+}
+
+/// A separate debug file: by build id under `root/.build-id/`, else by debuglink next to the
+/// binary, in its `.debug/` directory, or under `root` + the binary's directory; a debuglink
+/// match must also match its CRC-32.
+fn find_debug_file(
+    build_id: Option<&[u8]>,
+    debuglink: Option<(&[u8], u32)>,
+    binary_dir: Option<&Path>,
+    root: &Path,
+) -> Option<(PathBuf, memmap2::Mmap)> {
+    let map = |path: &Path| -> Option<memmap2::Mmap> {
+        let file = File::open(path).ok()?;
+        // SAFETY: as for the binary itself: a read-only private map of a file we hold open.
+        unsafe { memmap2::Mmap::map(&file) }.ok()
+    };
+    if let Some(id) = build_id.filter(|id| id.len() >= 2) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let path = root
+            .join(".build-id")
+            .join(&hex[..2])
+            .join(format!("{}.debug", &hex[2..]));
+        if let Some(m) = map(&path) {
+            return Some((path, m));
+        }
+    }
+    let (name, crc) = debuglink?;
+    let name = std::str::from_utf8(name).ok()?;
+    if name.contains('/') {
+        return None;
+    }
+    let dir = binary_dir.unwrap_or(Path::new("/"));
+    let rel = dir.strip_prefix("/").unwrap_or(dir);
+    for candidate in [
+        dir.join(name),
+        dir.join(".debug").join(name),
+        root.join(rel).join(name),
+    ] {
+        if let Some(m) = map(&candidate) {
+            if crc32(&m) == crc {
+                return Some((candidate, m));
+            }
+        }
+    }
+    None
+}
+
+/// CRC-32 (IEEE), as `.gnu_debuglink` records it.
+fn crc32(data: &[u8]) -> u32 {
+    static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *slot = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 /// Builds an addr2line context over the file's DWARF sections (decompressed when compressed),
@@ -414,6 +536,12 @@ mod tests {
         assert!(name.ends_with("elf_test_marker"), "{name}");
         assert!(r.build_id().is_some());
         assert!(!r.is_go());
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
     }
 
     #[test]

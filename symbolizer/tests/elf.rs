@@ -151,3 +151,114 @@ fn c_without_dwarf_names_functions_from_the_symbol_table() {
     let bin = build_c(dir.path(), "nodwarf", &["-O2"]);
     compare(&bin, false);
 }
+
+fn run_tool(cmd: &mut Command) {
+    let status = cmd.status().expect("binutils");
+    assert!(status.success(), "{cmd:?} failed");
+}
+
+/// A binary stripped of its DWARF symbolizes as well as the original through its separate debug
+/// file, found by debuglink next to it, or by build id under a debug root.
+#[test]
+fn separate_debug_files_by_debuglink_and_build_id() {
+    if tool("llvm-symbolizer").is_none() || tool("gcc").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let full = build_c(dir.path(), "full", &["-O2", "-g", "-Wl,--build-id"]);
+    let debug = dir.path().join("app.debug");
+    run_tool(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&full)
+            .arg(&debug),
+    );
+
+    // 1. debuglink, debug file beside the binary; the binary also loses its symbol table.
+    let linked = dir.path().join("app");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&linked)
+            .arg(&full),
+    );
+    run_tool(
+        Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&linked),
+    );
+    // 2. build id, under a debug root.
+    let by_id_dir = tempfile::tempdir().unwrap();
+    let by_id = by_id_dir.path().join("app");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&by_id)
+            .arg(&full),
+    );
+    let id = ElfResolver::open(&full)
+        .unwrap()
+        .build_id_hex()
+        .expect("build id");
+    let root = tempfile::tempdir().unwrap();
+    let id_path = root.path().join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&id_path).unwrap();
+    std::fs::copy(&debug, id_path.join(format!("{}.debug", &id[2..]))).unwrap();
+
+    let addrs = function_addresses(&full);
+    let expected = oracle(&full, &addrs);
+    for (what, resolver) in [
+        ("debuglink", ElfResolver::open(&linked).unwrap()),
+        (
+            "build id",
+            ElfResolver::from_file_with_debug_root(
+                std::fs::File::open(&by_id).unwrap(),
+                by_id.to_str().unwrap(),
+                root.path(),
+            )
+            .unwrap(),
+        ),
+    ] {
+        assert!(
+            resolver.debug_file().is_some(),
+            "{what}: no debug file found"
+        );
+        assert!(resolver.has_dwarf(), "{what}");
+        for (addr, want) in addrs.iter().zip(&expected) {
+            let got: Vec<(String, String, u32)> = resolver
+                .symbolize(*addr)
+                .frames()
+                .iter()
+                .map(|f| {
+                    (
+                        f.function.clone(),
+                        f.file.clone().unwrap_or_default(),
+                        f.line.unwrap_or(0),
+                    )
+                })
+                .collect();
+            assert_eq!(&got, want, "{what}: {addr:#x}");
+        }
+    }
+
+    // A debug file with the wrong CRC is not used.
+    let wrong = dir.path().join("wrong");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&wrong)
+            .arg(&full),
+    );
+    let other_debug = dir.path().join("other.debug");
+    std::fs::write(&other_debug, b"not the debug file").unwrap();
+    run_tool(
+        Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&wrong),
+    );
+    std::fs::copy(&other_debug, &debug).unwrap();
+    assert!(ElfResolver::open(&wrong).unwrap().debug_file().is_none());
+}
