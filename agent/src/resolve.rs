@@ -91,7 +91,7 @@ pub fn resolve<S: ProcSource>(
                     let frames = mapped
                         .and_then(|m| {
                             let resolver = m.resolver.as_ref()?;
-                            let file_offset = addr - m.start + m.offset;
+                            let file_offset = (addr - m.start).checked_add(m.offset)?;
                             let va = resolver.file_offset_to_va(file_offset)?;
                             match resolver.symbolize(va) {
                                 Symbolized::Sym(frames) => Some(frames),

@@ -230,7 +230,7 @@ impl ElfResolver {
         self.loads
             .iter()
             .find(|l| offset >= l.file_offset && offset - l.file_offset < l.file_size)
-            .map(|l| offset - l.file_offset + l.vaddr)
+            .and_then(|l| (offset - l.file_offset).checked_add(l.vaddr))
     }
 
     /// True when the file carries DWARF debug information.
@@ -411,29 +411,34 @@ fn load_dwarf(data: &[u8]) -> Option<Dwarf> {
     } else {
         gimli::RunTimeEndian::Big
     };
+    // Sizes as they will be in memory: a compressed section's header states its size, and
+    // that claim is checked before anything is allocated for it.
     let total: u64 = obj
         .sections()
         .filter(|s| {
             s.name()
                 .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
         })
-        .map(|s| s.size())
-        .sum();
+        .map(|s| {
+            s.compressed_data()
+                .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
+        })
+        .fold(0u64, u64::saturating_add);
     if total > MAX_DWARF_BYTES {
         return None;
     }
     let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
         let bytes = obj
             .section_by_name(id.name())
-            .and_then(|s| s.uncompressed_data().ok())
+            .and_then(|s| {
+                let compressed = s.compressed_data().ok()?;
+                if compressed.uncompressed_size > MAX_DWARF_BYTES {
+                    return None;
+                }
+                compressed.decompress().ok()
+            })
             .unwrap_or(Cow::Borrowed(&[]));
-        // Decompression can inflate far past the compressed size: bound it too.
-        let bytes: &[u8] = if bytes.len() as u64 > MAX_DWARF_BYTES {
-            &[]
-        } else {
-            &bytes
-        };
-        Ok(gimli::EndianArcSlice::new(Arc::from(bytes), endian))
+        Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
     };
     let dwarf = gimli::Dwarf::load(load).ok()?;
     let context = addr2line::Context::from_dwarf(dwarf).ok()?;

@@ -63,7 +63,8 @@ impl MapEntry {
     pub fn file_offset(&self, addr: u64) -> Option<u64> {
         (self.start..self.end)
             .contains(&addr)
-            .then(|| addr - self.start + self.offset)
+            .then(|| (addr - self.start).checked_add(self.offset))
+            .flatten()
     }
 }
 

@@ -35,7 +35,7 @@ pub fn build_info_version(data: &[u8]) -> Option<String> {
         obj.segments().find_map(|s| {
             let (o, sz) = s.file_range();
             (va >= s.address() && va - s.address() < sz)
-                .then(|| usize::try_from(va - s.address() + o).ok())
+                .then(|| usize::try_from((va - s.address()).checked_add(o)?).ok())
                 .flatten()
         })
     };

@@ -30,7 +30,7 @@ impl Image<'_> {
         self.loads
             .iter()
             .find(|&&(v, _, size)| va >= v && va - v < size)
-            .and_then(|&(v, off, _)| usize::try_from(va - v + off).ok())
+            .and_then(|&(v, off, _)| usize::try_from((va - v).checked_add(off)?).ok())
     }
 
     /// The word at `va` as the loaded program sees it.

@@ -405,7 +405,7 @@ impl GoTable {
         self.loads
             .iter()
             .find(|&&(v, _, size)| va >= v && va - v < size)
-            .and_then(|&(v, off, _)| usize::try_from(va - v + off).ok())
+            .and_then(|&(v, off, _)| usize::try_from((va - v).checked_add(off)?).ok())
     }
 }
 
