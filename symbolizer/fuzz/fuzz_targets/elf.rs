@@ -1,0 +1,32 @@
+//! The ELF resolver on arbitrary bytes (as a file, the way binaries reach it): symbol tables,
+//! Go tables, DWARF through addr2line, build ids and offset translation.
+#![no_main]
+
+use std::{io::Write, os::fd::FromRawFd};
+
+use libfuzzer_sys::fuzz_target;
+use symbolizer::ElfResolver;
+
+fuzz_target!(|data: &[u8]| {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the fd is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"fuzz-elf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    if file.write_all(data).is_err() {
+        return;
+    }
+    let Ok(resolver) = ElfResolver::from_file_with_debug_root(file, "fuzz", std::path::Path::new("/nonexistent")) else {
+        return;
+    };
+    let _ = resolver.build_id_hex();
+    for chunk in data.chunks(8).take(64) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let addr = u64::from_le_bytes(word) % 0x100_0000;
+        let _ = resolver.symbolize(addr);
+        let _ = resolver.file_offset_to_va(addr);
+    }
+});
