@@ -44,8 +44,8 @@ pub const COMM_LEN: usize = 16;
 pub struct SampleKey {
     /// Process id (kernel tgid).
     pub tgid: u32,
-    /// Padding; always zero.
-    pub _pad: u32,
+    /// Thread id (kernel pid) of the sampled task.
+    pub pid: u32,
     /// cgroup v2 id of the sampled task (inode of its cgroup directory).
     pub cgroup_id: u64,
     /// Key in `STACKS` of the user stack; [`NO_STACK`] when there is none.
@@ -160,7 +160,7 @@ impl ErrorKind {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: `SampleKey` is `repr(C)`, `Copy`, has no implicit padding (explicit `_pad`) and
+    // SAFETY: `SampleKey` is `repr(C)`, `Copy`, has no implicit padding and
     // every bit pattern is valid.
     unsafe impl aya::Pod for super::SampleKey {}
     // SAFETY: `Stack` is `repr(C)`, `Copy`, all u64: no padding, every bit pattern valid.

@@ -129,7 +129,7 @@ fn try_sample(ctx: &PerfEventContext) {
     }
     let key = SampleKey {
         tgid,
-        _pad: 0,
+        pid: ctx.pid(),
         cgroup_id,
         user_stack,
         kernel_stack,

@@ -83,6 +83,8 @@ pub enum SamplerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawSample {
     pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
     pub cgroup_id: u64,
     /// Thread name.
     pub comm: String,
@@ -98,6 +100,7 @@ impl RawSample {
         let stack = |key: u64| (key != NO_STACK).then_some(key);
         RawSample {
             tgid: key.tgid,
+            tid: key.pid,
             cgroup_id: key.cgroup_id,
             comm: comm_to_string(&key.comm),
             user_stack: stack(key.user_stack),
@@ -474,7 +477,7 @@ mod tests {
         comm[..4].copy_from_slice(b"main");
         let key = SampleKey {
             tgid: 42,
-            _pad: 0,
+            pid: 43,
             cgroup_id: 7,
             user_stack: 3,
             kernel_stack: NO_STACK,

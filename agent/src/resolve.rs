@@ -116,6 +116,7 @@ pub fn resolve<S: ProcSource>(
             stack,
             count: raw.count,
             pid: raw.tgid,
+            tid: raw.tid,
             comm: raw.comm.clone(),
         });
     }
@@ -174,6 +175,7 @@ mod tests {
         drained.stacks.insert(5, vec![leaf, 0x10]);
         drained.samples.push(RawSample {
             tgid: 1,
+            tid: 1,
             cgroup_id: 0,
             comm: "t".into(),
             user_stack: Some(5),
@@ -182,6 +184,7 @@ mod tests {
         });
         drained.samples.push(RawSample {
             tgid: 2,
+            tid: 3,
             cgroup_id: 0,
             comm: "gone".into(),
             user_stack: Some(5),

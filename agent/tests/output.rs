@@ -42,6 +42,7 @@ fn sample(stack: &[&Arc<Location>], count: u64, pid: u32, comm: &str) -> Sample 
         stack: stack.iter().map(|l| Arc::clone(l)).collect(),
         count,
         pid,
+        tid: pid,
         comm: comm.into(),
     }
 }

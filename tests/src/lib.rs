@@ -137,6 +137,7 @@ pub fn read_pprof(path: &Path) -> pprof::Profile {
 #[derive(Debug, Clone)]
 pub struct StackSample {
     pub pid: i64,
+    pub tid: i64,
     pub comm: String,
     /// Function names root → leaf, inlined frames expanded (caller before callee).
     pub frames: Vec<String>,
@@ -201,10 +202,12 @@ impl Stacks {
                 }
             }
             let mut pid = -1;
+            let mut tid = -1;
             let mut comm = String::new();
             for label in &sample.label {
                 match s(label.key).as_str() {
                     "pid" => pid = label.num,
+                    "tid" => tid = label.num,
                     "comm" => comm = s(label.str),
                     _ => {}
                 }
@@ -212,6 +215,7 @@ impl Stacks {
             let value = sample.value.first().copied().unwrap_or(0);
             out.samples.push(StackSample {
                 pid,
+                tid,
                 comm,
                 frames,
                 kernel,

@@ -37,7 +37,7 @@ pub fn build_pprof(rec: &Recording) -> pprof::Profile {
             continue;
         }
         let ids: Vec<u64> = sample.stack.iter().map(|l| b.location(l)).collect();
-        let key = (ids, sample.pid, sample.comm.as_str());
+        let key = (ids, sample.pid, sample.tid, sample.comm.as_str());
         match b.sample_ix.get(&key) {
             Some(&ix) => b.counts[ix] = b.counts[ix].saturating_add(sample.count),
             None => {
@@ -82,7 +82,7 @@ struct Builder<'a> {
     /// Per mapping id − 1: (every location has lines, every line has a file, every line has a
     /// line number).
     mapping_quality: Vec<(bool, bool, bool)>,
-    sample_ix: HashMap<(Vec<u64>, u32, &'a str), usize>,
+    sample_ix: HashMap<(Vec<u64>, u32, u32, &'a str), usize>,
     counts: Vec<u64>,
 }
 
@@ -289,11 +289,12 @@ impl<'a> Builder<'a> {
         let nanoseconds = self.string("nanoseconds");
         let pid_key = self.string("pid");
         let comm_key = self.string("comm");
+        let tid_key = self.string("tid");
 
         let mut keyed: Vec<_> = std::mem::take(&mut self.sample_ix).into_iter().collect();
         keyed.sort_unstable_by_key(|(_, ix)| *ix);
         let mut sample = Vec::with_capacity(keyed.len());
-        for ((location_id, pid, comm), ix) in keyed {
+        for ((location_id, pid, tid, comm), ix) in keyed {
             let count = self.counts.get(ix).copied().unwrap_or(0);
             let value = i64::try_from(count.saturating_mul(period)).unwrap_or(i64::MAX);
             let comm = self.string(comm);
@@ -304,6 +305,11 @@ impl<'a> Builder<'a> {
                     pprof::Label {
                         key: pid_key,
                         num: i64::from(pid),
+                        ..Default::default()
+                    },
+                    pprof::Label {
+                        key: tid_key,
+                        num: i64::from(tid),
                         ..Default::default()
                     },
                     pprof::Label {
@@ -426,28 +432,30 @@ mod tests {
             got,
             [
                 format!(
-                    "pid=100 comm=myapp main.inlinedHelper+main.run<-main.main {}",
+                    "pid=100 tid=100 comm=myapp main.inlinedHelper+main.run<-main.main {}",
                     v(5)
                 ),
                 format!(
-                    "pid=100 comm=myapp do_syscall_64<-entry_SYSCALL_64_after_hwframe<-main.hot\
+                    "pid=100 tid=100 comm=myapp do_syscall_64<-entry_SYSCALL_64_after_hwframe<-main.hot\
                      <-main.run<-main.main {}",
                     v(3)
                 ),
                 format!(
-                    "pid=101 comm=myapp 0x7f0000000234<-main.inlinedHelper+main.run<-main.main {}",
+                    "pid=101 tid=101 comm=myapp 0x7f0000000234<-main.inlinedHelper+main.run<-main.main {}",
                     v(2)
                 ),
-                format!("pid=200 comm=other;proc semi;colon<-0x1000 {}", v(1)),
+                format!("pid=200 tid=200 comm=other;proc semi;colon<-0x1000 {}", v(1)),
                 format!(
-                    "pid=100 comm=myapp main.recurse<-main.recurse<-main.recurse<-main.main {}",
+                    "pid=100 tid=100 comm=myapp main.recurse<-main.recurse<-main.recurse<-main.main {}",
                     v(4)
                 ),
             ]
         );
         let labels = &p.sample[0].label;
         assert_eq!(labels[0].num_unit, 0);
-        assert_eq!(labels[1].num, 0);
+        // pid and tid are numbers, comm a string.
+        assert_eq!(labels[1].num, 100);
+        assert_eq!(labels[2].num, 0);
     }
 
     #[test]

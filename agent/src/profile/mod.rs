@@ -53,6 +53,8 @@ pub struct Sample {
     pub count: u64,
     /// Process id (the thread group id).
     pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
     /// Command name of the process (`/proc/PID/comm`).
     pub comm: String,
 }

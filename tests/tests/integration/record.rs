@@ -74,6 +74,13 @@ fn check_command_recording(fx: &GoFixture) {
         stacks.total()
     );
 
+    // Threads: the CPU loop and the syscall loop (locked to its own OS thread) at least.
+    let tids: std::collections::BTreeSet<i64> = stacks.samples.iter().map(|s| s.tid).collect();
+    assert!(
+        tids.len() >= 2 && tids.iter().all(|&t| t > 0),
+        "{what}: thread ids {tids:?}"
+    );
+
     // The 3:1 split between the two hot functions.
     let a = stacks.total_value("main.hotA");
     let b = stacks.total_value("main.hotB");
