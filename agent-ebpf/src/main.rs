@@ -94,33 +94,19 @@ fn try_sample(ctx: &PerfEventContext) {
         return;
     }
 
-    let user_stack = match store_stack(ctx, false) {
-        StackOutcome::Stored(key) => key,
-        StackOutcome::Absent => NO_STACK,
-        StackOutcome::MapFull => {
-            count_error(ErrorKind::UserStackFull);
-            NO_STACK
-        }
-        StackOutcome::Failed => {
-            count_error(ErrorKind::UserStackError);
-            NO_STACK
-        }
-    };
+    let user_stack = stack_key(
+        store_stack(ctx, false),
+        ErrorKind::UserStackFull,
+        ErrorKind::UserStackError,
+    );
     let kernel_stack = if config(config::NO_KERNEL) != 0 {
         NO_STACK
     } else {
-        match store_stack(ctx, true) {
-            StackOutcome::Stored(key) => key,
-            StackOutcome::Absent => NO_STACK,
-            StackOutcome::MapFull => {
-                count_error(ErrorKind::KernelStackFull);
-                NO_STACK
-            }
-            StackOutcome::Failed => {
-                count_error(ErrorKind::KernelStackError);
-                NO_STACK
-            }
-        }
+        stack_key(
+            store_stack(ctx, true),
+            ErrorKind::KernelStackFull,
+            ErrorKind::KernelStackError,
+        )
     };
 
     let mut comm = [0u8; COMM_LEN];
@@ -165,6 +151,23 @@ fn try_sample(ctx: &PerfEventContext) {
     }
     count_error(ErrorKind::Counted);
     notify_if_new(tgid);
+}
+
+/// The key a sample records for a stack, counting why there is none.
+#[inline(always)]
+fn stack_key(outcome: StackOutcome, full: ErrorKind, failed: ErrorKind) -> u64 {
+    match outcome {
+        StackOutcome::Stored(key) => key,
+        StackOutcome::Absent => NO_STACK,
+        StackOutcome::MapFull => {
+            count_error(full);
+            NO_STACK
+        }
+        StackOutcome::Failed => {
+            count_error(failed);
+            NO_STACK
+        }
+    }
 }
 
 /// Copies the current user or kernel stack, and stores it under the hash of its frames.

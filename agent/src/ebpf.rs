@@ -227,6 +227,11 @@ impl Sampler {
         Ok(())
     }
 
+    /// A map of the loaded object, by name.
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, SamplerError> {
+        self.ebpf.map(name).ok_or_else(|| missing_map(name))
+    }
+
     fn filter_map<K: aya::Pod>(
         &mut self,
         name: &'static str,
@@ -238,12 +243,7 @@ impl Sampler {
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
     {
-        let map = self.ebpf.map_mut(name).ok_or(SamplerError::Map {
-            name,
-            source: MapError::InvalidName {
-                name: name.to_string(),
-            },
-        })?;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
         T::try_from(map).map_err(|source| SamplerError::Map { name, source })
     }
 
@@ -326,12 +326,7 @@ impl Sampler {
         let map = self
             .ebpf
             .take_map(maps::NEW_PIDS)
-            .ok_or(SamplerError::Map {
-                name: maps::NEW_PIDS,
-                source: MapError::InvalidName {
-                    name: maps::NEW_PIDS.to_string(),
-                },
-            })?;
+            .ok_or_else(|| missing_map(maps::NEW_PIDS))?;
         RingBuf::try_from(map).map_err(|source| SamplerError::Map {
             name: maps::NEW_PIDS,
             source,
@@ -340,12 +335,7 @@ impl Sampler {
 
     /// Per-reason counters, summed over CPUs.
     pub fn drop_counts(&self) -> Result<DropCounts, SamplerError> {
-        let map = self.ebpf.map(maps::ERRORS).ok_or(SamplerError::Map {
-            name: maps::ERRORS,
-            source: MapError::InvalidName {
-                name: maps::ERRORS.to_string(),
-            },
-        })?;
+        let map = self.map(maps::ERRORS)?;
         let errors: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|source| SamplerError::Map {
                 name: maps::ERRORS,
@@ -369,26 +359,14 @@ impl Sampler {
     pub fn drain(&mut self) -> Result<Drained, SamplerError> {
         let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
         let counts: BpfHashMap<&MapData, SampleKey, u64> =
-            BpfHashMap::try_from(self.ebpf.map(maps::COUNTS).ok_or(SamplerError::Map {
-                name: maps::COUNTS,
-                source: MapError::InvalidName {
-                    name: maps::COUNTS.to_string(),
-                },
-            })?)
-            .map_err(map_err(maps::COUNTS))?;
+            BpfHashMap::try_from(self.map(maps::COUNTS)?).map_err(map_err(maps::COUNTS))?;
         let mut drained = Drained::default();
         for entry in counts.iter() {
             let (key, count) = entry.map_err(map_err(maps::COUNTS))?;
             drained.samples.push(RawSample::from_key(&key, count));
         }
         let stacks: BpfHashMap<&MapData, u64, Stack> =
-            BpfHashMap::try_from(self.ebpf.map(maps::STACKS).ok_or(SamplerError::Map {
-                name: maps::STACKS,
-                source: MapError::InvalidName {
-                    name: maps::STACKS.to_string(),
-                },
-            })?)
-            .map_err(map_err(maps::STACKS))?;
+            BpfHashMap::try_from(self.map(maps::STACKS)?).map_err(map_err(maps::STACKS))?;
         for sample in &drained.samples {
             for id in [sample.user_stack, sample.kernel_stack]
                 .into_iter()
@@ -415,6 +393,15 @@ impl Sampler {
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn missing_map(name: &'static str) -> SamplerError {
+    SamplerError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_string(),
+        },
     }
 }
 

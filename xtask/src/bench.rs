@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{run, setup};
+use crate::setup;
 
 const ADDRESSES: usize = 20_000;
 const RUNS: usize = 5;
@@ -145,19 +145,7 @@ struct Row {
 }
 
 pub fn symbolize(root: &Path) -> Result<()> {
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "agent",
-                "--bin",
-                "bellows",
-            ]),
-    )?;
-    let bellows = root.join("target/release/bellows");
+    let bellows = crate::build_release(root)?;
     let mut rows = Vec::new();
 
     // Go: the newest toolchain's compiler, a large stripped Go binary, against that toolchain's

@@ -303,7 +303,8 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn record(root: &Path, args: &[String]) -> Result<()> {
+/// Builds `bellows` in release; returns its path.
+pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     run(cargo().current_dir(root).args([
         "build",
         "--release",
@@ -312,7 +313,11 @@ fn record(root: &Path, args: &[String]) -> Result<()> {
         "--bin",
         "bellows",
     ]))?;
-    let bin = root.join("target/release/bellows");
+    Ok(root.join("target/release/bellows"))
+}
+
+fn record(root: &Path, args: &[String]) -> Result<()> {
+    let bin = build_release(root)?;
     let default_args: Vec<String> = [
         "record",
         "-d",
