@@ -224,6 +224,12 @@ impl<S: ProcSource> ProcessTable<S> {
             return;
         };
         for m in &mut info.mappings {
+            if m.vdso && m.resolver.is_none() {
+                match self.symbolizer.vdso() {
+                    Ok(vdso) => m.resolver = Some(vdso),
+                    Err(err) => tracing::debug!(pid, "vDSO symbols unavailable: {err}"),
+                }
+            }
             let Some((file, name)) = m.pending.take() else {
                 continue;
             };

@@ -43,6 +43,7 @@ pub struct MemoryUse {
 pub struct Symbolizer {
     elfs: HashMap<FileIdentity, Arc<ElfResolver>>,
     kernel: Option<Arc<KernelResolver>>,
+    vdso: Option<Arc<ElfResolver>>,
 }
 
 impl Symbolizer {
@@ -72,6 +73,17 @@ impl Symbolizer {
         let k = Arc::new(KernelResolver::from_proc()?);
         self.kernel = Some(Arc::clone(&k));
         Ok(k)
+    }
+
+    /// The vDSO. Every process of this kernel (and ABI) maps the same image, so ours serves
+    /// for all: read once from our own memory, then parsed like any ELF file.
+    pub fn vdso(&mut self) -> Result<Arc<ElfResolver>> {
+        if let Some(v) = &self.vdso {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(load_own_vdso()?);
+        self.vdso = Some(Arc::clone(&v));
+        Ok(v)
     }
 
     /// Forgets one file (its resolver lives on while others hold it).
@@ -105,9 +117,77 @@ impl Symbolizer {
     }
 }
 
+/// Copies this process's vDSO image (found in /proc/self/maps, read through /proc/self/mem)
+/// into an anonymous in-memory file and parses it.
+fn load_own_vdso() -> Result<ElfResolver> {
+    use std::{io::Write, os::unix::fs::FileExt};
+    let io = |source| Error::Io {
+        path: "[vdso]".into(),
+        source,
+    };
+    let maps = crate::process::ProcessMaps::read(std::process::id()).map_err(io)?;
+    let vdso = maps
+        .entries
+        .iter()
+        .find(|e| e.path == crate::process::MapPath::Vdso)
+        .ok_or_else(|| io(std::io::Error::other("no [vdso] mapping")))?;
+    let len = usize::try_from(vdso.end - vdso.start)
+        .ok()
+        .filter(|&l| l <= 1 << 20)
+        .ok_or_else(|| io(std::io::Error::other("implausible [vdso] size")))?;
+    let mut image = vec![0u8; len];
+    File::open("/proc/self/mem")
+        .and_then(|mem| mem.read_exact_at(&mut image, vdso.start))
+        .map_err(io)?;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the fd is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"bellows-vdso".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just created and nothing else owns it.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(&image).map_err(io)?;
+    ElfResolver::from_file(file, "[vdso]")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vdso_symbols_resolve() {
+        use object::{Object, ObjectSymbol};
+        let mut s = Symbolizer::new();
+        let vdso = s.vdso().unwrap();
+        assert!(Arc::ptr_eq(&vdso, &s.vdso().unwrap()), "loaded once");
+        // Every exported vDSO function resolves to its own name (or an alias at its address).
+        let maps = crate::process::ProcessMaps::read(std::process::id()).unwrap();
+        let entry = maps
+            .entries
+            .iter()
+            .find(|e| e.path == crate::process::MapPath::Vdso)
+            .unwrap();
+        let mut bytes = vec![0u8; (entry.end - entry.start) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &File::open("/proc/self/mem").unwrap(),
+            &mut bytes,
+            entry.start,
+        )
+        .unwrap();
+        let obj = object::File::parse(&*bytes).unwrap();
+        let mut checked = 0;
+        for sym in obj.dynamic_symbols() {
+            if sym.kind() == object::SymbolKind::Text && sym.size() > 0 {
+                let frames = vdso.symbolize(sym.address() + sym.size() / 2);
+                let name = &frames.frames()[0].function;
+                let same_or_alias = name == sym.name().unwrap()
+                    || vdso.symbolize(sym.address()).frames()[0].function == *name;
+                assert!(same_or_alias, "{} vs {name}", sym.name().unwrap());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} vDSO functions");
+    }
 
     #[test]
     fn same_file_through_two_paths_is_parsed_once() {

@@ -143,6 +143,8 @@ pub struct StackSample {
     pub frames: Vec<String>,
     /// For each entry of `frames`: whether it is a kernel frame (its mapping is the kernel's).
     pub kernel: Vec<bool>,
+    /// For each entry of `frames`: the file of its mapping ("" when none).
+    pub files: Vec<String>,
     pub value: i64,
 }
 
@@ -162,13 +164,15 @@ impl Stacks {
         };
         let functions: BTreeMap<u64, String> =
             p.function.iter().map(|f| (f.id, s(f.name))).collect();
+        let mapping_files: BTreeMap<u64, String> =
+            p.mapping.iter().map(|m| (m.id, s(m.filename))).collect();
         let kernel_mappings: std::collections::BTreeSet<u64> = p
             .mapping
             .iter()
             .filter(|m| s(m.filename).contains("kernel"))
             .map(|m| m.id)
             .collect();
-        let locations: BTreeMap<u64, (Vec<String>, bool)> = p
+        let locations: BTreeMap<u64, (Vec<String>, bool, String)> = p
             .location
             .iter()
             .map(|l| {
@@ -182,23 +186,30 @@ impl Stacks {
                             .unwrap_or_default()
                     })
                     .collect();
-                (l.id, (names, kernel_mappings.contains(&l.mapping_id)))
+                let file = mapping_files
+                    .get(&l.mapping_id)
+                    .cloned()
+                    .unwrap_or_default();
+                (l.id, (names, kernel_mappings.contains(&l.mapping_id), file))
             })
             .collect();
         let mut out = Stacks::default();
         for sample in &p.sample {
             let mut frames = Vec::new();
             let mut kernel = Vec::new();
+            let mut files = Vec::new();
             // location_id is leaf first; each location's lines are innermost first.
             for id in sample.location_id.iter().rev() {
-                let (names, is_kernel) = locations.get(id).cloned().unwrap_or_default();
+                let (names, is_kernel, file) = locations.get(id).cloned().unwrap_or_default();
                 if names.is_empty() {
                     frames.push(format!("location {id}"));
                     kernel.push(is_kernel);
+                    files.push(file.clone());
                 }
                 for name in names.into_iter().rev() {
                     frames.push(name);
                     kernel.push(is_kernel);
+                    files.push(file.clone());
                 }
             }
             let mut pid = -1;
@@ -219,6 +230,7 @@ impl Stacks {
                 comm,
                 frames,
                 kernel,
+                files,
                 value,
             });
         }

@@ -370,3 +370,66 @@ fn interrupt_ends_early_and_still_writes_every_output() {
         .unwrap()
         .contains("main.hotA"));
 }
+
+/// A C program spending its time in clock_gettime: the vDSO frame is named.
+#[test]
+fn vdso_frames_are_symbolized() {
+    if !bpf_available("vdso_frames_are_symbolized") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("clock.c");
+    std::fs::write(
+        &src,
+        "#include <time.h>\n#include <stdio.h>\nint main(void) { struct timespec ts; long n = 0; \
+         for (long i = 0; i < 40000000; i++) { clock_gettime(CLOCK_MONOTONIC, &ts); \
+         n += ts.tv_nsec & 1; } printf(\"%ld\\n\", n); return 0; }\n",
+    )
+    .unwrap();
+    let bin = dir.path().join("clock");
+    let built = std::process::Command::new("gcc")
+        .args(["-O2", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status();
+    match built {
+        Ok(s) if s.success() => {}
+        other => {
+            assert!(!tests::in_ci(), "gcc is required in CI: {other:?}");
+            eprintln!("skipping: gcc unavailable");
+            return;
+        }
+    }
+    let pb = dir.path().join("p.pb.gz");
+    let out = bellows(&[
+        "record",
+        "-F",
+        "499",
+        "-o",
+        pb.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let in_vdso: i64 = stacks
+        .samples
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .zip(&s.files)
+                .any(|(f, file)| file == "[vdso]" && f.contains("clock_gettime"))
+        })
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        in_vdso * 4 > stacks.total(),
+        "named vDSO frames in {in_vdso} of {}",
+        stacks.total()
+    );
+}
