@@ -262,3 +262,64 @@ fn separate_debug_files_by_debuglink_and_build_id() {
     std::fs::copy(&other_debug, &debug).unwrap();
     assert!(ElfResolver::open(&wrong).unwrap().debug_file().is_none());
 }
+
+/// Rust with DWARF (v0 mangling, which llvm-symbolizer demangles fully): our own functions, with
+/// forced inlining and a closure, against the oracle.
+#[test]
+fn rust_with_dwarf_matches_llvm_symbolizer() {
+    if tool("llvm-symbolizer").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/native/inline.rs");
+    let bin = dir.path().join("rustdwarf");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = Command::new(rustc)
+        .args([
+            "--crate-name",
+            "rustdwarf",
+            "-C",
+            "opt-level=2",
+            "-C",
+            "debuginfo=2",
+            "-C",
+            "symbol-mangling-version=v0",
+        ])
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("rustc");
+    assert!(status.success());
+    // Only the fixture's own functions: the standard library's are not built with v0 names.
+    let data = std::fs::read(&bin).unwrap();
+    let obj = object::File::parse(&*data).unwrap();
+    let mut addrs = Vec::new();
+    for sym in obj.symbols() {
+        let name = sym.name().unwrap_or("");
+        if sym.kind() == object::SymbolKind::Text && sym.size() > 0 && name.contains("9rustdwarf") {
+            addrs.extend(sym.address()..sym.address() + sym.size());
+        }
+    }
+    assert!(addrs.len() > 50, "fixture functions not found");
+    let resolver = ElfResolver::open(&bin).unwrap();
+    let expected = oracle(&bin, &addrs);
+    let mut inlined = 0;
+    for (addr, want) in addrs.iter().zip(&expected) {
+        let got: Vec<(String, String, u32)> = resolver
+            .symbolize(*addr)
+            .frames()
+            .iter()
+            .map(|f| {
+                (
+                    f.function.clone(),
+                    f.file.clone().unwrap_or_default(),
+                    f.line.unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(&got, want, "{addr:#x}");
+        inlined += usize::from(got.len() > 1);
+    }
+    assert!(inlined > 0, "no inlined frames");
+}
