@@ -155,6 +155,10 @@ impl<S: ProcSource> ProcessTable<S> {
         self.procs.get(&pid)
     }
 
+    pub fn symbolizer(&self) -> &Symbolizer {
+        &self.symbolizer
+    }
+
     pub fn symbolizer_mut(&mut self) -> &mut Symbolizer {
         &mut self.symbolizer
     }

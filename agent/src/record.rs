@@ -156,6 +156,9 @@ pub struct Report {
     pub processes: ProcessStats,
     pub resolve: ResolveStats,
     pub kernel_symbols_error: Option<String>,
+    /// Binaries parsed, and the memory their resolvers hold.
+    pub symbol_files: usize,
+    pub symbol_memory: symbolizer::MemoryUse,
     pub written: Vec<(PathBuf, &'static str)>,
     pub cpus: usize,
 }
@@ -326,6 +329,8 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         stop,
         drops,
         processes: table.stats(),
+        symbol_files: table.symbolizer().len(),
+        symbol_memory: table.symbolizer().memory(),
         resolve: resolve_stats,
         kernel_symbols_error,
         written,
@@ -448,6 +453,13 @@ pub fn render_summary(report: &Report, top: usize) -> String {
         p.vanished,
         p.unreadable_files,
         r.missing_stacks,
+    );
+    let _ = writeln!(
+        s,
+        "Symbolized with {} binaries: {:.1} MiB mapped, {:.1} MiB of indexes",
+        report.symbol_files,
+        report.symbol_memory.mapped as f64 / (1 << 20) as f64,
+        report.symbol_memory.heap as f64 / (1 << 20) as f64,
     );
     if let Some(err) = &report.kernel_symbols_error {
         let _ = writeln!(s, "Kernel symbols unavailable: {err}");

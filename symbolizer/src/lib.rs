@@ -16,7 +16,7 @@ pub mod process;
 
 mod cache;
 
-pub use cache::{FileIdentity, Symbolizer};
+pub use cache::{FileIdentity, MemoryUse, Symbolizer};
 pub use elf::ElfResolver;
 pub use kernel::KernelResolver;
 
