@@ -4,7 +4,8 @@
 //! [`ebpf`] (load, attach, drain) → [`process`] (pid → mappings, pinned at first sight) →
 //! [`resolve`] (addresses → frames, through `symbolizer`) → [`profile`] (pprof) → [`output`]
 //! (files, flame graph, top table). [`record`] drives it for `bellows record`; [`cli`] holds the
-//! flags and [`cgroup`] the cgroup v2 helpers. [`symbolize`] serves `bellows symbolize`.
+//! flags and [`cgroup`] the cgroup v2 helpers. [`symbolize`] serves `bellows symbolize`; [`target`] maps cgroup paths to
+//! containers and Pods.
 
 pub mod cgroup;
 pub mod cli;
@@ -15,3 +16,4 @@ pub mod profile;
 pub mod record;
 pub mod resolve;
 pub mod symbolize;
+pub mod target;
