@@ -314,7 +314,10 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     written.push((cfg.output.clone(), "pprof"));
     if let Some(path) = &cfg.flamegraph {
         let title = flame_title(&cfg);
-        let svg = output::flamegraph_svg(&recording, &title).map_err(out_err(path))?;
+        let svg = match output::flamegraph_svg(&recording, &title) {
+            Err(output::OutputError::NoSamples) => output::empty_flamegraph_svg(&title),
+            other => other.map_err(out_err(path))?,
+        };
         write_file(path, &svg).map_err(out_err(path))?;
         written.push((path.clone(), "flame graph"));
     }

@@ -17,6 +17,30 @@ use crate::profile::Recording;
 /// heuristics (Go and other dotted names green, C++/Rust `::` names yellow, C names red); the
 /// color of a name is derived from its hash, so the same input always gives the same SVG.
 pub fn flamegraph_svg(rec: &Recording, title: &str) -> Result<Vec<u8>> {
+    flamegraph_svg_inner(rec, title)
+}
+
+/// A well-formed SVG that says no samples were recorded, for a recording that ended before
+/// its first sample (e.g. interrupted at once): every requested output still gets written.
+pub fn empty_flamegraph_svg(title: &str) -> Vec<u8> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <text x=\"600\" y=\"30\" text-anchor=\"middle\" font-size=\"17\">{}</text>\n\
+         <text x=\"600\" y=\"60\" text-anchor=\"middle\" font-size=\"14\">No samples were recorded.</text>\n\
+         </svg>\n",
+        escape(title)
+    )
+    .into_bytes()
+}
+
+fn flamegraph_svg_inner(rec: &Recording, title: &str) -> Result<Vec<u8>> {
     let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
     for sample in &rec.samples {
         if sample.count == 0 {

@@ -13,7 +13,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use file::{write_atomic, write_pprof};
-pub use flamegraph::flamegraph_svg;
+pub use flamegraph::{empty_flamegraph_svg, flamegraph_svg};
 pub use folded::folded;
 pub use top::{render_top, top, TopRow};
 

@@ -286,6 +286,54 @@ fn unprivileged_user_gets_one_clear_line() {
     assert!(!stderr.contains("panicked"));
 }
 
+/// Interrupted before the first sample: still exit 0 with every output written.
+#[test]
+fn interrupt_before_any_sample_still_writes_every_output() {
+    if !bpf_available("interrupt_before_any_sample_still_writes_every_output") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let svg = dir.path().join("f.svg");
+    // A pid filter on ourselves (the test binary sleeps): nothing is sampled.
+    let me = std::process::id().to_string();
+    let child = std::process::Command::new(tests::bellows_bin())
+        .args(["record", "-p", &me, "-d", "60s", "-o"])
+        .arg(&pb)
+        .arg("--flamegraph")
+        .arg(&svg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It installs its handlers first thing: wait for SIGINT to be caught, not for a time.
+    let catches_sigint = || {
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !catches_sigint() {
+        assert!(std::time::Instant::now() < deadline, "SIGINT never caught");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(Stacks::from_profile(&read_pprof(&pb)).total(), 0);
+    check_svg(&svg, "No samples");
+}
+
 #[test]
 fn bad_flags_exit_2_with_one_line() {
     for args in [
@@ -328,22 +376,26 @@ fn interrupt_ends_early_and_still_writes_every_output() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it catches SIGINT (a default action would kill it), then let it sample.
-    let catches_sigint = || {
-        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("SigCgt:"))
-                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+    // Wait until it samples (a BPF link per CPU, plus the exec tracepoint's), then let it sample
+    // a while.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bpf_links = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|fds| {
+                fds.flatten()
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path())
+                            .is_ok_and(|l| l.to_string_lossy().contains("bpf_link"))
+                    })
+                    .count()
             })
-            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+            .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !catches_sigint() {
+    while bpf_links() < cpus + 1 {
         assert!(
             std::time::Instant::now() < deadline,
-            "bellows never caught SIGINT"
+            "bellows never started sampling"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
