@@ -19,6 +19,17 @@ const MAX_DWARF_BYTES: u64 = 1 << 30;
 /// Where separate debug files are looked for (by build id, and by debuglink).
 pub const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
 
+/// Largest MiniDebugInfo we decompress (real ones are a few MiB at most).
+const MAX_MINI_DEBUGINFO: usize = 64 << 20;
+
+/// Which file's symbol table was indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SymbolSource {
+    Binary,
+    DebugFile,
+    MiniDebugInfo,
+}
+
 /// Deepest inlining reported for one address.
 const MAX_INLINE_FRAMES: usize = 64;
 
@@ -65,8 +76,10 @@ pub struct ElfResolver {
     dwarf: OnceLock<Option<Dwarf>>,
     /// A separate debug file, when the binary's own DWARF is absent.
     debug_file: Option<(PathBuf, memmap2::Mmap)>,
-    /// Symbol names live in the debug file (the binary itself has no symbol table).
-    symbols_in_debug_file: bool,
+    /// Where the indexed symbols' names live.
+    symbol_source: SymbolSource,
+    /// The decompressed MiniDebugInfo (`.gnu_debugdata`), when its symbols are the ones used.
+    mini_debuginfo: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ElfResolver {
@@ -132,9 +145,16 @@ impl ElfResolver {
             .ok()
             .flatten()
             .map(|(name, crc)| (name.to_vec(), crc));
+        // MiniDebugInfo: an xz-compressed ELF holding the symbols a stripped binary lost
+        // (Fedora, RHEL). Only needed when the binary has no symbol table of its own.
+        let mut mini_debuginfo = if symbols.is_empty() {
+            decompress_mini_debuginfo(&obj)
+        } else {
+            None
+        };
         drop(obj);
         let mut debug_file = None;
-        let mut symbols_in_debug_file = false;
+        let mut symbol_source = SymbolSource::Binary;
         if !has_dwarf {
             debug_file = find_debug_file(
                 build_id.as_deref(),
@@ -147,10 +167,25 @@ impl ElfResolver {
                     has_dwarf = dobj.section_by_name(".debug_info").is_some();
                     if symbols.is_empty() {
                         symbols = index_symbols(&dobj, debug);
-                        symbols_in_debug_file = !symbols.is_empty();
+                        if !symbols.is_empty() {
+                            symbol_source = SymbolSource::DebugFile;
+                        }
                     }
                 }
             }
+        }
+        if symbols.is_empty() {
+            if let Some(mini) = &mini_debuginfo {
+                if let Ok(mobj) = object::File::parse(&mini[..]) {
+                    symbols = index_symbols(&mobj, mini);
+                    if !symbols.is_empty() {
+                        symbol_source = SymbolSource::MiniDebugInfo;
+                    }
+                }
+            }
+        }
+        if symbol_source != SymbolSource::MiniDebugInfo {
+            mini_debuginfo = None;
         }
         let go = GoTable::from_elf(&data).unwrap_or_else(|err| {
             // A damaged Go table still leaves the ELF symbols usable.
@@ -173,7 +208,8 @@ impl ElfResolver {
             has_dwarf,
             dwarf: OnceLock::new(),
             debug_file,
-            symbols_in_debug_file,
+            symbol_source,
+            mini_debuginfo,
         })
     }
 
@@ -325,13 +361,37 @@ impl ElfResolver {
             return None;
         }
         let start = s.name_off as usize;
-        let names: &[u8] = match &self.debug_file {
-            Some((_, debug)) if self.symbols_in_debug_file => debug,
+        let names: &[u8] = match (self.symbol_source, &self.debug_file, &self.mini_debuginfo) {
+            (SymbolSource::DebugFile, Some((_, debug)), _) => debug,
+            (SymbolSource::MiniDebugInfo, _, Some(mini)) => mini,
             _ => &self.data,
         };
         let bytes = names.get(start..start.checked_add(s.name_len as usize)?)?;
         std::str::from_utf8(bytes).ok()
     }
+}
+
+/// The decompressed `.gnu_debugdata` section, if present, valid and within
+/// [`MAX_MINI_DEBUGINFO`].
+fn decompress_mini_debuginfo(obj: &object::File<'_>) -> Option<Vec<u8>> {
+    /// A writer that refuses to grow past a limit: bounds a decompression bomb.
+    struct Bounded(Vec<u8>);
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + buf.len() > MAX_MINI_DEBUGINFO {
+                return Err(std::io::Error::other("MiniDebugInfo too large"));
+            }
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let compressed = obj.section_by_name(".gnu_debugdata")?.data().ok()?;
+    let mut out = Bounded(Vec::new());
+    lzma_rs::xz_decompress(&mut &compressed[..], &mut out).ok()?;
+    Some(out.0)
 }
 
 /// A separate debug file: by build id under `root/.build-id/`, else by debuglink next to the

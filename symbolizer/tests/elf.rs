@@ -323,3 +323,77 @@ fn rust_with_dwarf_matches_llvm_symbolizer() {
     }
     assert!(inlined > 0, "no inlined frames");
 }
+
+/// MiniDebugInfo, built the way distributions build it: a stripped binary carrying an
+/// xz-compressed ELF of its function symbols in `.gnu_debugdata`.
+#[test]
+fn mini_debuginfo_names_functions_of_a_stripped_binary() {
+    if tool("gcc").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let full = build_c(dir.path(), "full", &["-O2"]);
+    // The function symbols to keep.
+    let data = std::fs::read(&full).unwrap();
+    let obj = object::File::parse(&*data).unwrap();
+    let funcs: Vec<(String, u64, u64)> = obj
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+        .map(|s| (s.name().unwrap().to_string(), s.address(), s.size()))
+        .collect();
+    assert!(funcs.iter().any(|f| f.0 == "work"));
+    let keep = dir.path().join("keep");
+    std::fs::write(
+        &keep,
+        funcs
+            .iter()
+            .map(|f| format!("{}\n", f.0))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let mini = dir.path().join("mini");
+    run_tool(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&full)
+            .arg(&mini),
+    );
+    run_tool(
+        Command::new("objcopy")
+            .arg("-S")
+            .arg(format!("--keep-symbols={}", keep.display()))
+            .arg(&mini),
+    );
+    run_tool(Command::new("xz").arg("-f").arg(&mini));
+    let stripped = dir.path().join("stripped");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&full),
+    );
+    assert!(matches!(
+        ElfResolver::open(&stripped).unwrap().symbolize(funcs[0].1),
+        Symbolized::Unknown(_)
+    ));
+    run_tool(
+        Command::new("objcopy")
+            .arg(format!(
+                "--add-section=.gnu_debugdata={}.xz",
+                mini.display()
+            ))
+            .arg(&stripped),
+    );
+    let resolver = ElfResolver::open(&stripped).unwrap();
+    for (name, addr, size) in &funcs {
+        for a in [*addr, addr + size / 2, addr + size - 1] {
+            let frames = resolver.symbolize(a);
+            assert_eq!(
+                frames.frames().first().map(|f| f.function.as_str()),
+                Some(name.as_str()),
+                "{a:#x}"
+            );
+        }
+    }
+}

