@@ -83,6 +83,22 @@ fn function_addresses(binary: &Path) -> Vec<u64> {
     addrs
 }
 
+/// (function, file, line) of every frame for `addr`, innermost first.
+fn frames_of(resolver: &ElfResolver, addr: u64) -> Vec<(String, String, u32)> {
+    resolver
+        .symbolize(addr)
+        .frames()
+        .iter()
+        .map(|f| {
+            (
+                f.function.clone(),
+                f.file.clone().unwrap_or_default(),
+                f.line.unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 fn compare(binary: &Path, dwarf: bool) -> usize {
     let resolver = ElfResolver::open(binary).unwrap();
     assert_eq!(resolver.has_dwarf(), dwarf, "{}", binary.display());
@@ -92,19 +108,7 @@ fn compare(binary: &Path, dwarf: bool) -> usize {
     let mut inlined = 0;
     let mut mismatches = Vec::new();
     for (addr, want) in addrs.iter().zip(&expected) {
-        let got: Vec<(String, String, u32)> = match resolver.symbolize(*addr) {
-            Symbolized::Sym(frames) => frames
-                .iter()
-                .map(|f| {
-                    (
-                        f.function.clone(),
-                        f.file.clone().unwrap_or_default(),
-                        f.line.unwrap_or(0),
-                    )
-                })
-                .collect(),
-            Symbolized::Unknown(_) => Vec::new(),
-        };
+        let got = frames_of(&resolver, *addr);
         let same = if dwarf {
             got == *want
         } else {
@@ -227,18 +231,7 @@ fn separate_debug_files_by_debuglink_and_build_id() {
         );
         assert!(resolver.has_dwarf(), "{what}");
         for (addr, want) in addrs.iter().zip(&expected) {
-            let got: Vec<(String, String, u32)> = resolver
-                .symbolize(*addr)
-                .frames()
-                .iter()
-                .map(|f| {
-                    (
-                        f.function.clone(),
-                        f.file.clone().unwrap_or_default(),
-                        f.line.unwrap_or(0),
-                    )
-                })
-                .collect();
+            let got = frames_of(&resolver, *addr);
             assert_eq!(&got, want, "{what}: {addr:#x}");
         }
     }
@@ -306,18 +299,7 @@ fn rust_with_dwarf_matches_llvm_symbolizer() {
     let expected = oracle(&bin, &addrs);
     let mut inlined = 0;
     for (addr, want) in addrs.iter().zip(&expected) {
-        let got: Vec<(String, String, u32)> = resolver
-            .symbolize(*addr)
-            .frames()
-            .iter()
-            .map(|f| {
-                (
-                    f.function.clone(),
-                    f.file.clone().unwrap_or_default(),
-                    f.line.unwrap_or(0),
-                )
-            })
-            .collect();
+        let got = frames_of(&resolver, *addr);
         assert_eq!(&got, want, "{addr:#x}");
         inlined += usize::from(got.len() > 1);
     }

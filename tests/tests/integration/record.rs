@@ -170,6 +170,22 @@ fn one_fixture(test: &str) -> Option<GoFixture> {
         .cloned()
 }
 
+/// Runs `bellows record ARGS -o <temporary file>`, asserts success, and decodes the profile.
+fn record_stacks(args: &[&str]) -> Stacks {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("p.pb.gz");
+    let mut all = vec!["record"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", pb.to_str().unwrap()]);
+    let out = bellows(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Stacks::from_profile(&read_pprof(&pb))
+}
+
 #[test]
 fn cgroup_filter_counts_only_the_selected_cgroup() {
     let Some(fx) = one_fixture("cgroup_filter_counts_only_the_selected_cgroup") else {
@@ -181,23 +197,7 @@ fn cgroup_filter_counts_only_the_selected_cgroup() {
     let outside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
     std::thread::sleep(Duration::from_millis(200));
 
-    let dir = tempfile::tempdir().unwrap();
-    let pb = dir.path().join("p.pb.gz");
-    let out = bellows(&[
-        "record",
-        "--cgroup",
-        cg.path.to_str().unwrap(),
-        "-d",
-        "2s",
-        "-o",
-        pb.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let stacks = record_stacks(&["--cgroup", cg.path.to_str().unwrap(), "-d", "2s"]);
     let pids = stacks.pids();
     assert!(
         pids.contains(&i64::from(inside.pid())),
@@ -220,16 +220,8 @@ fn pid_filter_counts_only_the_selected_process() {
     let chosen = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
     let other = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
     std::thread::sleep(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let pb = dir.path().join("p.pb.gz");
     let pid = chosen.pid().to_string();
-    let out = bellows(&["record", "-p", &pid, "-d", "2", "-o", pb.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let stacks = record_stacks(&["-p", &pid, "-d", "2"]);
     let pids = stacks.pids();
     assert_eq!(
         pids.into_iter().collect::<Vec<_>>(),
@@ -247,15 +239,7 @@ fn whole_system_sees_a_running_workload_and_the_kernel() {
     };
     let w = Workload::start(&fx.path, &["-duration", "8s", "-mode", "all"]);
     std::thread::sleep(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let pb = dir.path().join("p.pb.gz");
-    let out = bellows(&["record", "-d", "2s", "-o", pb.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let stacks = record_stacks(&["-d", "2s"]);
     assert!(stacks.pids().contains(&i64::from(w.pid())));
     assert!(stacks.total_value("main.hotA") > 0, "hotA not sampled");
     drop(w);
