@@ -4,9 +4,12 @@
 use std::{
     borrow::Cow,
     fs::File,
+    ops::Deref,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock},
 };
+
+use memmap2::Mmap;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -33,12 +36,54 @@ enum SymbolSource {
 /// Deepest inlining reported for one address.
 const MAX_INLINE_FRAMES: usize = 64;
 
-type DwarfReader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
+/// The bytes of one DWARF section: borrowed from the mapped file when stored plainly (no copy),
+/// on the heap when it had to be decompressed.
+#[derive(Clone)]
+enum SectionBytes {
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+    Owned(Arc<[u8]>),
+}
+
+impl Deref for SectionBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            // The range was checked against the map when this was built.
+            SectionBytes::Mapped { map, start, len } => {
+                map.get(*start..start.saturating_add(*len)).unwrap_or(&[])
+            }
+            SectionBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for SectionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SectionBytes::Mapped { start, len, .. } => write!(f, "Mapped({start:#x}+{len:#x})"),
+            SectionBytes::Owned(b) => write!(f, "Owned({:#x})", b.len()),
+        }
+    }
+}
+
+// SAFETY: both variants point into memory owned through an `Arc` (the map, or the heap slice):
+// moving or cloning the handle never moves the bytes, and neither is ever mutated.
+unsafe impl gimli::StableDeref for SectionBytes {}
+// SAFETY: as above; a clone shares the same `Arc` and so derefs to the same bytes.
+unsafe impl gimli::CloneStableDeref for SectionBytes {}
+
+type DwarfReader = gimli::EndianReader<gimli::RunTimeEndian, SectionBytes>;
 
 /// DWARF of one file, parsed on first use. addr2line's context memoises per unit and function
 /// as it is asked; the mutex lets a resolver be shared between threads.
 struct Dwarf {
     context: Mutex<addr2line::Context<DwarfReader>>,
+    /// Bytes of sections decompressed onto the heap (plain sections stay in the map).
+    decompressed_bytes: usize,
 }
 
 /// One function symbol; its name stays in the mapped file.
@@ -65,7 +110,7 @@ struct Load {
 /// we hold and binaries of running processes are not truncated in place (the kernel refuses to
 /// write to a running executable: ETXTBSY).
 pub struct ElfResolver {
-    data: memmap2::Mmap,
+    data: Arc<Mmap>,
     display: String,
     symbols: Vec<Sym>,
     loads: Vec<Load>,
@@ -75,7 +120,7 @@ pub struct ElfResolver {
     has_dwarf: bool,
     dwarf: OnceLock<Option<Dwarf>>,
     /// A separate debug file, when the binary's own DWARF is absent.
-    debug_file: Option<(PathBuf, memmap2::Mmap)>,
+    debug_file: Option<(PathBuf, Arc<Mmap>)>,
     /// Where the indexed symbols' names live.
     symbol_source: SymbolSource,
     /// The decompressed MiniDebugInfo (`.gnu_debugdata`), when its symbols are the ones used.
@@ -113,15 +158,15 @@ impl ElfResolver {
     /// `/usr/lib/debug`.
     pub fn from_file_with_debug_root(file: File, display: &str, debug_root: &Path) -> Result<Self> {
         // SAFETY: see the type's documentation: read-only private map of a file we hold open.
-        let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+        let data = Arc::new(unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
             path: display.to_string(),
             source,
-        })?;
+        })?);
         let bad = |reason: String| Error::BadElf {
             path: display.to_string(),
             reason,
         };
-        let obj = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+        let obj = object::File::parse(&data[..]).map_err(|e| bad(e.to_string()))?;
         if !matches!(obj.format(), object::BinaryFormat::Elf) {
             return Err(bad("not ELF".into()));
         }
@@ -163,7 +208,7 @@ impl ElfResolver {
                 debug_root,
             );
             if let Some((_, debug)) = &debug_file {
-                if let Ok(dobj) = object::File::parse(&**debug) {
+                if let Ok(dobj) = object::File::parse(&debug[..]) {
                     has_dwarf = dobj.section_by_name(".debug_info").is_some();
                     if symbols.is_empty() {
                         symbols = index_symbols(&dobj, debug);
@@ -255,18 +300,23 @@ impl ElfResolver {
         self.data.len()
     }
 
-    /// Heap bytes used by the indexes.
+    /// Heap bytes used by the indexes: symbols, segments, decompressed MiniDebugInfo and DWARF
+    /// sections (once loaded). addr2line's own memoised units are not counted.
     pub fn index_bytes(&self) -> usize {
         self.symbols.capacity() * std::mem::size_of::<Sym>()
             + self.loads.capacity() * std::mem::size_of::<Load>()
+            + self.mini_debuginfo.as_ref().map_or(0, Vec::capacity)
+            + self
+                .dwarf
+                .get()
+                .and_then(Option::as_ref)
+                .map_or(0, |d| d.decompressed_bytes)
     }
 
-    /// The virtual address (as in the ELF file) of a file offset, through the loadable segments.
+    /// The virtual address (as in the ELF file) of a file offset, through the loadable
+    /// segments (`PT_LOAD`). For a sampled address: `offset = addr - map.start + map.offset`.
     pub fn file_offset_to_va(&self, offset: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|l| offset >= l.file_offset && offset - l.file_offset < l.file_size)
-            .and_then(|l| (offset - l.file_offset).checked_add(l.vaddr))
+        offset_to_va(&self.loads, offset)
     }
 
     /// True when the file carries DWARF debug information.
@@ -292,7 +342,7 @@ impl ElfResolver {
         }
         match self.symbol_at(va) {
             Some(name) => Symbolized::Sym(vec![Frame {
-                function: demangle(name),
+                function: demangle(&name),
                 file: None,
                 line: None,
                 inlined: false,
@@ -312,11 +362,11 @@ impl ElfResolver {
     fn dwarf(&self) -> Option<&Dwarf> {
         self.dwarf
             .get_or_init(|| {
-                let data = match &self.debug_file {
-                    Some((_, debug)) => &debug[..],
-                    None => &self.data[..],
+                let map = match &self.debug_file {
+                    Some((_, debug)) => debug,
+                    None => &self.data,
                 };
-                load_dwarf(data)
+                load_dwarf(map)
             })
             .as_ref()
     }
@@ -333,7 +383,7 @@ impl ElfResolver {
                 .as_ref()
                 .and_then(|f| f.raw_name().ok())
                 .map(|n| demangle(n.as_ref()))
-                .or_else(|| self.symbol_at(va).map(demangle));
+                .or_else(|| self.symbol_at(va).map(|n| demangle(&n)));
             let Some(function) = name else { break };
             let (file, line) = frame
                 .location
@@ -354,7 +404,9 @@ impl ElfResolver {
         Some(frames)
     }
 
-    fn symbol_at(&self, va: u64) -> Option<&str> {
+    /// The name of the symbol covering `va` (invalid UTF-8 replaced, names come from untrusted
+    /// files).
+    fn symbol_at(&self, va: u64) -> Option<Cow<'_, str>> {
         let i = self.symbols.partition_point(|s| s.start <= va);
         let s = self.symbols.get(i.checked_sub(1)?)?;
         if va >= s.end {
@@ -367,8 +419,17 @@ impl ElfResolver {
             _ => &self.data,
         };
         let bytes = names.get(start..start.checked_add(s.name_len as usize)?)?;
-        std::str::from_utf8(bytes).ok()
+        Some(String::from_utf8_lossy(bytes))
     }
+}
+
+/// [`ElfResolver::file_offset_to_va`] over a list of loadable segments: the first segment
+/// whose file range holds `offset`.
+fn offset_to_va(loads: &[Load], offset: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| offset >= l.file_offset && offset - l.file_offset < l.file_size)
+        .and_then(|l| (offset - l.file_offset).checked_add(l.vaddr))
 }
 
 /// The decompressed `.gnu_debugdata` section, if present, valid and within
@@ -402,11 +463,11 @@ fn find_debug_file(
     debuglink: Option<(&[u8], u32)>,
     binary_dir: Option<&Path>,
     root: &Path,
-) -> Option<(PathBuf, memmap2::Mmap)> {
-    let map = |path: &Path| -> Option<memmap2::Mmap> {
+) -> Option<(PathBuf, Arc<Mmap>)> {
+    let map = |path: &Path| -> Option<Arc<Mmap>> {
         let file = File::open(path).ok()?;
         // SAFETY: as for the binary itself: a read-only private map of a file we hold open.
-        unsafe { memmap2::Mmap::map(&file) }.ok()
+        unsafe { Mmap::map(&file) }.ok().map(Arc::new)
     };
     if let Some(id) = build_id.filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -462,9 +523,11 @@ fn crc32(data: &[u8]) -> u32 {
     })
 }
 
-/// Builds an addr2line context over the file's DWARF sections (decompressed when compressed),
-/// unless they are absent or larger than [`MAX_DWARF_BYTES`].
-fn load_dwarf(data: &[u8]) -> Option<Dwarf> {
+/// Builds an addr2line context over the file's DWARF sections (plain ones read in place from
+/// the map, compressed ones decompressed onto the heap), unless they are absent or larger than
+/// [`MAX_DWARF_BYTES`].
+fn load_dwarf(map: &Arc<Mmap>) -> Option<Dwarf> {
+    let data: &[u8] = map;
     let obj = object::File::parse(data).ok()?;
     let endian = if obj.is_little_endian() {
         gimli::RunTimeEndian::Little
@@ -487,7 +550,9 @@ fn load_dwarf(data: &[u8]) -> Option<Dwarf> {
     if total > MAX_DWARF_BYTES {
         return None;
     }
-    let load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+    let base = data.as_ptr() as usize;
+    let mut decompressed_bytes = 0usize;
+    let mut load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
         let bytes = obj
             .section_by_name(id.name())
             .and_then(|s| {
@@ -498,12 +563,33 @@ fn load_dwarf(data: &[u8]) -> Option<Dwarf> {
                 compressed.decompress().ok()
             })
             .unwrap_or(Cow::Borrowed(&[]));
-        Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
+        let section = match bytes {
+            // Stored plainly: a window on the map. object hands out sub-slices of `data`, so
+            // the position is the pointer difference; checked all the same.
+            Cow::Borrowed(b) => {
+                let start = (b.as_ptr() as usize).wrapping_sub(base);
+                if b.is_empty() || data.get(start..start.saturating_add(b.len())).is_none() {
+                    SectionBytes::Owned(Arc::from(&[][..]))
+                } else {
+                    SectionBytes::Mapped {
+                        map: Arc::clone(map),
+                        start,
+                        len: b.len(),
+                    }
+                }
+            }
+            Cow::Owned(v) => {
+                decompressed_bytes = decompressed_bytes.saturating_add(v.len());
+                SectionBytes::Owned(Arc::from(v))
+            }
+        };
+        Ok(gimli::EndianReader::new(section, endian))
     };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
+    let dwarf = gimli::Dwarf::load(&mut load).ok()?;
     let context = addr2line::Context::from_dwarf(dwarf).ok()?;
     Some(Dwarf {
         context: Mutex::new(context),
+        decompressed_bytes,
     })
 }
 
@@ -596,11 +682,60 @@ mod tests {
     fn symbolizes_own_function_through_offsets() {
         elf_test_marker();
         let (r, va) = own_va(elf_test_marker as fn() -> u32 as usize as u64);
+        let before = r.index_bytes();
         let frames = r.symbolize(va);
         let name = &frames.frames()[0].function;
         assert!(name.ends_with("elf_test_marker"), "{name}");
         assert!(r.build_id().is_some());
         assert!(!r.is_go());
+        // Plain DWARF sections are read in place: loading them adds nothing to the heap.
+        assert!(r.has_dwarf());
+        assert!(frames.frames()[0].line.is_some(), "{frames:?}");
+        assert_eq!(r.index_bytes(), before);
+    }
+
+    fn load(file_offset: u64, file_size: u64, vaddr: u64) -> Load {
+        Load {
+            file_offset,
+            file_size,
+            vaddr,
+        }
+    }
+
+    #[test]
+    fn offsets_map_through_the_segment_that_holds_them() {
+        // A typical non-PIE layout: headers+rodata, text, data (file and memory offsets differ
+        // by a page in the last one); then a PIE layout based at 0.
+        let exec = [
+            load(0, 0x5f0, 0x40_0000),
+            load(0x1000, 0x2345, 0x40_1000),
+            load(0x3e10, 0x230, 0x40_4e10),
+        ];
+        assert_eq!(offset_to_va(&exec, 0), Some(0x40_0000));
+        assert_eq!(offset_to_va(&exec, 0x5ef), Some(0x40_05ef));
+        assert_eq!(offset_to_va(&exec, 0x5f0), None, "between segments");
+        assert_eq!(offset_to_va(&exec, 0x1000), Some(0x40_1000));
+        assert_eq!(offset_to_va(&exec, 0x1234), Some(0x40_1234));
+        assert_eq!(offset_to_va(&exec, 0x3344), Some(0x40_3344), "last byte");
+        assert_eq!(offset_to_va(&exec, 0x3345), None, "end is exclusive");
+        assert_eq!(offset_to_va(&exec, 0x3e20), Some(0x40_4e20));
+        assert_eq!(offset_to_va(&exec, 0x4040), None);
+        let pie = [load(0, 0x1000, 0), load(0x1000, 0x800, 0x1000)];
+        assert_eq!(offset_to_va(&pie, 0x1010), Some(0x1010));
+        assert_eq!(offset_to_va(&[], 0x1010), None);
+    }
+
+    #[test]
+    fn hostile_segments_do_not_overflow() {
+        let bad = [
+            load(u64::MAX - 1, 10, 0x1000),
+            load(0x100, 0x100, u64::MAX - 0x10),
+            load(0x1000, 0, 0x1000),
+        ];
+        assert_eq!(offset_to_va(&bad, u64::MAX), Some(0x1001));
+        assert_eq!(offset_to_va(&bad, 0x100), Some(u64::MAX - 0x10));
+        assert_eq!(offset_to_va(&bad, 0x1ff), None, "past u64::MAX");
+        assert_eq!(offset_to_va(&bad, 0x1000), None, "empty segment");
     }
 
     #[test]

@@ -144,6 +144,14 @@ fn c_with_dwarf_matches_llvm_symbolizer() {
     let compressed = build_c(dir.path(), "zdwarf", &["-O2", "-g", "-gz=zlib"]);
     let n = compare(&plain, true) + compare(&compressed, true);
     eprintln!("compared {n} addresses");
+    // Plain DWARF is read in place from the map; compressed DWARF is decompressed onto the heap
+    // and counted there.
+    for (bin, grows) in [(&plain, false), (&compressed, true)] {
+        let r = ElfResolver::open(bin).unwrap();
+        let before = r.index_bytes();
+        assert!(!r.symbolize(function_addresses(bin)[0]).frames().is_empty());
+        assert_eq!(r.index_bytes() > before, grows, "{}", bin.display());
+    }
 }
 
 #[test]
