@@ -47,6 +47,7 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
+    /// An empty symbolizer: nothing is read until asked for.
     pub fn new() -> Self {
         Self::default()
     }
@@ -102,18 +103,24 @@ impl Symbolizer {
         self.elfs.len()
     }
 
+    /// True when no file is cached.
     pub fn is_empty(&self) -> bool {
         self.elfs.is_empty()
     }
 
-    /// Memory held by the cached resolvers.
+    /// Memory held by the cached resolvers: files, the vDSO and the kernel symbols.
     pub fn memory(&self) -> MemoryUse {
-        self.elfs
-            .values()
-            .fold(MemoryUse::default(), |m, r| MemoryUse {
+        let kernel = self.kernel.as_ref().map_or(0, |k| k.heap_bytes());
+        self.elfs.values().chain(&self.vdso).fold(
+            MemoryUse {
+                mapped: 0,
+                heap: kernel,
+            },
+            |m, r| MemoryUse {
                 mapped: m.mapped + r.mapped_bytes(),
                 heap: m.heap + r.index_bytes(),
-            })
+            },
+        )
     }
 }
 

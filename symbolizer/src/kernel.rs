@@ -75,8 +75,21 @@ impl KernelResolver {
         self.symbols.len()
     }
 
+    /// True when no text symbol was kept.
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
+    }
+
+    /// Heap bytes held (symbols, names, modules), an estimate for memory reports.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let strings = |v: &[String]| -> usize {
+            v.iter().map(String::capacity).sum::<usize>() + std::mem::size_of_val(v)
+        };
+        self.symbols.capacity() * size_of::<(u64, u32)>()
+            + self.modules.capacity() * size_of::<Option<u32>>()
+            + strings(&self.names)
+            + strings(&self.module_names)
     }
 
     /// The function holding `addr`: the nearest symbol at or below it. Kernel frames have no

@@ -37,24 +37,34 @@ impl std::fmt::Display for MapPath {
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapEntry {
+    /// First address of the mapping.
     pub start: u64,
+    /// One past the last address.
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
+    /// `r` permission.
     pub readable: bool,
+    /// `w` permission.
     pub writable: bool,
+    /// `x` permission.
     pub executable: bool,
-    /// Private (copy-on-write) rather than shared.
+    /// Private (copy-on-write, `p`) rather than shared (`s`).
     pub private: bool,
+    /// Major number of the device holding the file (0 for anonymous memory).
     pub dev_major: u32,
+    /// Minor number of the device holding the file.
     pub dev_minor: u32,
+    /// Inode of the file (0 for anonymous memory).
     pub inode: u64,
+    /// What is mapped; a deleted file keeps its path, without the ` (deleted)` suffix.
     pub path: MapPath,
     /// The file was deleted after it was mapped (`(deleted)` suffix).
     pub deleted: bool,
 }
 
 impl MapEntry {
+    /// True for code (`x`).
     pub fn is_executable(&self) -> bool {
         self.executable
     }
@@ -144,7 +154,9 @@ fn parse_line(line: &str) -> std::result::Result<MapEntry, &'static str> {
 /// The mappings of one process, sorted by address.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessMaps {
+    /// The process.
     pub pid: u32,
+    /// Its mappings, sorted by start address (required by [`ProcessMaps::find`]).
     pub entries: Vec<MapEntry>,
 }
 
@@ -179,6 +191,31 @@ pub fn open_paths(pid: u32, entry: &MapEntry) -> Vec<std::path::PathBuf> {
         paths.push(std::path::PathBuf::from(format!("/proc/{pid}/root{p}")));
     }
     paths
+}
+
+/// Opens a mapped file from outside the process, trying [`open_paths`] in order; returns the
+/// file and the path that worked. Only file mappings can be opened.
+pub fn open_mapped_file(
+    pid: u32,
+    entry: &MapEntry,
+) -> io::Result<(std::fs::File, std::path::PathBuf)> {
+    if !matches!(entry.path, MapPath::File(_)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "mapping {:x}-{:x} of pid {pid} is not a file ({})",
+                entry.start, entry.end, entry.path
+            ),
+        ));
+    }
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for path in open_paths(pid, entry) {
+        match std::fs::File::open(&path) {
+            Ok(file) => return Ok((file, path)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
