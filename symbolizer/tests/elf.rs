@@ -23,7 +23,13 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 fn build_c(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/native/inline.c");
+    build_c_from(dir, "inline.c", name, flags)
+}
+
+fn build_c_from(dir: &Path, source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/native")
+        .join(source);
     let out = dir.join(name);
     let status = Command::new("gcc")
         .args(flags)
@@ -162,6 +168,58 @@ fn c_without_dwarf_names_functions_from_the_symbol_table() {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_c(dir.path(), "nodwarf", &["-O2"]);
     compare(&bin, false);
+    // Built with -g, then stripped of its debug sections only.
+    let full = build_c(dir.path(), "full", &["-O2", "-g"]);
+    let stripped = dir.path().join("stripped");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&full),
+    );
+    compare(&stripped, false);
+}
+
+/// ELF32 (i386) and ELF64 builds of a libc-free fixture, with and without DWARF: the same
+/// frames as the oracle at every address of every function.
+#[test]
+fn elf32_and_elf64_match_llvm_symbolizer() {
+    if tool("llvm-symbolizer").is_none() || tool("gcc").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let common = ["-O2", "-ffreestanding", "-nostdlib", "-static", "-no-pie"];
+    let mut compared = 0;
+    for (class, dwarf) in [("-m32", true), ("-m32", false), ("-m64", true)] {
+        let name = format!("free{class}{}", if dwarf { "g" } else { "" });
+        let mut flags = common.to_vec();
+        flags.push(class);
+        if dwarf {
+            flags.push("-g");
+        }
+        let bin = build_c_from(dir.path(), "freestanding.c", &name, &flags);
+        let resolver = ElfResolver::open(&bin).unwrap();
+        assert_eq!(resolver.has_dwarf(), dwarf, "{name}");
+        let addrs = function_addresses(&bin);
+        assert!(addrs.len() > 20, "{name}: {} addresses", addrs.len());
+        let expected = oracle(&bin, &addrs);
+        for (addr, want) in addrs.iter().zip(&expected) {
+            let got = frames_of(&resolver, *addr);
+            if dwarf {
+                assert_eq!(&got, want, "{name} {addr:#x}");
+            } else {
+                assert_eq!(got.len(), 1, "{name} {addr:#x}");
+                assert_eq!(
+                    want.last().map(|w| &w.0),
+                    Some(&got[0].0),
+                    "{name} {addr:#x}"
+                );
+            }
+        }
+        compared += addrs.len();
+    }
+    eprintln!("compared {compared} addresses");
 }
 
 fn run_tool(cmd: &mut Command) {
@@ -384,6 +442,57 @@ fn mini_debuginfo_names_functions_of_a_stripped_binary() {
                 Some(name.as_str()),
                 "{a:#x}"
             );
+        }
+    }
+}
+
+/// A function of this test binary whose runtime address is taken below.
+#[inline(never)]
+fn process_path_marker(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(31) ^ 7
+}
+
+/// The whole process path on this test binary: a runtime address → its mapping in
+/// `/proc/self/maps` → a file offset → an ELF virtual address → the function, file and line.
+#[test]
+fn own_function_through_proc_self_maps() {
+    assert_eq!(process_path_marker(1), 24);
+    let addr = process_path_marker as fn(u64) -> u64 as usize as u64;
+    let maps = symbolizer::process::ProcessMaps::read(std::process::id()).unwrap();
+    let entry = maps.find(addr).expect("own code is mapped");
+    assert!(entry.is_executable());
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(
+        entry.path,
+        symbolizer::process::MapPath::File(exe.display().to_string())
+    );
+    let resolver = ElfResolver::open(&exe).unwrap();
+    let offset = entry.file_offset(addr).unwrap();
+    let va = resolver
+        .file_offset_to_va(offset)
+        .expect("offset in a PT_LOAD");
+    for probe in [va, va + 1] {
+        let frames = resolver.symbolize(probe);
+        let physical = frames.frames().last().expect("symbolized");
+        assert!(
+            physical.function.ends_with("process_path_marker"),
+            "{probe:#x}: {frames:?}"
+        );
+        assert!(physical
+            .file
+            .as_deref()
+            .unwrap_or("")
+            .ends_with("tests/elf.rs"));
+        assert!(physical.line.is_some());
+    }
+    // The oracle agrees on the frames (it keeps legacy Rust mangling's `::h<hash>`, we drop it).
+    if tool("llvm-symbolizer").is_some() {
+        let want = oracle(&exe, &[va]).remove(0);
+        let got = frames_of(&resolver, va);
+        assert_eq!(want.len(), got.len(), "{want:?} vs {got:?}");
+        for (w, g) in want.iter().zip(&got) {
+            assert!(w.0.starts_with(&g.0), "{want:?} vs {got:?}");
+            assert_eq!((&w.1, w.2), (&g.1, g.2));
         }
     }
 }
