@@ -1,0 +1,150 @@
+//! Frames of one address, inlined calls included, from a function's inline tree.
+//!
+//! `pcdata[2]` (`PCDATA_InlTreeIndex`) maps a pc to an index into the function's inline tree
+//! (a funcdata, `FUNCDATA_InlTree`), or -1 outside inlined code. Each tree entry names the
+//! inlined function and gives `parentPc`, an offset from the entry of the physical function
+//! where the inlined call sits: looking that pc up again gives the caller, which may itself be
+//! inlined. Files and lines always come from the physical function's pcfile/pcln tables, at the
+//! pc of the frame.
+//!
+//! `inlinedCall` records: Go 1.20+ 16 bytes `{funcID u8, _ [3]u8, nameOff i32, parentPc i32,
+//! startLine i32}`; Go 1.12–1.19 20 bytes `{parent i16, funcID u8, _ u8, file i32, line i32,
+//! func_ i32 (name offset), parentPc i32}`.
+
+use super::{func::FuncRecord, reader::Bytes, GoTable, GoTableVersion};
+use crate::Frame;
+
+/// `PCDATA_InlTreeIndex`, stable since Go 1.12.
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+/// Inlining depth we follow at most; a deeper chain is a cycle or damage (real code rarely
+/// exceeds 10).
+pub(super) const MAX_INLINE_DEPTH: usize = 64;
+
+/// Why frames could not be produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FramesError {
+    /// A record, name or inline tree entry points outside the file or is not text.
+    Damaged,
+    /// The inline chain is longer than [`MAX_INLINE_DEPTH`]: a cycle.
+    TooDeep,
+}
+
+impl GoTableVersion {
+    /// `FUNCDATA_InlTree`: 4 in Go 1.12–1.15 (after RegPointerMaps and StackObjects), 3 since
+    /// Go 1.16 dropped RegPointerMaps.
+    fn funcdata_inl_tree(self) -> u32 {
+        match self {
+            Self::V12 => 4,
+            _ => 3,
+        }
+    }
+
+    /// Size of one `inlinedCall` record and the offsets of its name and parentPc fields.
+    fn inlined_call(self) -> (usize, usize, usize) {
+        match self {
+            Self::V120 => (16, 4, 8),
+            _ => (20, 12, 16),
+        }
+    }
+}
+
+impl GoTable {
+    /// Frames for `va` inside function record `f`: innermost inlined frame first, the physical
+    /// function last.
+    pub(super) fn frames(
+        &self,
+        b: Bytes<'_>,
+        f: &FuncRecord,
+        va: u64,
+    ) -> Result<Vec<Frame>, FramesError> {
+        let data = b.0;
+        let position = |pc: u64| -> (Option<String>, Option<u32>) {
+            let file = self
+                .pctab
+                .value(data, f.pcfile, f.entry, f.end, pc)
+                .and_then(|n| self.file_name(data, f.cu_offset, n))
+                .map(str::to_string);
+            let line = self
+                .pctab
+                .value(data, f.pcln, f.entry, f.end, pc)
+                .and_then(|l| u32::try_from(l).ok())
+                .filter(|&l| l > 0);
+            (file, line)
+        };
+        let physical = self
+            .name(data, f.name_off)
+            .ok_or(FramesError::Damaged)?
+            .to_string();
+
+        let (mut frames, cur) = match self.inlined_frames(b, f, va, &position) {
+            Ok(found) => found,
+            // Go 1.2–1.11 share one table layout but Go 1.9–1.11 wrote a different inline
+            // tree; a tree we cannot read there still leaves the physical frame exact.
+            Err(FramesError::Damaged) if self.version == GoTableVersion::V12 => (Vec::new(), va),
+            Err(e) => return Err(e),
+        };
+        let (file, line) = position(cur);
+        frames.push(Frame {
+            function: physical,
+            file,
+            line,
+            inlined: false,
+        });
+        Ok(frames)
+    }
+
+    /// The inlined frames at `va` and the pc of the call site in the physical function.
+    #[allow(clippy::type_complexity)] // a private helper's two results
+    fn inlined_frames(
+        &self,
+        b: Bytes<'_>,
+        f: &FuncRecord,
+        va: u64,
+        position: &dyn Fn(u64) -> (Option<String>, Option<u32>),
+    ) -> Result<(Vec<Frame>, u64), FramesError> {
+        let mut frames = Vec::new();
+        let (Some(index_table), Some(tree)) = (
+            self.pcdata(b, f, PCDATA_INL_TREE_INDEX),
+            self.funcdata(b, f, self.version.funcdata_inl_tree()),
+        ) else {
+            return Ok((frames, va));
+        };
+        let (size, name_at, parent_at) = self.version.inlined_call();
+        let mut cur = va;
+        while let Some(index) = self.pctab.value(b.0, index_table, f.entry, f.end, cur) {
+            // -1: not inside inlined code at this pc.
+            let Ok(index) = usize::try_from(index) else {
+                break;
+            };
+            if frames.len() >= MAX_INLINE_DEPTH {
+                return Err(FramesError::TooDeep);
+            }
+            let call = index
+                .checked_mul(size)
+                .and_then(|o| tree.checked_add(o))
+                .ok_or(FramesError::Damaged)?;
+            let field = |k: usize| {
+                call.checked_add(k)
+                    .and_then(|at| b.i32(at))
+                    .ok_or(FramesError::Damaged)
+            };
+            let name = self
+                .name(b.0, field(name_at)?)
+                .ok_or(FramesError::Damaged)?;
+            let (file, line) = position(cur);
+            frames.push(Frame {
+                function: name.to_string(),
+                file,
+                line,
+                inlined: true,
+            });
+            // Continue at the call site, which must lie inside the function.
+            cur = u64::try_from(field(parent_at)?)
+                .ok()
+                .and_then(|o| f.entry.checked_add(o))
+                .filter(|&pc| pc < f.end)
+                .ok_or(FramesError::Damaged)?;
+        }
+        Ok((frames, cur))
+    }
+}
