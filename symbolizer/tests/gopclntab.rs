@@ -222,6 +222,13 @@ fn compare(
     for (addr, (o_func, o_pos)) in addrs.iter().zip(&oracle) {
         let ours = table.symbolize(data, *addr);
         let (func, pos) = as_oracle(&ours);
+        // Go 1.26's `go:textfipsstart`/`go:textfipsend` are empty markers with no pc tables
+        // (offset 0). The runtime reads offset 0 as "no table", as we do; debug/gosym decodes
+        // whatever table sits at pctab offset 0 and prints another function's lines after the
+        // first byte (seen on Go 1.26's own cmd/compile).
+        if func.starts_with("go:textfips") && func == *o_func && pos == "?:0" {
+            continue;
+        }
         if func != *o_func || pos != normalise(o_pos) {
             mismatches.push(format!(
                 "{addr:#x}: oracle {o_func} {o_pos}; ours {func} {pos} ({ours:?})"

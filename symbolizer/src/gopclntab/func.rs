@@ -71,17 +71,22 @@ impl GoTable {
 
     /// Binary search of the functab for the function holding `va`.
     pub(super) fn find(&self, b: Bytes<'_>, va: u64) -> Option<usize> {
-        // Invariant: entries before `lo` are ≤ va, entries at or after `hi` are > va.
-        let (mut lo, mut hi) = (0usize, self.nfunc);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.entry(b, mid)? <= va {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let i = lo.checked_sub(1)?;
+        let i = if self.version.relative_entries() {
+            // The hot path: compare raw 32-bit offsets from the text start.
+            let target = va.checked_sub(self.text_start)?;
+            let len = self.nfunc.checked_mul(8)?.checked_add(4)?;
+            let functab =
+                b.0.get(self.functab.start..self.functab.start.checked_add(len)?)?;
+            let entry_off = |i: usize| {
+                let at = i.checked_mul(8)?;
+                let w = functab.get(at..at.checked_add(4)?)?;
+                Some(u64::from(u32::from_le_bytes(w.try_into().ok()?)))
+            };
+            partition(self.nfunc, |i| Some(entry_off(i)? <= target))?
+        } else {
+            partition(self.nfunc, |i| Some(self.entry(b, i)? <= va))?
+        };
+        let i = i.checked_sub(1)?;
         (va < self.entry(b, i + 1)?).then_some(i)
     }
 
@@ -197,4 +202,20 @@ impl GoTable {
         };
         super::reader::cstr(data, start, limit, super::MAX_STRING)
     }
+}
+
+/// The number of leading indices in `0..n` for which `below` holds (it must hold for a prefix),
+/// by binary search; None when a probe cannot be read.
+fn partition(n: usize, below: impl Fn(usize) -> Option<bool>) -> Option<usize> {
+    // Invariant: `below` holds before `lo` and fails at and after `hi`.
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
 }

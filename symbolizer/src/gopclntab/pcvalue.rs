@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::reader::uvarint;
+use super::reader::varint_prefix;
 
 /// Steps a well-formed table needs beyond one per pc quantum of the function: a table never has
 /// more runs than its function has quanta, so anything past this is damage.
@@ -31,15 +31,15 @@ impl PcTab {
         if off == 0 || target < entry {
             return None;
         }
-        let mut p = self.range.start.checked_add(usize::try_from(off).ok()?)?;
-        let limit = self.range.end;
+        let start = self.range.start.checked_add(usize::try_from(off).ok()?)?;
+        let mut table = data.get(start..self.range.end.min(data.len()))?;
         let max_steps = (end.saturating_sub(entry) / self.quantum).saturating_add(SLACK_STEPS);
         let mut value: i32 = -1;
         let mut pc = entry;
         let mut step = 0u64;
         while step < max_steps {
-            let (uvdelta, n) = uvarint(data, p, limit)?;
-            p = p.checked_add(n)?;
+            let (uvdelta, n) = varint_prefix(table)?;
+            table = table.get(n..)?;
             if uvdelta == 0 && step > 0 {
                 return None;
             }
@@ -47,8 +47,8 @@ impl PcTab {
             let half = (uvdelta >> 1) as i32;
             let delta = if uvdelta & 1 != 0 { !half } else { half };
             value = value.wrapping_add(delta);
-            let (pcdelta, n) = uvarint(data, p, limit)?;
-            p = p.checked_add(n)?;
+            let (pcdelta, n) = varint_prefix(table)?;
+            table = table.get(n..)?;
             pc = pc.checked_add(pcdelta.checked_mul(self.quantum)?)?;
             if target < pc {
                 return Some(value);

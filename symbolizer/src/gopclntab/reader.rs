@@ -44,15 +44,23 @@ pub(super) fn cstr(data: &[u8], start: usize, limit: usize, max: usize) -> Optio
 
 /// An unsigned LEB128 varint at `at`, not reading at or past `end`. Returns (value, length).
 pub(super) fn uvarint(data: &[u8], at: usize, end: usize) -> Option<(u64, usize)> {
-    let end = end.min(data.len());
+    varint_prefix(data.get(at..end.min(data.len()))?)
+}
+
+/// An unsigned LEB128 varint at the start of `bytes` (at most 10 bytes long). Returns (value,
+/// length).
+#[inline]
+pub(super) fn varint_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    // Most deltas fit one byte.
+    match bytes.first() {
+        Some(&b) if b < 0x80 => return Some((u64::from(b), 1)),
+        None => return None,
+        _ => {}
+    }
     let mut value = 0u64;
-    for (i, shift) in (0..10usize).map(|i| (i, (i * 7) as u32)) {
-        let pos = at.checked_add(i)?;
-        if pos >= end {
-            return None;
-        }
-        let byte = data[pos];
-        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+    for (i, &byte) in bytes.iter().take(10).enumerate() {
+        // i ≤ 9, so the shift stays below 64; bits shifted out of a 10th byte are dropped.
+        value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Some((value, i + 1));
         }
