@@ -8,6 +8,10 @@
 pub mod maps {
     pub const COUNTS: &str = "COUNTS";
     pub const STACKS: &str = "STACKS";
+    /// The second generation of `COUNTS` and `STACKS`, written while userspace drains the first
+    /// (see [`crate::config::GENERATION`]).
+    pub const COUNTS_B: &str = "COUNTS_B";
+    pub const STACKS_B: &str = "STACKS_B";
     pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const PID_FILTER: &str = "PID_FILTER";
@@ -105,7 +109,11 @@ pub mod config {
     pub const FILTER_PIDS: u32 = 1;
     /// Nonzero: do not collect kernel stacks.
     pub const NO_KERNEL: u32 = 2;
-    pub const LEN: u32 = 3;
+    /// Which generation of maps samples go to: 0 for `COUNTS`/`STACKS`, 1 for
+    /// `COUNTS_B`/`STACKS_B`. Continuous profiling flips it, waits for programs in flight, and
+    /// drains the generation no longer written, so no sample is lost between reading and clearing.
+    pub const GENERATION: u32 = 3;
+    pub const LEN: u32 = 4;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.

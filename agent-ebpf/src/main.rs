@@ -1,7 +1,7 @@
 //! Bellows' kernel side: a perf_event program sampled on every CPU.
 //!
 //! Each sample records the process, thread name, cgroup v2 id and the user and kernel stacks, and
-//! counts it in `COUNTS`. Userspace drains `COUNTS` and `STACKS`, and learns of processes seen for
+//! counts it in `COUNTS` (or `COUNTS_B`, by generation). Userspace drains `COUNTS` and `STACKS`, and learns of processes seen for
 //! the first time through the `NEW_PIDS` ring buffer, so it can read their mappings while they
 //! still exist. Failures are counted per CPU in `ERRORS`; nothing is dropped silently.
 #![no_std]
@@ -32,6 +32,14 @@ static COUNTS: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_ENTRIE
 /// refuse each other (a stack trace map loses one of two stacks sharing a bucket).
 #[map]
 static STACKS: HashMap<u64, Stack> = HashMap::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+/// Second generation of `COUNTS` and `STACKS`: while userspace drains one generation, samples go
+/// to the other. The loader shrinks these to one entry when it does not flip generations.
+#[map]
+static COUNTS_B: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_ENTRIES, 0);
+
+#[map]
+static STACKS_B: HashMap<u64, Stack> = HashMap::with_max_entries(STACK_MAP_ENTRIES, 0);
 
 /// Per-CPU buffer the stack is copied into before it is hashed and stored.
 #[map]
@@ -94,8 +102,13 @@ fn try_sample(ctx: &PerfEventContext) {
         return;
     }
 
+    let (counts, stacks) = if config(config::GENERATION) == 0 {
+        (&COUNTS, &STACKS)
+    } else {
+        (&COUNTS_B, &STACKS_B)
+    };
     let user_stack = stack_key(
-        store_stack(ctx, false),
+        store_stack(ctx, stacks, false),
         ErrorKind::UserStackFull,
         ErrorKind::UserStackError,
     );
@@ -103,7 +116,7 @@ fn try_sample(ctx: &PerfEventContext) {
         NO_STACK
     } else {
         stack_key(
-            store_stack(ctx, true),
+            store_stack(ctx, stacks, true),
             ErrorKind::KernelStackFull,
             ErrorKind::KernelStackError,
         )
@@ -121,7 +134,7 @@ fn try_sample(ctx: &PerfEventContext) {
         kernel_stack,
         comm,
     };
-    match COUNTS.get_ptr_mut(&key) {
+    match counts.get_ptr_mut(&key) {
         // SAFETY: the pointer is to a live map value; the add is atomic across CPUs.
         Some(count) => unsafe {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -130,9 +143,9 @@ fn try_sample(ctx: &PerfEventContext) {
         },
         None => {
             // BPF_NOEXIST: if another CPU inserted the key meanwhile, add to its entry instead.
-            match COUNTS.insert(&key, &1, u64::from(BPF_NOEXIST)) {
+            match counts.insert(&key, &1, u64::from(BPF_NOEXIST)) {
                 Ok(()) => {}
-                Err(_) => match COUNTS.get_ptr_mut(&key) {
+                Err(_) => match counts.get_ptr_mut(&key) {
                     // SAFETY: as above.
                     Some(count) => unsafe {
                         core::intrinsics::atomic_xadd::<
@@ -172,7 +185,7 @@ fn stack_key(outcome: StackOutcome, full: ErrorKind, failed: ErrorKind) -> u64 {
 
 /// Copies the current user or kernel stack, and stores it under the hash of its frames.
 #[inline(always)]
-fn store_stack(ctx: &PerfEventContext, kernel: bool) -> StackOutcome {
+fn store_stack(ctx: &PerfEventContext, stacks: &HashMap<u64, Stack>, kernel: bool) -> StackOutcome {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(0) else {
         return StackOutcome::Failed;
     };
@@ -206,7 +219,7 @@ fn store_stack(ctx: &PerfEventContext, kernel: bool) -> StackOutcome {
     }
     stack.len = len as u64;
     let key = stack_hash(&stack.ips, len, kernel);
-    match STACKS.insert(&key, &*stack, u64::from(BPF_NOEXIST)) {
+    match stacks.insert(&key, &*stack, u64::from(BPF_NOEXIST)) {
         Ok(()) => StackOutcome::Stored(key),
         // Seen before: the same frames are already stored under this key.
         Err(err) if -err == EEXIST => StackOutcome::Stored(key),

@@ -32,6 +32,13 @@ pub struct SamplerConfig {
     pub cgroups: Vec<u64>,
     /// Count only these processes (empty: no pid filter).
     pub pids: Vec<u32>,
+    /// Continuous profiling: two generations of the counts and stack maps, drained in turn by
+    /// [`Sampler::flip`]. Off, the second generation is shrunk to one entry each.
+    pub double_buffered: bool,
+    /// Entries of each counts map; 0 for the default ([`agent_common::COUNTS_ENTRIES`]).
+    pub counts_entries: u32,
+    /// Entries of each stack map; 0 for the default ([`agent_common::STACK_MAP_ENTRIES`]).
+    pub stack_entries: u32,
 }
 
 /// Errors from loading, attaching and reading the kernel side. Each says what the user can do.
@@ -77,6 +84,8 @@ pub enum SamplerError {
         #[source]
         source: MapError,
     },
+    #[error("the sampler was loaded without a second generation of maps; it cannot flip")]
+    NotDoubleBuffered,
 }
 
 /// One drained counts-map entry.
@@ -149,7 +158,14 @@ pub struct Sampler {
     ebpf: Ebpf,
     perf_links: Vec<PerfEventLinkId>,
     exec_link: Option<TracePointLinkId>,
+    double_buffered: bool,
+    /// The generation samples currently go to (`config::GENERATION`).
+    generation: u32,
 }
+
+/// How long [`Sampler::flip`] waits for programs that started before the flip. A sample runs in
+/// microseconds; this is three orders of magnitude more.
+const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Sampler {
     /// Loads the programs and maps and writes the filters. Nothing is sampled until [`Self::start`].
@@ -158,17 +174,38 @@ impl Sampler {
             return Err(SamplerError::Privileges);
         }
         bump_memlock_rlimit();
-        let ebpf = Ebpf::load(PROGRAM).map_err(|err| {
-            if is_permission_error(&err) {
-                SamplerError::Privileges
-            } else {
-                SamplerError::Load(err)
-            }
-        })?;
+        let counts = match cfg.counts_entries {
+            0 => agent_common::COUNTS_ENTRIES,
+            n => n,
+        };
+        let stacks = match cfg.stack_entries {
+            0 => agent_common::STACK_MAP_ENTRIES,
+            n => n,
+        };
+        let (counts_b, stacks_b) = if cfg.double_buffered {
+            (counts, stacks)
+        } else {
+            (1, 1)
+        };
+        let ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::COUNTS, counts)
+            .map_max_entries(maps::STACKS, stacks)
+            .map_max_entries(maps::COUNTS_B, counts_b)
+            .map_max_entries(maps::STACKS_B, stacks_b)
+            .load(PROGRAM)
+            .map_err(|err| {
+                if is_permission_error(&err) {
+                    SamplerError::Privileges
+                } else {
+                    SamplerError::Load(err)
+                }
+            })?;
         let mut sampler = Sampler {
             ebpf,
             perf_links: Vec::new(),
             exec_link: None,
+            double_buffered: cfg.double_buffered,
+            generation: 0,
         };
         sampler.configure(cfg)?;
         Ok(sampler)
@@ -255,6 +292,43 @@ impl Sampler {
                 name: maps::PID_FILTER,
                 source,
             })
+    }
+
+    /// Makes the cgroup filter exactly `wanted` and switches it on (or off with `enabled` false),
+    /// while sampling. Returns how many entries were added and removed.
+    pub fn sync_cgroup_filter(
+        &mut self,
+        enabled: bool,
+        wanted: &std::collections::HashSet<u64>,
+    ) -> Result<(usize, usize), SamplerError> {
+        let update = |source| SamplerError::Update {
+            name: maps::CGROUP_FILTER,
+            source,
+        };
+        let (mut added, mut removed) = (0, 0);
+        {
+            let mut filter = self.filter_map::<u64>(maps::CGROUP_FILTER)?;
+            let present = filter
+                .keys()
+                .collect::<Result<std::collections::HashSet<u64>, _>>()
+                .map_err(update)?;
+            for stale in present.difference(wanted) {
+                filter.remove(stale).map_err(update)?;
+                removed += 1;
+            }
+            for new in wanted.difference(&present) {
+                filter.insert(*new, 1, 0).map_err(update)?;
+                added += 1;
+            }
+        }
+        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
+        config
+            .set(config::FILTER_CGROUPS, u32::from(enabled), 0)
+            .map_err(|source| SamplerError::Update {
+                name: maps::CONFIG,
+                source,
+            })?;
+        Ok((added, removed))
     }
 
     /// Attaches the sampler to every online CPU and the exec tracepoint.
@@ -354,19 +428,52 @@ impl Sampler {
         Ok(counts)
     }
 
-    /// Reads every counted sample and the stacks they reference. Call after [`Self::stop`] for an
-    /// exact snapshot.
+    /// Reads every counted sample of the current generation and the stacks they reference. Call
+    /// after [`Self::stop`] for an exact snapshot.
     pub fn drain(&mut self) -> Result<Drained, SamplerError> {
+        let (counts, stacks) = generation_maps(self.generation);
+        self.read_generation(counts, stacks)
+    }
+
+    /// Continuous profiling: sends samples to the other generation of maps, waits for programs
+    /// already running, then reads and empties the generation no longer written. Every sample
+    /// counted before the flip is in the result exactly once; none is lost to the flip.
+    pub fn flip(&mut self) -> Result<Drained, SamplerError> {
+        if !self.double_buffered {
+            return Err(SamplerError::NotDoubleBuffered);
+        }
+        let old = self.generation;
+        let new = 1 - old;
+        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
+        config
+            .set(config::GENERATION, new, 0)
+            .map_err(|source| SamplerError::Update {
+                name: maps::CONFIG,
+                source,
+            })?;
+        self.generation = new;
+        std::thread::sleep(FLIP_GRACE);
+        let (counts, stacks) = generation_maps(old);
+        let drained = self.read_generation(counts, stacks)?;
+        self.clear_generation(counts, stacks)?;
+        Ok(drained)
+    }
+
+    fn read_generation(
+        &self,
+        counts_name: &'static str,
+        stacks_name: &'static str,
+    ) -> Result<Drained, SamplerError> {
         let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
         let counts: BpfHashMap<&MapData, SampleKey, u64> =
-            BpfHashMap::try_from(self.map(maps::COUNTS)?).map_err(map_err(maps::COUNTS))?;
+            BpfHashMap::try_from(self.map(counts_name)?).map_err(map_err(counts_name))?;
         let mut drained = Drained::default();
         for entry in counts.iter() {
-            let (key, count) = entry.map_err(map_err(maps::COUNTS))?;
+            let (key, count) = entry.map_err(map_err(counts_name))?;
             drained.samples.push(RawSample::from_key(&key, count));
         }
         let stacks: BpfHashMap<&MapData, u64, Stack> =
-            BpfHashMap::try_from(self.map(maps::STACKS)?).map_err(map_err(maps::STACKS))?;
+            BpfHashMap::try_from(self.map(stacks_name)?).map_err(map_err(stacks_name))?;
         for sample in &drained.samples {
             for id in [sample.user_stack, sample.kernel_stack]
                 .into_iter()
@@ -387,6 +494,43 @@ impl Sampler {
             }
         }
         Ok(drained)
+    }
+
+    /// Empties a generation that no program writes any more.
+    fn clear_generation(
+        &mut self,
+        counts_name: &'static str,
+        stacks_name: &'static str,
+    ) -> Result<(), SamplerError> {
+        let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
+        {
+            let mut counts: BpfHashMap<&mut MapData, SampleKey, u64> = self.map_mut(counts_name)?;
+            let keys = counts
+                .keys()
+                .collect::<Result<Vec<SampleKey>, _>>()
+                .map_err(map_err(counts_name))?;
+            for key in keys {
+                counts.remove(&key).map_err(map_err(counts_name))?;
+            }
+        }
+        let mut stacks: BpfHashMap<&mut MapData, u64, Stack> = self.map_mut(stacks_name)?;
+        let keys = stacks
+            .keys()
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(map_err(stacks_name))?;
+        for key in keys {
+            stacks.remove(&key).map_err(map_err(stacks_name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The counts and stack maps of a generation.
+fn generation_maps(generation: u32) -> (&'static str, &'static str) {
+    if generation == 0 {
+        (maps::COUNTS, maps::STACKS)
+    } else {
+        (maps::COUNTS_B, maps::STACKS_B)
     }
 }
 

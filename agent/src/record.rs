@@ -209,6 +209,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         kernel_stacks: cfg.kernel_stacks,
         cgroups: cgroup_ids,
         pids,
+        ..SamplerConfig::default()
     })?;
     let new_pids = sampler.take_new_pids()?;
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which is
