@@ -331,6 +331,17 @@ impl Sampler {
         Ok((added, removed))
     }
 
+    /// Forgets that these processes were announced, so that a new process reusing one of their
+    /// pids is announced at its first sample. Call for processes that exited.
+    pub fn forget_pids(&mut self, pids: &[u32]) -> Result<(), SamplerError> {
+        let mut known: BpfHashMap<&mut MapData, u32, u8> = self.map_mut(maps::KNOWN_PIDS)?;
+        for pid in pids {
+            // Absent already (the LRU evicted it, or it was never sampled): nothing to forget.
+            let _ = known.remove(pid);
+        }
+        Ok(())
+    }
+
     /// Attaches the sampler to every online CPU and the exec tracepoint.
     pub fn start(&mut self, frequency_hz: u64) -> Result<(), SamplerError> {
         let cpus = aya::util::online_cpus().map_err(|(what, err)| SamplerError::Cpus(what, err))?;

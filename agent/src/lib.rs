@@ -15,5 +15,6 @@ pub mod process;
 pub mod profile;
 pub mod record;
 pub mod resolve;
+pub mod run;
 pub mod symbolize;
 pub mod target;

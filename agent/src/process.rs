@@ -216,6 +216,24 @@ impl<S: ProcSource> ProcessTable<S> {
         true
     }
 
+    /// Releases a process that has exited (its mappings and file references). Returns whether
+    /// it was held.
+    pub fn forget(&mut self, pid: u32) -> bool {
+        self.vanished.remove(&pid);
+        self.procs.remove(&pid).is_some()
+    }
+
+    /// Every process held.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// Forgets which processes could not be read, so that a later process reusing one of
+    /// their pids is read again (continuous profiling clears this every interval).
+    pub fn clear_vanished(&mut self) {
+        self.vanished.clear();
+    }
+
     /// Whether `pid` was tried and could not be read.
     pub fn vanished(&self, pid: u32) -> bool {
         self.vanished.contains(&pid)

@@ -31,8 +31,9 @@ pub struct ResolveStats {
     pub missing_stacks: u64,
 }
 
-/// Builds symbolized samples. `kernel` is None when kernel symbols are unavailable (their frames
-/// then keep only their addresses).
+/// Builds symbolized samples: exactly one [`Sample`] per drained sample, in the same order (the
+/// continuous collector relies on it to attribute samples to cgroups). `kernel` is None when
+/// kernel symbols are unavailable (their frames then keep only their addresses).
 pub fn resolve<S: ProcSource>(
     drained: &Drained,
     table: &mut ProcessTable<S>,

@@ -1,4 +1,5 @@
 //! Bellows' integration tests: one binary, loading the real programs into this machine's kernel.
 
 mod record;
+mod sampler;
 mod symbolize;

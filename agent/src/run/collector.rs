@@ -1,0 +1,298 @@
+//! One collection: flip the kernel maps, symbolize what the last interval counted, split it into
+//! one [`Recording`] per series and hand each to the [`Sink`].
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use agent_common::ErrorKind;
+use symbolizer::KernelResolver;
+
+use super::{
+    cgroups::CgroupIndex,
+    metrics::Metrics,
+    targets::{SeriesLabels, Targeting},
+};
+use crate::{
+    ebpf::{DropCounts, Sampler, SamplerError},
+    process::ProcessTable,
+    profile::Recording,
+    resolve::resolve,
+    target::parse_proc_cgroup,
+};
+
+/// Where finished profiles go: the Pyroscope pusher, or a test's memory.
+pub trait Sink {
+    /// Takes one series' profile of one interval. Must not block.
+    fn submit(&self, labels: &SeriesLabels, recording: &Recording);
+}
+
+/// How often at most an unknown cgroup id triggers a rescan of the hierarchy.
+const RESCAN_ON_MISS: Duration = Duration::from_secs(2);
+
+/// What one collection did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    pub samples: u64,
+    pub series: usize,
+    pub unselected: u64,
+    pub evicted: usize,
+}
+
+/// The continuously sampling side of `bellows run`.
+pub struct Collector {
+    pub sampler: Sampler,
+    pub table: ProcessTable,
+    pub kernel: Option<Arc<KernelResolver>>,
+    pub cgroups: CgroupIndex,
+    pub metrics: Arc<Metrics>,
+    pub frequency_hz: u64,
+    window_start: SystemTime,
+    window_instant: Instant,
+    totals: Totals,
+}
+
+/// Userspace totals since start, for /metrics.
+#[derive(Debug, Default)]
+struct Totals {
+    unselected: u64,
+    user_frames: u64,
+    user_unsymbolized: u64,
+    kernel_frames: u64,
+    kernel_unsymbolized: u64,
+    samples_without_process: u64,
+    missing_stacks: u64,
+    evicted: u64,
+    collections: u64,
+}
+
+impl Collector {
+    pub fn new(
+        sampler: Sampler,
+        table: ProcessTable,
+        kernel: Option<Arc<KernelResolver>>,
+        cgroups: CgroupIndex,
+        metrics: Arc<Metrics>,
+        frequency_hz: u64,
+    ) -> Self {
+        Collector {
+            sampler,
+            table,
+            kernel,
+            cgroups,
+            metrics,
+            frequency_hz,
+            window_start: SystemTime::now(),
+            window_instant: Instant::now(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Starts the first window now (call right after the sampler starts).
+    pub fn begin(&mut self) {
+        self.window_start = SystemTime::now();
+        self.window_instant = Instant::now();
+    }
+
+    /// Makes the kernel cgroup filter match the current selection. Returns the filter size
+    /// (None when off).
+    pub fn sync_filter(&mut self, targeting: &Targeting) -> Result<Option<usize>, SamplerError> {
+        self.cgroups.rescan_if_stale(Duration::from_millis(500));
+        let wanted = targeting.kernel_filter(&self.cgroups);
+        let empty = Default::default();
+        let (added, removed) = self
+            .sampler
+            .sync_cgroup_filter(wanted.is_some(), wanted.as_ref().unwrap_or(&empty))?;
+        if added + removed > 0 {
+            tracing::debug!(added, removed, "kernel cgroup filter updated");
+        }
+        Ok(wanted.map(|w| w.len()))
+    }
+
+    /// Ends the current window: drains it from the kernel, symbolizes it, and submits one
+    /// profile per series.
+    pub fn collect(
+        &mut self,
+        targeting: &Targeting,
+        sink: &dyn Sink,
+    ) -> Result<Collected, SamplerError> {
+        let started = Instant::now();
+        let drained = self.sampler.flip()?;
+        let window_start = std::mem::replace(&mut self.window_start, SystemTime::now());
+        let duration = std::mem::replace(&mut self.window_instant, Instant::now()).elapsed();
+
+        let (recording, stats) = resolve(
+            &drained,
+            &mut self.table,
+            self.kernel.as_deref(),
+            Recording {
+                frequency_hz: self.frequency_hz,
+                start: window_start,
+                duration,
+                samples: Vec::new(),
+            },
+        );
+
+        // `resolve` keeps the drained order: sample i is drained.samples[i].
+        let mut by_series: HashMap<SeriesLabels, Recording> = HashMap::new();
+        let mut exe_names: HashMap<u32, String> = HashMap::new();
+        let mut proc_containers = HashMap::new();
+        let mut unselected = 0u64;
+        let mut rescanned = false;
+        let mut total = 0u64;
+        for (raw, sample) in drained.samples.iter().zip(recording.samples) {
+            total += sample.count;
+            if self.cgroups.get(raw.cgroup_id).is_none() && !rescanned {
+                rescanned = self.cgroups.rescan_if_stale(RESCAN_ON_MISS);
+            }
+            let entry = self.cgroups.get(raw.cgroup_id).cloned();
+            // No container in the v2 path (or no v2 id at all): a cgroup v1 host may still say.
+            let proc_container = if entry.as_ref().is_none_or(|e| e.container.is_none()) {
+                proc_containers
+                    .entry(raw.tgid)
+                    .or_insert_with(|| {
+                        std::fs::read_to_string(format!("/proc/{}/cgroup", raw.tgid))
+                            .ok()
+                            .and_then(|text| parse_proc_cgroup(&text))
+                    })
+                    .clone()
+            } else {
+                None
+            };
+            let exe = exe_names
+                .entry(raw.tgid)
+                .or_insert_with(|| process_name(raw.tgid, &raw.comm));
+            let Some(labels) = targeting.series(entry.as_deref(), proc_container.as_ref(), exe)
+            else {
+                unselected += sample.count;
+                continue;
+            };
+            by_series
+                .entry(labels)
+                .or_insert_with(|| Recording {
+                    frequency_hz: self.frequency_hz,
+                    start: window_start,
+                    duration,
+                    samples: Vec::new(),
+                })
+                .samples
+                .push(sample);
+        }
+        let series = by_series.len();
+        for (labels, recording) in &by_series {
+            sink.submit(labels, recording);
+        }
+        drop(by_series);
+
+        let evicted = self.evict_exited(&drained.samples)?;
+        let kernel = self.sampler.drop_counts()?;
+        self.record_metrics(&stats, &kernel, unselected, evicted, series, started);
+        Ok(Collected {
+            samples: total,
+            series,
+            unselected,
+            evicted,
+        })
+    }
+
+    /// Releases processes that have exited and were not sampled in this window, and lets the
+    /// kernel side announce their pids again should they be reused.
+    fn evict_exited(&mut self, sampled: &[crate::ebpf::RawSample]) -> Result<usize, SamplerError> {
+        let active: std::collections::HashSet<u32> = sampled.iter().map(|s| s.tgid).collect();
+        let gone: Vec<u32> = self
+            .table
+            .pids()
+            .into_iter()
+            .filter(|pid| !active.contains(pid))
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in &gone {
+            self.table.forget(*pid);
+        }
+        self.table.clear_vanished();
+        self.sampler.forget_pids(&gone)?;
+        Ok(gone.len())
+    }
+
+    fn record_metrics(
+        &mut self,
+        stats: &crate::resolve::ResolveStats,
+        kernel: &DropCounts,
+        unselected: u64,
+        evicted: usize,
+        series: usize,
+        started: Instant,
+    ) {
+        let t = &mut self.totals;
+        t.collections += 1;
+        t.unselected += unselected;
+        t.user_frames += stats.user_frames;
+        t.user_unsymbolized += stats.user_unsymbolized;
+        t.kernel_frames += stats.kernel_frames;
+        t.kernel_unsymbolized += stats.kernel_unsymbolized;
+        t.samples_without_process += stats.samples_without_process;
+        t.missing_stacks += stats.missing_stacks;
+        t.evicted += evicted as u64;
+        let processes = self.table.stats();
+        let memory = self.table.symbolizer().memory();
+        let files = self.table.symbolizer().len();
+        let tracked = self.table.len();
+        let cgroups = self.cgroups.len();
+        let t = &self.totals;
+        self.metrics.update(|s| {
+            s.kernel = kernel.0;
+            s.collections = t.collections;
+            s.last_collect_seconds = started.elapsed().as_secs_f64();
+            s.series = series as u64;
+            s.samples_unselected = t.unselected;
+            s.user_frames = t.user_frames;
+            s.user_unsymbolized = t.user_unsymbolized;
+            s.kernel_frames = t.kernel_frames;
+            s.kernel_unsymbolized = t.kernel_unsymbolized;
+            s.samples_without_process = t.samples_without_process;
+            s.missing_stacks = t.missing_stacks;
+            s.processes_vanished = processes.vanished;
+            s.unreadable_files = processes.unreadable_files;
+            s.processes_tracked = tracked as u64;
+            s.processes_evicted = t.evicted;
+            s.symbolizer_files = files as u64;
+            s.symbolizer_mapped_bytes = memory.mapped as u64;
+            s.symbolizer_heap_bytes = memory.heap as u64;
+            s.cgroups_indexed = cgroups as u64;
+        });
+    }
+
+    /// Counts a collection that failed before producing anything.
+    pub fn count_error(&self) {
+        self.metrics.update(|s| s.collect_errors += 1);
+    }
+
+    /// Total kernel-side counters, for the final summary.
+    pub fn kernel_counts(&self) -> Result<DropCounts, SamplerError> {
+        self.sampler.drop_counts()
+    }
+}
+
+/// The process's name: `/proc/PID/comm` of the thread group leader, else the sampled thread's.
+fn process_name(tgid: u32, thread_comm: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| thread_comm.to_string())
+}
+
+/// Kernel counters that say samples were lost, as one line for logs.
+pub fn describe_drops(counts: &DropCounts) -> String {
+    let problems: Vec<String> = counts
+        .problems()
+        .map(|(kind, n)| format!("{} {n}", kind.name()))
+        .collect();
+    if problems.is_empty() {
+        format!("none of {}", counts.get(ErrorKind::Counted))
+    } else {
+        problems.join(", ")
+    }
+}

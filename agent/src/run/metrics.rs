@@ -1,0 +1,441 @@
+//! `/metrics` (Prometheus text format 0.0.4) and `/healthz` for `bellows run`.
+//!
+//! The collection loop updates one [`Snapshot`] per interval; live sources (the push queue, the
+//! pod watch) render themselves at scrape time through [`Metrics::add_source`].
+
+use std::{
+    convert::Infallible,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use agent_common::ErrorKind;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Counters the collection loop maintains. Totals are since start.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Kernel counters by [`ErrorKind`], since start (samples counted, drops by reason).
+    pub kernel: [u64; ErrorKind::COUNT as usize],
+    pub collections: u64,
+    pub collect_errors: u64,
+    pub last_collect_seconds: f64,
+    /// Series built in the last collection.
+    pub series: u64,
+    /// Samples that belonged to no selected target (userspace selection).
+    pub samples_unselected: u64,
+    pub user_frames: u64,
+    pub user_unsymbolized: u64,
+    pub kernel_frames: u64,
+    pub kernel_unsymbolized: u64,
+    pub samples_without_process: u64,
+    pub missing_stacks: u64,
+    pub processes_vanished: u64,
+    pub unreadable_files: u64,
+    pub processes_tracked: u64,
+    pub processes_evicted: u64,
+    pub symbolizer_files: u64,
+    pub symbolizer_mapped_bytes: u64,
+    pub symbolizer_heap_bytes: u64,
+    pub cgroups_indexed: u64,
+    /// Entries of the kernel cgroup filter; None when the filter is off.
+    pub filter_cgroups: Option<u64>,
+}
+
+type Source = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// Shared between the collection loop and the HTTP server.
+pub struct Metrics {
+    snapshot: Mutex<Snapshot>,
+    sources: Mutex<Vec<Source>>,
+    started: Instant,
+    last_collect: Mutex<Option<Instant>>,
+    /// `/healthz` fails when no collection completed for this long.
+    stale_after: Duration,
+}
+
+impl Metrics {
+    pub fn new(collect_interval: Duration) -> Arc<Self> {
+        Arc::new(Metrics {
+            snapshot: Mutex::new(Snapshot::default()),
+            sources: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            last_collect: Mutex::new(None),
+            stale_after: collect_interval * 3 + Duration::from_secs(10),
+        })
+    }
+
+    /// Applies `f` to the snapshot and marks a completed collection.
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.snapshot.lock().unwrap_or_else(|e| e.into_inner()));
+        *self.last_collect.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Applies `f` to the snapshot without marking a collection (e.g. a filter update).
+    pub fn update_quiet(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.snapshot.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a renderer called at every scrape (it appends complete metric families).
+    pub fn add_source(&self, source: impl Fn(&mut String) + Send + Sync + 'static) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(source));
+    }
+
+    /// Healthy while collections keep completing (or shortly after start).
+    pub fn healthy(&self) -> bool {
+        let last = *self.last_collect.lock().unwrap_or_else(|e| e.into_inner());
+        let since = last.unwrap_or(self.started).elapsed();
+        since < self.stale_after
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "bellows_samples_total",
+            "counter",
+            "Samples counted by the kernel side.",
+            &[("", s.kernel[ErrorKind::Counted as usize])],
+        );
+        let drops: Vec<(String, u64)> = ErrorKind::ALL
+            .iter()
+            .filter(|k| !matches!(k, ErrorKind::Counted | ErrorKind::Filtered))
+            .map(|k| (format!("reason=\"{}\"", k.name()), s.kernel[*k as usize]))
+            .collect();
+        family_owned(
+            &mut out,
+            "bellows_samples_dropped_total",
+            "counter",
+            "Samples lost or degraded in the kernel side, by reason.",
+            &drops,
+        );
+        family(
+            &mut out,
+            "bellows_samples_filtered_total",
+            "counter",
+            "Samples not taken because the kernel cgroup filter excluded them.",
+            &[("", s.kernel[ErrorKind::Filtered as usize])],
+        );
+        family(
+            &mut out,
+            "bellows_samples_unselected_total",
+            "counter",
+            "Samples discarded in userspace because they belonged to no selected target.",
+            &[("", s.samples_unselected)],
+        );
+        family(
+            &mut out,
+            "bellows_collections_total",
+            "counter",
+            "Collection intervals completed.",
+            &[("", s.collections)],
+        );
+        family(
+            &mut out,
+            "bellows_collection_errors_total",
+            "counter",
+            "Collection intervals that failed to read the kernel maps.",
+            &[("", s.collect_errors)],
+        );
+        gauge_f64(
+            &mut out,
+            "bellows_collection_duration_seconds",
+            "Time the last collection took (drain, symbolize, build profiles).",
+            s.last_collect_seconds,
+        );
+        family(
+            &mut out,
+            "bellows_series",
+            "gauge",
+            "Series (targets) in the last collection.",
+            &[("", s.series)],
+        );
+        family(
+            &mut out,
+            "bellows_frames_total",
+            "counter",
+            "Distinct frames looked up, by kind.",
+            &[
+                ("kind=\"user\"", s.user_frames),
+                ("kind=\"kernel\"", s.kernel_frames),
+            ],
+        );
+        family(
+            &mut out,
+            "bellows_symbolization_misses_total",
+            "counter",
+            "Frames no symbol was found for, by kind.",
+            &[
+                ("kind=\"user\"", s.user_unsymbolized),
+                ("kind=\"kernel\"", s.kernel_unsymbolized),
+            ],
+        );
+        family(
+            &mut out,
+            "bellows_samples_without_process_total",
+            "counter",
+            "Samples of processes whose mappings were never captured.",
+            &[("", s.samples_without_process)],
+        );
+        family(
+            &mut out,
+            "bellows_missing_stacks_total",
+            "counter",
+            "Stack ids missing from the stack map at drain time.",
+            &[("", s.missing_stacks)],
+        );
+        family(
+            &mut out,
+            "bellows_processes_vanished_total",
+            "counter",
+            "Processes gone before their mappings could be read.",
+            &[("", s.processes_vanished)],
+        );
+        family(
+            &mut out,
+            "bellows_unreadable_files_total",
+            "counter",
+            "Mapped files that could not be opened.",
+            &[("", s.unreadable_files)],
+        );
+        family(
+            &mut out,
+            "bellows_processes",
+            "gauge",
+            "Processes whose mappings are held.",
+            &[("", s.processes_tracked)],
+        );
+        family(
+            &mut out,
+            "bellows_processes_evicted_total",
+            "counter",
+            "Exited processes whose mappings were released.",
+            &[("", s.processes_evicted)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_files",
+            "gauge",
+            "Binaries held open by the symbolizer.",
+            &[("", s.symbolizer_files)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_bytes",
+            "gauge",
+            "Memory the symbolizer holds: mapped files and heap indexes.",
+            &[
+                ("kind=\"mapped\"", s.symbolizer_mapped_bytes),
+                ("kind=\"heap\"", s.symbolizer_heap_bytes),
+            ],
+        );
+        family(
+            &mut out,
+            "bellows_cgroups",
+            "gauge",
+            "cgroups indexed.",
+            &[("", s.cgroups_indexed)],
+        );
+        if let Some(n) = s.filter_cgroups {
+            family(
+                &mut out,
+                "bellows_kernel_filter_cgroups",
+                "gauge",
+                "cgroups the kernel filter lets through.",
+                &[("", n)],
+            );
+        }
+        if let Some(rss) = own_rss_bytes() {
+            family(
+                &mut out,
+                "bellows_resident_memory_bytes",
+                "gauge",
+                "Resident set size of the agent.",
+                &[("", rss)],
+            );
+        }
+        for source in self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            source(&mut out);
+        }
+        out
+    }
+}
+
+/// Appends one metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn family_owned(out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, u64)]) {
+    let borrowed: Vec<(&str, u64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(out, name, kind, help, &borrowed);
+}
+
+fn gauge_f64(out: &mut String, name: &str, help: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// Resident set size from `/proc/self/statm` (pages → bytes).
+pub fn own_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096))
+}
+
+/// Binds `addr` (errors are reported before sampling starts) and serves until the task is
+/// dropped. Returns the bound address (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let metrics = Arc::clone(&metrics);
+                    async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(err) = conn.await {
+                    tracing::debug!("metrics connection: {err}");
+                }
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", "/healthz") if metrics.healthy() => (200, "text/plain", "ok\n".to_string()),
+        ("GET", "/healthz") => (
+            503,
+            "text/plain",
+            "no collection completed recently\n".to_string(),
+        ),
+        ("GET", _) => (404, "text/plain", "not found: try /metrics\n".to_string()),
+        _ => (405, "text/plain", "method not allowed\n".to_string()),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_drop_reason_and_sources() {
+        let m = Metrics::new(Duration::from_secs(15));
+        m.update(|s| {
+            s.kernel[ErrorKind::Counted as usize] = 42;
+            s.kernel[ErrorKind::CountsFull as usize] = 3;
+            s.user_unsymbolized = 5;
+        });
+        m.add_source(|out| {
+            family(
+                out,
+                "bellows_push_total",
+                "counter",
+                "x",
+                &[("result=\"ok\"", 7)],
+            )
+        });
+        let text = m.render();
+        assert!(text.contains("bellows_samples_total 42\n"), "{text}");
+        assert!(text.contains("bellows_samples_dropped_total{reason=\"counts_map_full\"} 3\n"));
+        assert!(
+            text.contains("bellows_samples_dropped_total{reason=\"new_pid_event_dropped\"} 0\n")
+        );
+        assert!(text.contains("bellows_symbolization_misses_total{kind=\"user\"} 5\n"));
+        assert!(text.contains("bellows_push_total{result=\"ok\"} 7\n"));
+        assert!(text.contains("bellows_resident_memory_bytes "));
+        // Every sample line belongs to a family declared before it.
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "undeclared {name}");
+            }
+        }
+        assert!(m.healthy());
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let m = Metrics::new(Duration::from_secs(15));
+        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&m))
+            .await
+            .unwrap();
+        for (path, want) in [
+            ("/healthz", "200 OK"),
+            ("/metrics", "200 OK"),
+            ("/nope", "404"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).await.unwrap();
+            assert!(
+                resp.starts_with(&format!("HTTP/1.1 {want}")),
+                "{path}: {resp}"
+            );
+        }
+        task.abort();
+    }
+}
