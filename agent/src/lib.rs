@@ -13,6 +13,7 @@ pub mod ebpf;
 pub mod output;
 pub mod process;
 pub mod profile;
+pub mod push;
 pub mod record;
 pub mod resolve;
 pub mod run;

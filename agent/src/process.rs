@@ -12,7 +12,6 @@ use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io,
-    path::PathBuf,
     sync::Arc,
 };
 
@@ -87,22 +86,13 @@ impl ProcSource for Proc {
     }
 
     fn open(&self, pid: u32, entry: &MapEntry) -> io::Result<(File, String)> {
+        // map_files first (deleted files, other mount namespaces), then root/<path>; the name
+        // shown stays the one the process sees.
         let MapPath::File(name) = &entry.path else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file"));
         };
-        // map_files works even for deleted files and reaches into the process's mount
-        // namespace; root/ is the fallback where map_files is not permitted.
-        let by_range = PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            entry.start, entry.end
-        ));
-        match File::open(&by_range) {
-            Ok(f) => Ok((f, name.clone())),
-            Err(_) => {
-                let rooted = PathBuf::from(format!("/proc/{pid}/root{name}"));
-                File::open(&rooted).map(|f| (f, name.clone()))
-            }
-        }
+        let (file, _) = symbolizer::process::open_mapped_file(pid, entry)?;
+        Ok((file, name.clone()))
     }
 }
 

@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+pub mod fake_pyroscope;
+
 use agent::profile::pprof;
 use prost::Message;
 
@@ -361,4 +363,86 @@ pub fn go_tool_pprof(args: &[&str], profile: &Path) -> Option<(String, String)> 
         "go tool pprof {args:?} complained: {stderr}"
     );
     Some((stdout, stderr))
+}
+
+/// A container's cgroup laid out the way the kubelet (systemd driver) and containerd lay it out
+/// under the cgroup v2 hierarchy:
+/// `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`.
+/// Processes inside are killed and the directories removed on drop.
+pub struct KubeletCgroup {
+    pub pod_uid: String,
+    pub container_id: String,
+    pub scope: PathBuf,
+    /// Directories we created, innermost first.
+    created: Vec<PathBuf>,
+}
+
+impl KubeletCgroup {
+    /// `seed` makes the ids distinct between the cgroups of one test.
+    pub fn create(seed: u32) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = agent::cgroup::find_v2_mount(&mountinfo).expect("a cgroup2 mount");
+        let tag = format!("{:08x}{:04x}", std::process::id(), seed & 0xffff);
+        let pod_uid = format!(
+            "{}-{}-4{}-8{}-{}",
+            &tag[..8],
+            &tag[8..12],
+            &tag[9..12],
+            &tag[9..12],
+            &format!("{tag}{tag}")[..12]
+        );
+        let container_id = tag.repeat(6)[..64].to_string();
+        let pod_slice = format!("kubepods-burstable-pod{}.slice", pod_uid.replace('-', "_"));
+        let levels = [
+            "kubepods.slice".to_string(),
+            "kubepods-burstable.slice".to_string(),
+            pod_slice,
+            format!("cri-containerd-{container_id}.scope"),
+        ];
+        let mut created = Vec::new();
+        let mut dir = mount;
+        for level in levels {
+            dir = dir.join(level);
+            if std::fs::create_dir(&dir).is_ok() {
+                created.push(dir.clone());
+            }
+        }
+        assert!(dir.is_dir(), "cannot create {}", dir.display());
+        created.reverse();
+        KubeletCgroup {
+            pod_uid,
+            container_id,
+            scope: dir,
+            created,
+        }
+    }
+
+    /// Moves `pid` into the container's cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.scope.display()));
+    }
+}
+
+impl Drop for KubeletCgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.scope.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for dir in &self.created {
+            for _ in 0..50 {
+                // Shared parents (another test's pod) stay: removing a non-empty one fails.
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }

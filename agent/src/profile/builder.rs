@@ -31,13 +31,40 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 /// A mapping's `has_*` flags are set only when every location of that mapping has the
 /// information, so that pprof or a server may still symbolize what we could not.
 pub fn build_pprof(rec: &Recording) -> pprof::Profile {
+    build_pprof_with(rec, &BuildOptions::default())
+}
+
+/// Choices [`build_pprof`] makes one way for files and another for a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Label samples with `pid`, `tid` and `comm`. Pyroscope turns sample labels into series
+    /// labels, so profiles pushed there leave them out (one series per thread would exceed its
+    /// series limits), and samples differing only by them are merged.
+    pub sample_labels: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            sample_labels: true,
+        }
+    }
+}
+
+/// [`build_pprof`] with options.
+pub fn build_pprof_with(rec: &Recording, options: &BuildOptions) -> pprof::Profile {
     let mut b = Builder::new(rec);
+    b.sample_labels = options.sample_labels;
     for sample in &rec.samples {
         if sample.count == 0 {
             continue;
         }
         let ids: Vec<u64> = sample.stack.iter().map(|l| b.location(l)).collect();
-        let key = (ids, sample.pid, sample.tid, sample.comm.as_str());
+        let key = if options.sample_labels {
+            (ids, sample.pid, sample.tid, sample.comm.as_str())
+        } else {
+            (ids, 0, 0, "")
+        };
         match b.sample_ix.get(&key) {
             Some(&ix) => b.counts[ix] = b.counts[ix].saturating_add(sample.count),
             None => {
@@ -84,6 +111,7 @@ struct Builder<'a> {
     mapping_quality: Vec<(bool, bool, bool)>,
     sample_ix: HashMap<(Vec<u64>, u32, u32, &'a str), usize>,
     counts: Vec<u64>,
+    sample_labels: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -104,6 +132,7 @@ impl<'a> Builder<'a> {
             mapping_quality: Vec::new(),
             sample_ix: HashMap::new(),
             counts: Vec::new(),
+            sample_labels: true,
         }
     }
 
@@ -287,9 +316,12 @@ impl<'a> Builder<'a> {
         let period = self.rec.period_nanos();
         let cpu = self.string("cpu");
         let nanoseconds = self.string("nanoseconds");
-        let pid_key = self.string("pid");
-        let comm_key = self.string("comm");
-        let tid_key = self.string("tid");
+        let labelled = self.sample_labels;
+        let (pid_key, comm_key, tid_key) = if labelled {
+            (self.string("pid"), self.string("comm"), self.string("tid"))
+        } else {
+            (0, 0, 0)
+        };
 
         let mut keyed: Vec<_> = std::mem::take(&mut self.sample_ix).into_iter().collect();
         keyed.sort_unstable_by_key(|(_, ix)| *ix);
@@ -297,6 +329,14 @@ impl<'a> Builder<'a> {
         for ((location_id, pid, tid, comm), ix) in keyed {
             let count = self.counts.get(ix).copied().unwrap_or(0);
             let value = i64::try_from(count.saturating_mul(period)).unwrap_or(i64::MAX);
+            if !labelled {
+                sample.push(pprof::Sample {
+                    location_id,
+                    value: vec![value],
+                    label: Vec::new(),
+                });
+                continue;
+            }
             let comm = self.string(comm);
             sample.push(pprof::Sample {
                 location_id,

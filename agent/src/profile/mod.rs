@@ -13,7 +13,9 @@ pub(crate) mod testdata;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use builder::{build_pprof, encode_gzip, write_gzip, KERNEL_MAPPING};
+pub use builder::{
+    build_pprof, build_pprof_with, encode_gzip, write_gzip, BuildOptions, KERNEL_MAPPING,
+};
 
 /// A file mapped into a process's address space (one executable segment of `/proc/PID/maps`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,6 +80,16 @@ impl Recording {
         self.samples
             .iter()
             .fold(0u64, |sum, s| sum.saturating_add(s.count))
+    }
+
+    /// The recording's window and rate, without samples.
+    pub fn clone_header(&self) -> Recording {
+        Recording {
+            frequency_hz: self.frequency_hz,
+            start: self.start,
+            duration: self.duration,
+            samples: Vec::new(),
+        }
     }
 
     /// The sampling period in nanoseconds, `1e9 / frequency_hz`, truncated.
