@@ -27,6 +27,55 @@ pub enum Command {
     /// Turn addresses into functions, files and lines (Go, DWARF, ELF symbols, kernel), like
     /// llvm-symbolizer --inlining.
     Symbolize(SymbolizeArgs),
+    /// Profile continuously (the DaemonSet agent): every collect interval, push one profile per
+    /// Pod container or process group to Grafana Pyroscope.
+    Run(RunArgs),
+}
+
+/// `bellows run` flags. Each also reads an environment variable; a flag beats its variable,
+/// which beats the configuration file, which beats the default.
+#[derive(Debug, Args, Default)]
+#[command(after_help = "\
+Examples:
+  bellows run --pyroscope-url http://pyroscope:4040
+  bellows run --config /etc/bellows/bellows.toml
+  NODE_NAME=node-1 bellows run --kubeconfig ~/.kube/config --pyroscope-url http://localhost:4040")]
+pub struct RunArgs {
+    /// TOML configuration file (see deploy/configmap.yaml for every key).
+    #[arg(long, value_name = "FILE", env = "BELLOWS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Base URL of the Pyroscope server (push.v1.PusherService/Push is appended).
+    #[arg(long, value_name = "URL", env = "BELLOWS_PYROSCOPE_URL")]
+    pub pyroscope_url: Option<String>,
+
+    /// This node's name, for the `node` label and the pod watch; default: the host name.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// kubeconfig for the pod watch; default: in-cluster configuration.
+    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How often a profile per target is built and pushed, e.g. `15s`. Default 15 s.
+    #[arg(long, value_name = "DURATION", env = "BELLOWS_COLLECT_INTERVAL", value_parser = parse_duration)]
+    pub collect_interval: Option<Duration>,
+
+    /// Samples per second on each CPU. Default 97.
+    #[arg(short = 'F', long, value_name = "HZ", env = "BELLOWS_FREQUENCY")]
+    pub frequency: Option<u64>,
+
+    /// Where to serve /metrics and /healthz, e.g. `0.0.0.0:9464`; `off` disables it.
+    #[arg(long, value_name = "ADDR", env = "BELLOWS_METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, value_name = "FORMAT", env = "BELLOWS_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Processes outside Pods: `skip`, `systemd-unit` or `executable`.
+    #[arg(long, value_name = "POLICY", env = "BELLOWS_OUTSIDE_PODS")]
+    pub outside_pods: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +278,38 @@ mod tests {
         };
         assert!(s.json);
         assert_eq!(s.addresses, vec!["0x1".to_string()]);
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bellows",
+            "run",
+            "--config",
+            "c.toml",
+            "--pyroscope-url",
+            "http://p:4040",
+            "--node-name",
+            "n1",
+            "--kubeconfig",
+            "k",
+            "--collect-interval",
+            "10s",
+            "-F",
+            "49",
+            "--metrics-address",
+            "127.0.0.1:9464",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.config, Some(PathBuf::from("c.toml")));
+        assert_eq!(r.pyroscope_url.as_deref(), Some("http://p:4040"));
+        assert_eq!(r.node_name.as_deref(), Some("n1"));
+        assert_eq!(r.collect_interval, Some(Duration::from_secs(10)));
+        assert_eq!(r.frequency, Some(49));
+        assert_eq!(r.metrics_address.as_deref(), Some("127.0.0.1:9464"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod cli;
 pub mod ebpf;
+pub mod k8s;
 pub mod output;
 pub mod process;
 pub mod profile;

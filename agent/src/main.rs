@@ -10,7 +10,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    if let Command::Run(args) = cli.command {
+        return run(args, cli.log.as_deref());
+    }
+    init_logging(cli.log.as_deref(), "warn", false);
     match cli.command {
         Command::Record(args) => {
             let top = args.top;
@@ -45,6 +48,49 @@ fn main() -> ExitCode {
             }
         }
         Command::Symbolize(args) => symbolize(args),
+        Command::Run(_) => unreachable!("handled above"),
+    }
+}
+
+/// `bellows run`: exit 2 for a bad configuration, 1 when the agent cannot start or fails, 0
+/// after a clean shutdown (SIGTERM/SIGINT).
+fn run(args: agent::cli::RunArgs, log: Option<&str>) -> ExitCode {
+    use agent::run::config::{LogFormat, RunConfig};
+    let cfg = match RunConfig::from_args(args) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("bellows: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = log.map(str::to_string).or_else(|| cfg.log_level.clone());
+    init_logging(filter.as_deref(), "info", cfg.log_format == LogFormat::Json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("bellows: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::run::run(cfg)) {
+        Ok(summary) => {
+            tracing::info!(
+                collections = summary.collections,
+                pushed = summary.push.pushed,
+                dropped = summary.push.dropped(),
+                kernel_drops = %summary.kernel_drops,
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bellows: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -92,15 +138,20 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn init_logging(filter: Option<&str>) {
+/// Logs to stderr. The filter comes from `--log`, else RUST_LOG, else `default`.
+fn init_logging(filter: Option<&str>, default: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+pub mod fake_kube;
 pub mod fake_pyroscope;
 
 use agent::profile::pprof;
