@@ -3,5 +3,6 @@
 mod kube;
 mod push;
 mod record;
+mod run;
 mod sampler;
 mod symbolize;
