@@ -92,6 +92,14 @@ impl Symbolizer {
         self.elfs.remove(id).is_some()
     }
 
+    /// Forgets every file no caller holds any more (for a profiler: binaries of processes that
+    /// exited). Returns how many were released.
+    pub fn evict_unused(&mut self) -> usize {
+        let before = self.elfs.len();
+        self.elfs.retain(|_, r| Arc::strong_count(r) > 1);
+        before - self.elfs.len()
+    }
+
     /// Forgets every file and the kernel symbols.
     pub fn clear(&mut self) {
         self.elfs.clear();
@@ -208,6 +216,18 @@ mod tests {
         assert!(s.memory().mapped > 0);
         let id = FileIdentity::of(&File::open(&exe).unwrap()).unwrap();
         assert!(s.evict(&id));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn unused_files_are_released_and_held_ones_kept() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = Symbolizer::new();
+        let held = s.elf(File::open(&exe).unwrap(), "exe").unwrap();
+        assert_eq!(s.evict_unused(), 0, "a caller still holds it");
+        assert_eq!(s.len(), 1);
+        drop(held);
+        assert_eq!(s.evict_unused(), 1);
         assert!(s.is_empty());
     }
 }

@@ -329,7 +329,8 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
             })
             .args(extra)
             .env("BELLOWS_GO_TOOLCHAINS", toolchains)
-            .env("BELLOWS_FIXTURES", root.join("target/fixtures")),
+            .env("BELLOWS_FIXTURES", root.join("target/fixtures"))
+            .env("BELLOWS_PYTHONPATH", setup::python_tools_dir(root)),
     )?;
     eprintln!("\n=== fuzz (short run; `cargo xtask fuzz` for longer)");
     fuzz::fuzz(root, 20, &[]).context("step 'fuzz' failed")?;

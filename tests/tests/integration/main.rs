@@ -1,5 +1,6 @@
 //! Bellows' integration tests: one binary, loading the real programs into this machine's kernel.
 
+mod deploy;
 mod kube;
 mod push;
 mod record;
