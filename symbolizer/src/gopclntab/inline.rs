@@ -147,4 +147,71 @@ impl GoTable {
         }
         Ok((frames, cur))
     }
+
+    /// The first of `candidates` (file offsets) that works as `moduledata.gofunc`: the inline
+    /// trees it leads to decode into names that start in the name table and call sites inside
+    /// their functions, for every function checked (up to [`GOFUNC_SAMPLE`], spread over the
+    /// table). With no inline tree to check, the first candidate; with none that decodes, None
+    /// (frames then lack inlined calls, nothing worse).
+    pub(super) fn choose_gofunc(&self, b: Bytes<'_>, candidates: &[usize]) -> Option<usize> {
+        let stride = (self.nfunc / (GOFUNC_SAMPLE * 8)).max(1);
+        let mut any_tree = false;
+        for &candidate in candidates {
+            let (mut checked, mut valid) = (0, 0);
+            for i in (0..self.nfunc).step_by(stride) {
+                if checked >= GOFUNC_SAMPLE {
+                    break;
+                }
+                let Some(f) = self.record(b, i) else {
+                    continue;
+                };
+                let Some(tree) =
+                    self.funcdata_from(b, &f, self.version.funcdata_inl_tree(), Some(candidate))
+                else {
+                    continue;
+                };
+                checked += 1;
+                valid += usize::from(self.plausible_inlined_call(b, &f, tree));
+            }
+            any_tree |= checked > 0;
+            if checked > 0 && valid == checked {
+                return Some(candidate);
+            }
+        }
+        if any_tree {
+            None
+        } else {
+            candidates.first().copied()
+        }
+    }
+
+    /// Whether the first `inlinedCall` of a tree at `tree` looks real.
+    fn plausible_inlined_call(&self, b: Bytes<'_>, f: &FuncRecord, tree: usize) -> bool {
+        let (_, name_at, parent_at) = self.version.inlined_call();
+        let field = |k: usize| tree.checked_add(k).and_then(|at| b.i32(at));
+        let (Some(name_off), Some(parent)) = (field(name_at), field(parent_at)) else {
+            return false;
+        };
+        let Ok(off) = usize::try_from(name_off) else {
+            return false;
+        };
+        // A name starts the table or follows the previous name's NUL.
+        let starts_a_name = off == 0
+            || self
+                .funcnametab
+                .start
+                .checked_add(off - 1)
+                .and_then(|at| b.0.get(at))
+                == Some(&0);
+        let named = self
+            .name(b.0, name_off)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_graphic() || c >= 0x80));
+        let inside = u64::try_from(parent)
+            .ok()
+            .is_some_and(|p| p < f.end.saturating_sub(f.entry));
+        starts_a_name && named && inside
+    }
 }
+
+/// Inline trees checked per `gofunc` candidate.
+const GOFUNC_SAMPLE: usize = 24;
