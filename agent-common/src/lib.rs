@@ -27,11 +27,18 @@ pub mod programs {
     pub const EXEC: &str = "bellows_exec";
 }
 
-/// Default map sizes. Memory: the stack map dominates (`STACK_MAP_ENTRIES * (8 + 8 *
-/// MAX_STACK_DEPTH)` bytes = 10 MiB at the defaults); the counts map is `COUNTS_ENTRIES * (48 +
-/// 8)` bytes plus hash overhead.
+/// Default map sizes, chosen so that the BPF maps stay under 16 MiB of locked memory. The stack
+/// maps dominate: `entries * (8 + 8 * MAX_STACK_DEPTH)` bytes, about 1 KiB per stack. A counts
+/// entry costs about 140 bytes with the kernel's hash overhead.
+///
+/// One-shot recording (one generation): 8192 stacks and 32768 counts, about 14.5 MiB in all.
 pub const COUNTS_ENTRIES: u32 = 32_768;
-pub const STACK_MAP_ENTRIES: u32 = 10_240;
+pub const STACK_MAP_ENTRIES: u32 = 8_192;
+/// Continuous profiling holds two generations, each filled during one collect interval:
+/// 4096 stacks and 16384 counts each, about 14.5 MiB in all. `[maps]` in the configuration
+/// raises them for busy nodes; what does not fit is counted, never silently lost.
+pub const RUN_COUNTS_ENTRIES: u32 = 16_384;
+pub const RUN_STACK_MAP_ENTRIES: u32 = 4_096;
 /// The kernel's default `perf_event_max_stack` (also the most a stack trace map entry holds here).
 pub const MAX_STACK_DEPTH: usize = 127;
 pub const FILTER_ENTRIES: u32 = 4_096;
@@ -113,7 +120,10 @@ pub mod config {
     /// `COUNTS_B`/`STACKS_B`. Continuous profiling flips it, waits for programs in flight, and
     /// drains the generation no longer written, so no sample is lost between reading and clearing.
     pub const GENERATION: u32 = 3;
-    pub const LEN: u32 = 4;
+    /// The agent's own tgid: its samples are not taken (counted as filtered). Profiling the
+    /// profiler would make it symbolize itself, a large binary, every interval.
+    pub const SELF_TGID: u32 = 4;
+    pub const LEN: u32 = 5;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.

@@ -95,6 +95,10 @@ fn try_sample(ctx: &PerfEventContext) {
         // The idle task: not a workload.
         return;
     }
+    if tgid == config(config::SELF_TGID) {
+        count_error(ErrorKind::Filtered);
+        return;
+    }
     // SAFETY: the helper takes no arguments and only reads the current task.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if !selected(tgid, cgroup_id) {

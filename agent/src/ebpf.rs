@@ -35,9 +35,11 @@ pub struct SamplerConfig {
     /// Continuous profiling: two generations of the counts and stack maps, drained in turn by
     /// [`Sampler::flip`]. Off, the second generation is shrunk to one entry each.
     pub double_buffered: bool,
-    /// Entries of each counts map; 0 for the default ([`agent_common::COUNTS_ENTRIES`]).
+    /// Entries of each counts map; 0 for the default ([`agent_common::COUNTS_ENTRIES`], or
+    /// [`agent_common::RUN_COUNTS_ENTRIES`] per generation when double-buffered).
     pub counts_entries: u32,
-    /// Entries of each stack map; 0 for the default ([`agent_common::STACK_MAP_ENTRIES`]).
+    /// Entries of each stack map; 0 for the default ([`agent_common::STACK_MAP_ENTRIES`], or
+    /// [`agent_common::RUN_STACK_MAP_ENTRIES`] per generation when double-buffered).
     pub stack_entries: u32,
 }
 
@@ -174,12 +176,23 @@ impl Sampler {
             return Err(SamplerError::Privileges);
         }
         bump_memlock_rlimit();
+        let (default_counts, default_stacks) = if cfg.double_buffered {
+            (
+                agent_common::RUN_COUNTS_ENTRIES,
+                agent_common::RUN_STACK_MAP_ENTRIES,
+            )
+        } else {
+            (
+                agent_common::COUNTS_ENTRIES,
+                agent_common::STACK_MAP_ENTRIES,
+            )
+        };
         let counts = match cfg.counts_entries {
-            0 => agent_common::COUNTS_ENTRIES,
+            0 => default_counts,
             n => n,
         };
         let stacks = match cfg.stack_entries {
-            0 => agent_common::STACK_MAP_ENTRIES,
+            0 => default_stacks,
             n => n,
         };
         let (counts_b, stacks_b) = if cfg.double_buffered {
@@ -230,13 +243,14 @@ impl Sampler {
         }
         let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
         let settings = [
-            (config::FILTER_CGROUPS, !cfg.cgroups.is_empty()),
-            (config::FILTER_PIDS, !cfg.pids.is_empty()),
-            (config::NO_KERNEL, !cfg.kernel_stacks),
+            (config::FILTER_CGROUPS, u32::from(!cfg.cgroups.is_empty())),
+            (config::FILTER_PIDS, u32::from(!cfg.pids.is_empty())),
+            (config::NO_KERNEL, u32::from(!cfg.kernel_stacks)),
+            (config::SELF_TGID, std::process::id()),
         ];
-        for (index, on) in settings {
+        for (index, value) in settings {
             config
-                .set(index, u32::from(on), 0)
+                .set(index, value, 0)
                 .map_err(|source| SamplerError::Update {
                     name: maps::CONFIG,
                     source,

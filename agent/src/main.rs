@@ -145,9 +145,12 @@ fn init_logging(filter: Option<&str>, default: &str, json: bool) {
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    // Colours only on a terminal: a DaemonSet's logs are files.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if json {
         builder.json().init();

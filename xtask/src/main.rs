@@ -8,6 +8,7 @@
 
 mod bench;
 mod fuzz;
+mod overhead;
 mod setup;
 
 use std::{
@@ -68,6 +69,16 @@ enum BenchKind {
     /// `bellows symbolize` against `go tool addr2line` (large stripped Go binary) and
     /// `llvm-symbolizer --inlining` (large DWARF binary), 20,000 addresses each.
     Symbolize,
+    /// CPU, memory, BPF cost and workload slowdown of `bellows record` and `bellows run` against
+    /// `perf record` + `perf script` and bpftrace, whole-system at 97 Hz, both cores busy.
+    Overhead {
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Repetitions (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +115,9 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Bench {
             which: BenchKind::Symbolize,
         } => bench::symbolize(&root),
+        Task::Bench {
+            which: BenchKind::Overhead { seconds, runs },
+        } => overhead::overhead(&root, std::time::Duration::from_secs(seconds), runs),
     }
 }
 
@@ -205,7 +219,7 @@ fn fetch_real_go_binaries(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Builds every workload with every toolchain and variant into
 /// `target/fixtures/go/<version>/<variant>/<name>`; skips builds that are up to date.
-fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
     let toolchains = setup::go_toolchains(root);
     if toolchains.is_empty() {
         bail!("no Go toolchain found: run `cargo xtask setup`");

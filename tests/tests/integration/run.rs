@@ -253,14 +253,21 @@ pod-labels = ["team"]
     let (status, _) = agent.get("/healthz").unwrap();
     assert!(status.contains("200"), "{status}");
 
+    // Stop a second into an interval: that partial window holds samples and must be pushed.
+    let seen = pyroscope.received().len();
+    wait_until("the next push", Duration::from_secs(10), || {
+        pyroscope.received().len() > seen
+    });
+    std::thread::sleep(Duration::from_secs(1));
     let before = pyroscope.received().len();
     let (code, stderr) = agent.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         pyroscope.received().len() > before,
-        "the last interval was not flushed at SIGTERM"
+        "the last interval was not flushed at SIGTERM: {stderr}"
     );
     assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(stderr.contains("dropped=0"), "{stderr}");
 }
 
 #[test]
@@ -282,6 +289,7 @@ fn run_keeps_sampling_through_a_backend_outage_and_delivers_after() {
             r#"
 collect-interval = "1s"
 node-name = "test-node"
+log-format = "json"
 metrics-address = "127.0.0.1:{port}"
 outside-pods = "skip"
 [pyroscope]
@@ -345,6 +353,14 @@ enabled = false
     );
     let (code, stderr) = agent.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{stderr}");
+    // JSON logs: one object per line.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
 }
 
 #[test]

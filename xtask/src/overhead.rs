@@ -1,0 +1,464 @@
+//! `cargo xtask bench overhead`: what profiling this machine costs, for Bellows and its peers in
+//! the same run and window.
+//!
+//! Both cores run the Go workload `cpuburn` (`-mode cpu`) for the window. Each tool samples the
+//! whole system at 97 Hz meanwhile:
+//! - `bellows record` (one shot: sampling, then symbolization and the pprof file);
+//! - `bellows run` in steady state (after one collect interval), pushing to a local sink;
+//! - `perf record -F 97 -g -a` followed by `perf script` (perf's equivalent of record +
+//!   symbolize);
+//! - a `bpftrace` profile one-liner that counts kernel+user stacks per pid and prints them.
+//!
+//! Per tool: CPU (user+sys) in the window and over its whole life (post-processing included),
+//! peak RSS, BPF map memory (`memlock` of its map fds), BPF program time per sample (kernel BPF
+//! stats), and the workloads' throughput against a window with no profiler. Medians over runs.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::{ensure, Context, Result};
+
+const FREQUENCY: &str = "97";
+const WORKLOADS: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Baseline,
+    Record,
+    Run,
+    Perf,
+    Bpftrace,
+}
+
+impl Tool {
+    const ALL: [Tool; 5] = [
+        Tool::Baseline,
+        Tool::Record,
+        Tool::Run,
+        Tool::Perf,
+        Tool::Bpftrace,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Baseline => "no profiler",
+            Tool::Record => "bellows record",
+            Tool::Run => "bellows run (steady state)",
+            Tool::Perf => "perf record -g + perf script",
+            Tool::Bpftrace => "bpftrace profile:hz:97",
+        }
+    }
+}
+
+/// One tool's figures in one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    /// CPU seconds (user+sys) of the tool during the window.
+    window_cpu: f64,
+    /// CPU seconds over the tool's life, post-processing included.
+    total_cpu: f64,
+    peak_rss_kib: u64,
+    bpf_map_bytes: u64,
+    /// Mean BPF program run time per invocation, ns (None: no BPF program).
+    ns_per_run: Option<f64>,
+    /// Workload rounds per second, summed over the workloads.
+    throughput: f64,
+}
+
+pub fn overhead(root: &Path, window: Duration, runs: usize) -> Result<()> {
+    ensure!(runs >= 1, "--runs must be at least 1");
+    for (tool, hint) in [("perf", "linux-perf"), ("bpftrace", "bpftrace")] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ensure!(
+            ok,
+            "{tool} does not run (apt package {hint}); run `cargo xtask setup`"
+        );
+    }
+    let bellows = crate::build_release(root)?;
+    let workload = crate::build_fixtures(root)?
+        .into_iter()
+        .find(|p| p.ends_with("default/cpuburn"))
+        .context("no cpuburn fixture built")?;
+    let sink = Sink::start()?;
+    let _stats = BpfStats::enable()?;
+    let tmp = root.join("target/tmp/overhead");
+    std::fs::create_dir_all(&tmp)?;
+
+    let mut results: Vec<(Tool, Vec<Sample>)> =
+        Tool::ALL.iter().map(|&t| (t, Vec::new())).collect();
+    for run in 0..runs {
+        for (tool, samples) in results.iter_mut() {
+            eprintln!("run {}/{runs}: {}", run + 1, tool.name());
+            let s = measure(*tool, &bellows, &workload, window, &sink, &tmp)
+                .with_context(|| format!("measuring {}", tool.name()))?;
+            eprintln!("  {s:?}");
+            samples.push(s);
+        }
+    }
+    print_report(
+        &results,
+        window,
+        runs,
+        sink.requests.load(Ordering::Relaxed),
+    );
+    Ok(())
+}
+
+fn measure(
+    tool: Tool,
+    bellows: &Path,
+    workload: &Path,
+    window: Duration,
+    sink: &Sink,
+    tmp: &Path,
+) -> Result<Sample> {
+    let secs = window.as_secs_f64();
+    let total = format!("{}s", window.as_secs() + 3);
+    let mut child = match tool {
+        Tool::Baseline => None,
+        Tool::Record => Some(spawn(
+            Command::new(bellows)
+                .args(["record", "-F", FREQUENCY, "-d", &total, "-o"])
+                .arg(tmp.join("record.pb.gz")),
+        )?),
+        Tool::Run => {
+            let metrics = free_port()?;
+            Some(spawn(
+                Command::new(bellows)
+                    .args(["run", "-F", FREQUENCY, "--collect-interval", "5s"])
+                    .args(["--node-name", "bench", "--outside-pods", "executable"])
+                    .args(["--pyroscope-url", &sink.url()])
+                    .args(["--metrics-address", &format!("127.0.0.1:{metrics}")])
+                    .env_remove("KUBECONFIG")
+                    .env("RUST_LOG", "warn"),
+            )?)
+        }
+        Tool::Perf => Some(spawn(
+            Command::new("perf")
+                .args(["record", "-q", "-F", FREQUENCY, "-g", "-a", "-o"])
+                .arg(tmp.join("perf.data"))
+                .args(["--", "sleep", &(window.as_secs() + 3).to_string()]),
+        )?),
+        Tool::Bpftrace => {
+            Some(spawn(Command::new("bpftrace").args([
+                "-e",
+                "profile:hz:97 { @[kstack, ustack, pid] = count(); }",
+            ]))?)
+        }
+    };
+    // Attach, and for `run` one full collect interval: the window is steady state.
+    std::thread::sleep(match tool {
+        Tool::Baseline => Duration::ZERO,
+        Tool::Run => Duration::from_secs(6),
+        Tool::Bpftrace => Duration::from_secs(3),
+        _ => Duration::from_secs(1),
+    });
+    let pid = child.as_ref().map(|c| c.id());
+    let cpu_before = pid.map(proc_cpu).transpose()?.unwrap_or(0.0);
+    let works = (0..WORKLOADS)
+        .map(|_| {
+            Command::new(workload)
+                .args(["-mode", "cpu", "-report", "-duration", &format!("{secs}s")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting cpuburn")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut rounds = 0u64;
+    for w in works {
+        let out = w.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        rounds += text
+            .lines()
+            .find_map(|l| l.strip_prefix("rounds ")?.trim().parse::<u64>().ok())
+            .context("cpuburn printed no rounds")?;
+    }
+    let mut sample = Sample {
+        throughput: rounds as f64 / secs,
+        ..Sample::default()
+    };
+    if let (Some(pid), Some(mut c)) = (pid, child.take()) {
+        sample.window_cpu = proc_cpu(pid)? - cpu_before;
+        let (maps, ns) = bpf_usage(pid);
+        sample.bpf_map_bytes = maps;
+        sample.ns_per_run = ns;
+        if matches!(tool, Tool::Run | Tool::Bpftrace) {
+            let sig = if tool == Tool::Run {
+                libc::SIGTERM
+            } else {
+                libc::SIGINT
+            };
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+        let (status, usage) = wait4(&mut c)?;
+        ensure!(status == 0, "{} exited with status {status}", tool.name());
+        sample.total_cpu = usage.0;
+        sample.peak_rss_kib = usage.1;
+        if tool == Tool::Perf {
+            let mut script = spawn(
+                Command::new("perf")
+                    .args(["script", "-i"])
+                    .arg(tmp.join("perf.data")),
+            )?;
+            let (status, usage) = wait4(&mut script)?;
+            ensure!(status == 0, "perf script exited with status {status}");
+            sample.total_cpu += usage.0;
+            sample.peak_rss_kib = sample.peak_rss_kib.max(usage.1);
+        }
+    }
+    Ok(sample)
+}
+
+fn spawn(cmd: &mut Command) -> Result<Child> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", crate::describe(cmd)))
+}
+
+/// CPU seconds a live process has run so far, all threads (scheduler nanoseconds, not
+/// clock ticks: an idle agent uses less than a tick per second).
+fn proc_cpu(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// Waits for a child; (exit status, (CPU seconds, peak RSS KiB)).
+fn wait4(child: &mut Child) -> Result<(i32, (f64, u64))> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to our locals.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    ensure!(r > 0, "wait4: {}", std::io::Error::last_os_error());
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((
+        code,
+        (
+            secs(usage.ru_utime) + secs(usage.ru_stime),
+            usage.ru_maxrss as u64,
+        ),
+    ))
+}
+
+/// (BPF map bytes, mean program ns per run) from the fdinfo of a process's BPF fds.
+fn bpf_usage(pid: u32) -> (u64, Option<f64>) {
+    let mut map_bytes = 0;
+    let (mut run_ns, mut runs) = (0u64, 0u64);
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, None);
+    };
+    let mut seen_maps = std::collections::HashSet::new();
+    for fd in fds.flatten() {
+        let Ok(text) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(_), Some(id)) = (field("map_type:"), field("map_id:")) {
+            if seen_maps.insert(id) {
+                map_bytes += field("memlock:").unwrap_or(0);
+            }
+        } else if let (Some(ns), Some(cnt)) = (field("run_time_ns:"), field("run_cnt:")) {
+            run_ns += ns;
+            runs += cnt;
+        }
+    }
+    (map_bytes, (runs > 0).then(|| run_ns as f64 / runs as f64))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `kernel.bpf_stats_enabled` on for the benchmark, restored after.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string(Self::PATH).ok();
+        std::fs::write(Self::PATH, "1").with_context(|| format!("enabling {}", Self::PATH))?;
+        Ok(BpfStats(before))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(v) = &self.0 {
+            let _ = std::fs::write(Self::PATH, v.trim());
+        }
+    }
+}
+
+/// A write endpoint that accepts everything: `bellows run`'s Pyroscope for the benchmark.
+struct Sink {
+    port: u16,
+    requests: Arc<AtomicU64>,
+}
+
+impl Sink {
+    fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let count = Arc::clone(&count);
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &count);
+                });
+            }
+        });
+        Ok(Sink { port, requests })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Answers 200 to every request of a keep-alive connection.
+fn serve(stream: std::net::TcpStream, count: &AtomicU64) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        count.fetch_add(1, Ordering::Relaxed);
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn print_report(results: &[(Tool, Vec<Sample>)], window: Duration, runs: usize, pushes: u64) {
+    let secs = window.as_secs_f64();
+    let m = |tool: Tool, f: &dyn Fn(&Sample) -> f64| {
+        results
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map(|(_, s)| median(s.iter().map(f).collect()))
+            .unwrap_or(0.0)
+    };
+    let base = m(Tool::Baseline, &|s| s.throughput);
+    println!(
+        "\n{runs} runs, {secs:.0} s windows, {FREQUENCY} Hz, {WORKLOADS} cpuburn workloads on {} CPUs; medians. {pushes} profiles pushed to the sink.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| tool | CPU in window (% of one core) | CPU total (s) | peak RSS (MiB) | BPF maps (MiB) | BPF ns/sample | workload throughput |");
+    println!("|---|---|---|---|---|---|---|");
+    for &tool in &Tool::ALL {
+        let tp = m(tool, &|s| s.throughput);
+        let change = if base > 0.0 {
+            (tp / base - 1.0) * 100.0
+        } else {
+            0.0
+        };
+        if tool == Tool::Baseline {
+            println!("| {} | – | – | – | – | – | {tp:.0} rounds/s |", tool.name());
+            continue;
+        }
+        let ns = m(tool, &|s| s.ns_per_run.unwrap_or(f64::NAN));
+        println!(
+            "| {} | {:.2}% | {:.2} | {:.1} | {:.1} | {} | {change:+.1}% |",
+            tool.name(),
+            m(tool, &|s| s.window_cpu) / secs * 100.0,
+            m(tool, &|s| s.total_cpu),
+            m(tool, &|s| s.peak_rss_kib as f64) / 1024.0,
+            m(tool, &|s| s.bpf_map_bytes as f64) / (1 << 20) as f64,
+            if ns.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{ns:.0}")
+            },
+        );
+    }
+    let rec = m(Tool::Record, &|s| s.total_cpu);
+    let perf = m(Tool::Perf, &|s| s.total_cpu);
+    let run_cpu = m(Tool::Run, &|s| s.window_cpu) / secs * 100.0;
+    let rss = m(Tool::Run, &|s| s.peak_rss_kib as f64)
+        .max(m(Tool::Record, &|s| s.peak_rss_kib as f64))
+        / 1024.0;
+    let maps = m(Tool::Run, &|s| s.bpf_map_bytes as f64) / (1 << 20) as f64;
+    println!("\nTargets:");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "- steady-state `run` CPU ≤ 0.5% of one core: {run_cpu:.2}% — {}",
+        verdict(run_cpu <= 0.5)
+    );
+    println!(
+        "- one-shot `record` CPU ≤ perf record + perf script: {rec:.2} s vs {perf:.2} s ({:.2}x) — {}",
+        if perf > 0.0 { rec / perf } else { 0.0 },
+        verdict(rec <= perf)
+    );
+    println!(
+        "- peak RSS ≤ 40 MiB: {rss:.1} MiB — {}",
+        verdict(rss <= 40.0)
+    );
+    println!(
+        "- BPF map memory ≤ 16 MiB: {maps:.1} MiB — {}",
+        verdict(maps <= 16.0)
+    );
+}
