@@ -36,6 +36,8 @@ pub struct MemoryUse {
     pub mapped: usize,
     /// Heap bytes of indexes.
     pub heap: usize,
+    /// Files whose DWARF was not used because it exceeded the size limit.
+    pub dwarf_too_large: usize,
 }
 
 /// Owns the resolvers of every file and the kernel, each parsed once.
@@ -44,6 +46,8 @@ pub struct Symbolizer {
     elfs: HashMap<FileIdentity, Arc<ElfResolver>>,
     kernel: Option<Arc<KernelResolver>>,
     vdso: Option<Arc<ElfResolver>>,
+    /// Applied to every file opened from now on; None for the resolver's default.
+    max_dwarf_bytes: Option<u64>,
 }
 
 impl Symbolizer {
@@ -61,7 +65,11 @@ impl Symbolizer {
         if let Some(r) = self.elfs.get(&id) {
             return Ok(Arc::clone(r));
         }
-        let r = Arc::new(ElfResolver::from_file(file, display)?);
+        let mut r = ElfResolver::from_file(file, display)?;
+        if let Some(max) = self.max_dwarf_bytes {
+            r = r.with_max_dwarf_bytes(max);
+        }
+        let r = Arc::new(r);
         self.elfs.insert(id, Arc::clone(&r));
         Ok(r)
     }
@@ -90,6 +98,12 @@ impl Symbolizer {
     /// Forgets one file (its resolver lives on while others hold it).
     pub fn evict(&mut self, id: &FileIdentity) -> bool {
         self.elfs.remove(id).is_some()
+    }
+
+    /// Bounds the DWARF any one file may use (see [`ElfResolver::with_max_dwarf_bytes`]), for
+    /// files opened from now on.
+    pub fn set_max_dwarf_bytes(&mut self, bytes: u64) {
+        self.max_dwarf_bytes = Some(bytes);
     }
 
     /// Forgets every file no caller holds any more (for a profiler: binaries of processes that
@@ -123,10 +137,12 @@ impl Symbolizer {
             MemoryUse {
                 mapped: 0,
                 heap: kernel,
+                dwarf_too_large: 0,
             },
             |m, r| MemoryUse {
                 mapped: m.mapped + r.mapped_bytes(),
                 heap: m.heap + r.index_bytes(),
+                dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
             },
         )
     }
@@ -229,5 +245,37 @@ mod tests {
         drop(held);
         assert_eq!(s.evict_unused(), 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn dwarf_over_the_limit_is_not_used_and_is_counted() {
+        use object::{Object, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let obj = object::File::parse(&*data).unwrap();
+        let addrs: Vec<u64> = obj
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 16)
+            .take(50)
+            .map(|s| s.address() + 4)
+            .collect();
+        let lines = |s: &mut Symbolizer| {
+            let r = s.elf(File::open(&exe).unwrap(), "exe").unwrap();
+            addrs
+                .iter()
+                .filter(|&&a| r.symbolize(a).frames().iter().any(|f| f.line.is_some()))
+                .count()
+        };
+        let mut unbounded = Symbolizer::new();
+        assert!(lines(&mut unbounded) > 0, "the test binary has DWARF");
+        assert_eq!(unbounded.memory().dwarf_too_large, 0);
+
+        let mut bounded = Symbolizer::new();
+        bounded.set_max_dwarf_bytes(1);
+        assert_eq!(lines(&mut bounded), 0, "DWARF over the limit is not read");
+        assert_eq!(bounded.memory().dwarf_too_large, 1);
+        // Names still come from the symbol table.
+        let r = bounded.elf(File::open(&exe).unwrap(), "exe").unwrap();
+        assert!(!r.symbolize(addrs[0]).frames().is_empty());
     }
 }

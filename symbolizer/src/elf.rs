@@ -118,7 +118,10 @@ pub struct ElfResolver {
     go: Option<GoTable>,
     go_version: Option<String>,
     has_dwarf: bool,
-    dwarf: OnceLock<Option<Dwarf>>,
+    /// The DWARF context, built at the first lookup, and whether it was refused for its size.
+    dwarf: OnceLock<(Option<Dwarf>, bool)>,
+    /// DWARF larger than this (in memory) is not used: lookups fall back to ELF symbols.
+    max_dwarf_bytes: u64,
     /// A separate debug file, when the binary's own DWARF is absent.
     debug_file: Option<(PathBuf, Arc<Mmap>)>,
     /// Where the indexed symbols' names live.
@@ -252,6 +255,7 @@ impl ElfResolver {
             go_version,
             has_dwarf,
             dwarf: OnceLock::new(),
+            max_dwarf_bytes: MAX_DWARF_BYTES,
             debug_file,
             symbol_source,
             mini_debuginfo,
@@ -309,7 +313,7 @@ impl ElfResolver {
             + self
                 .dwarf
                 .get()
-                .and_then(Option::as_ref)
+                .and_then(|(d, _)| d.as_ref())
                 .map_or(0, |d| d.decompressed_bytes)
     }
 
@@ -346,6 +350,7 @@ impl ElfResolver {
                 file: None,
                 line: None,
                 inlined: false,
+                start_line: None,
             }]),
             None if self.symbols.is_empty() && self.go.is_none() => {
                 Symbolized::Unknown(Reason::NoSymbols)
@@ -366,9 +371,23 @@ impl ElfResolver {
                     Some((_, debug)) => debug,
                     None => &self.data,
                 };
-                load_dwarf(map)
+                load_dwarf(map, self.max_dwarf_bytes)
             })
+            .0
             .as_ref()
+    }
+
+    /// Uses DWARF only when its sections take at most `bytes` (default 1 GiB): a bound on the
+    /// memory one binary may cost. Larger DWARF leaves names from the ELF symbols, without
+    /// lines or inlined frames. Applies before the first lookup.
+    pub fn with_max_dwarf_bytes(mut self, bytes: u64) -> Self {
+        self.max_dwarf_bytes = bytes.min(MAX_DWARF_BYTES);
+        self
+    }
+
+    /// True once a lookup needed DWARF that was refused for its size.
+    pub fn dwarf_too_large(&self) -> bool {
+        self.dwarf.get().is_some_and(|(_, too_large)| *too_large)
     }
 
     /// DWARF frames for `va`, innermost first; None when DWARF does not cover it.
@@ -394,6 +413,7 @@ impl ElfResolver {
                 file,
                 line,
                 inlined: true,
+                start_line: None,
             });
             if frames.len() >= MAX_INLINE_FRAMES {
                 break;
@@ -525,10 +545,12 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// Builds an addr2line context over the file's DWARF sections (plain ones read in place from
 /// the map, compressed ones decompressed onto the heap), unless they are absent or larger than
-/// [`MAX_DWARF_BYTES`].
-fn load_dwarf(map: &Arc<Mmap>) -> Option<Dwarf> {
+/// `max_bytes` (at most [`MAX_DWARF_BYTES`]); the flag says the size was the reason.
+fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
     let data: &[u8] = map;
-    let obj = object::File::parse(data).ok()?;
+    let Ok(obj) = object::File::parse(data) else {
+        return (None, false);
+    };
     let endian = if obj.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {
@@ -547,8 +569,8 @@ fn load_dwarf(map: &Arc<Mmap>) -> Option<Dwarf> {
                 .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
         })
         .fold(0u64, u64::saturating_add);
-    if total > MAX_DWARF_BYTES {
-        return None;
+    if total > max_bytes {
+        return (None, true);
     }
     let base = data.as_ptr() as usize;
     let mut decompressed_bytes = 0usize;
@@ -585,12 +607,19 @@ fn load_dwarf(map: &Arc<Mmap>) -> Option<Dwarf> {
         };
         Ok(gimli::EndianReader::new(section, endian))
     };
-    let dwarf = gimli::Dwarf::load(&mut load).ok()?;
-    let context = addr2line::Context::from_dwarf(dwarf).ok()?;
-    Some(Dwarf {
-        context: Mutex::new(context),
-        decompressed_bytes,
-    })
+    let Ok(dwarf) = gimli::Dwarf::load(&mut load) else {
+        return (None, false);
+    };
+    let Ok(context) = addr2line::Context::from_dwarf(dwarf) else {
+        return (None, false);
+    };
+    (
+        Some(Dwarf {
+            context: Mutex::new(context),
+            decompressed_bytes,
+        }),
+        false,
+    )
 }
 
 /// Function symbols of `.symtab` and `.dynsym`, sorted, deduplicated, with sizes: a symbol

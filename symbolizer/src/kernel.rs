@@ -167,6 +167,7 @@ impl KernelResolver {
             file,
             line: None,
             inlined: false,
+            start_line: None,
         }])
     }
 

@@ -22,7 +22,7 @@ pub use kernel::KernelResolver;
 
 /// One source-level frame. For an address inside inlined code there are several frames for
 /// one address: the innermost (inlined) first, the physical function last.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// Demangled function name (Go names are already readable, e.g. `main.(*T).Run`).
     pub function: String,
@@ -32,6 +32,9 @@ pub struct Frame {
     pub line: Option<u32>,
     /// True for a frame that was inlined into the next frame of the same address.
     pub inlined: bool,
+    /// Line where the function starts (its `func` keyword in Go), when the source records it:
+    /// Go 1.20+ tables, for physical and inlined functions alike.
+    pub start_line: Option<u32>,
 }
 
 /// The outcome for one address.

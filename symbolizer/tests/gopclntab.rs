@@ -131,6 +131,18 @@ fn builds() -> &'static [Build] {
 }
 
 /// The builds, or None (after failing in CI) when there is no Go.
+/// The 1-based line of the test program that starts with `prefix`.
+fn source_line(prefix: &str) -> u32 {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/go/pclntest/main.go"),
+    )
+    .unwrap();
+    src.lines()
+        .position(|l| l.starts_with(prefix))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
+}
+
 fn builds_or_skip() -> Option<&'static [Build]> {
     let b = builds();
     if b.is_empty()
@@ -381,6 +393,17 @@ fn inlined_frames_follow_the_program() {
         assert_eq!(
             f.iter().map(|f| f.inlined).collect::<Vec<_>>(),
             [true, true, false]
+        );
+        // Start lines: the `func` keyword of each function in the source, from Go 1.20's
+        // tables on (older tables do not record them).
+        let want: Vec<Option<u32>> = ["func mix(", "func twice(", "func hot("]
+            .iter()
+            .map(|decl| (b.minor() >= 20).then(|| source_line(decl)))
+            .collect();
+        assert_eq!(
+            f.iter().map(|f| f.start_line).collect::<Vec<_>>(),
+            want,
+            "{what}: {f:?}"
         );
         // The method on a pointer receiver and the closure, each with mix inlined.
         let f = find_frames(

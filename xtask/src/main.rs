@@ -69,6 +69,9 @@ enum BenchKind {
     /// `bellows symbolize` against `go tool addr2line` (large stripped Go binary) and
     /// `llvm-symbolizer --inlining` (large DWARF binary), 20,000 addresses each.
     Symbolize,
+    /// Criterion benchmarks of the symbolizer (cold open, lookups/s) on a large stripped Go
+    /// binary and a large DWARF binary.
+    Criterion,
     /// CPU, memory, BPF cost and workload slowdown of `bellows record` and `bellows run` against
     /// `perf record` + `perf script` and bpftrace, whole-system at 97 Hz, both cores busy.
     Overhead {
@@ -115,6 +118,19 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Bench {
             which: BenchKind::Symbolize,
         } => bench::symbolize(&root),
+        Task::Bench {
+            which: BenchKind::Criterion,
+        } => {
+            // The DWARF input is our own release binary.
+            build_release(&root)?;
+            run(cargo().current_dir(&root).args([
+                "bench",
+                "--package",
+                "symbolizer",
+                "--bench",
+                "symbolize",
+            ]))
+        }
         Task::Bench {
             which: BenchKind::Overhead { seconds, runs },
         } => overhead::overhead(&root, std::time::Duration::from_secs(seconds), runs),

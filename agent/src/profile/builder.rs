@@ -21,8 +21,8 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 /// - one [`pprof::Location`] per distinct (mapping, address, kernel) — compared by value, not by
 ///   `Arc` pointer — whose lines are the location's frames, inlined first, physical last;
 ///   unsymbolized locations keep address and mapping and have no lines;
-/// - one [`pprof::Function`] per distinct (name, file); the input has no start lines, so
-///   `start_line` is 0;
+/// - one [`pprof::Function`] per distinct (name, file), with the start line of the first frame
+///   that knows it (Go 1.20+ tables record it; 0 when unknown);
 /// - kernel locations share one mapping named [`KERNEL_MAPPING`] spanning the kernel addresses
 ///   seen (a kernel location's own `mapping`, if any, is ignored);
 /// - samples carry a numeric label `pid` and a string label `comm`; samples with the same
@@ -192,8 +192,13 @@ impl<'a> Builder<'a> {
         id
     }
 
-    fn function(&mut self, name: &'a str, file: Option<&'a str>) -> u64 {
+    fn function(&mut self, name: &'a str, file: Option<&'a str>, start_line: Option<u32>) -> u64 {
         if let Some(&id) = self.function_ix.get(&(name, file)) {
+            if let (Some(line), Some(f)) = (start_line, self.functions.get_mut(id as usize - 1)) {
+                if f.start_line == 0 {
+                    f.start_line = i64::from(line);
+                }
+            }
             return id;
         }
         let name_ix = self.string(name);
@@ -207,7 +212,7 @@ impl<'a> Builder<'a> {
             name: name_ix,
             system_name: name_ix,
             filename,
-            start_line: 0,
+            start_line: start_line.map_or(0, i64::from),
         });
         self.function_ix.insert((name, file), id);
         id
@@ -233,7 +238,7 @@ impl<'a> Builder<'a> {
                     .frames
                     .iter()
                     .map(|f| pprof::Line {
-                        function_id: self.function(&f.function, f.file.as_deref()),
+                        function_id: self.function(&f.function, f.file.as_deref(), f.start_line),
                         line: f.line.map_or(0, i64::from),
                         column: 0,
                     })
@@ -496,6 +501,22 @@ mod tests {
         // pid and tid are numbers, comm a string.
         assert_eq!(labels[1].num, 100);
         assert_eq!(labels[2].num, 0);
+    }
+
+    #[test]
+    fn start_lines_reach_the_functions() {
+        let mut rec = testdata::recording();
+        let first = std::sync::Arc::make_mut(&mut rec.samples[0].stack[0]);
+        first.frames[0].start_line = Some(7);
+        let name = first.frames[0].function.clone();
+        let p = build_pprof(&rec);
+        let f = p.function.iter().find(|f| s(&p, f.name) == name).unwrap();
+        assert_eq!(f.start_line, 7);
+        assert!(p
+            .function
+            .iter()
+            .filter(|g| g.id != f.id)
+            .all(|g| g.start_line == 0));
     }
 
     #[test]

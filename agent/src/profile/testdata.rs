@@ -17,6 +17,7 @@ fn frame(function: &str, file: Option<&str>, line: Option<u32>, inlined: bool) -
         file: file.map(Into::into),
         line,
         inlined,
+        start_line: None,
     }
 }
 

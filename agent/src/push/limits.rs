@@ -204,6 +204,7 @@ mod tests {
                                 file: Some(format!("/src/pkg/file_{i}.go")),
                                 line: Some(d as u32 + 1),
                                 inlined: false,
+                                start_line: None,
                             }],
                             kernel: false,
                         })

@@ -262,6 +262,7 @@ impl Collector {
             s.symbolizer_files = files as u64;
             s.symbolizer_mapped_bytes = memory.mapped as u64;
             s.symbolizer_heap_bytes = memory.heap as u64;
+            s.symbolizer_dwarf_too_large = memory.dwarf_too_large as u64;
             s.cgroups_indexed = cgroups as u64;
         });
     }

@@ -2,11 +2,7 @@
 //! start. Precedence: flag, then environment variable (clap reads both), then file, then default.
 //! Every problem is one line naming the key; the caller exits with code 2.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
@@ -53,6 +49,29 @@ pub struct MapSizes {
     pub stack_entries: u32,
 }
 
+/// Symbolization bounds (`[symbolizer]`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SymbolizerConfig {
+    /// DWARF larger than this is not used for a binary (names then come from its ELF symbols):
+    /// symbolizing a binary with hundreds of MB of debug information costs about as much
+    /// memory, and binaries in containers are anyone's.
+    #[serde(default = "default_max_dwarf_bytes")]
+    pub max_dwarf_bytes: u64,
+}
+
+fn default_max_dwarf_bytes() -> u64 {
+    64 << 20
+}
+
+impl Default for SymbolizerConfig {
+    fn default() -> Self {
+        SymbolizerConfig {
+            max_dwarf_bytes: default_max_dwarf_bytes(),
+        }
+    }
+}
+
 /// The file, as written. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -67,6 +86,8 @@ struct FileConfig {
     outside_pods: Option<OutsidePods>,
     #[serde(default)]
     maps: MapSizes,
+    #[serde(default)]
+    symbolizer: SymbolizerConfig,
     #[serde(default)]
     pyroscope: crate::push::PushConfig,
     #[serde(default)]
@@ -87,6 +108,7 @@ pub struct RunConfig {
     pub kernel_stacks: bool,
     pub outside_pods: OutsidePods,
     pub maps: MapSizes,
+    pub symbolizer: SymbolizerConfig,
     pub pyroscope: crate::push::PushConfig,
     pub kubernetes: crate::k8s::KubernetesConfig,
 }
@@ -187,6 +209,7 @@ impl RunConfig {
             kernel_stacks: file.kernel_stacks.unwrap_or(true),
             outside_pods,
             maps: file.maps,
+            symbolizer: file.symbolizer,
             pyroscope,
             kubernetes,
         })
@@ -229,11 +252,6 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// The path a `--config` flag names, for messages.
-pub fn config_path(args: &RunArgs) -> Option<&PathBuf> {
-    args.config.as_ref()
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub symbolizer_files: u64,
     pub symbolizer_mapped_bytes: u64,
     pub symbolizer_heap_bytes: u64,
+    /// Binaries whose DWARF exceeded `max-dwarf-bytes` (named from ELF symbols only).
+    pub symbolizer_dwarf_too_large: u64,
     pub cgroups_indexed: u64,
     /// Entries of the kernel cgroup filter; None when the filter is off.
     pub filter_cgroups: Option<u64>,
@@ -245,6 +247,13 @@ impl Metrics {
                 ("kind=\"mapped\"", s.symbolizer_mapped_bytes),
                 ("kind=\"heap\"", s.symbolizer_heap_bytes),
             ],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_dwarf_too_large",
+            "gauge",
+            "Binaries whose DWARF exceeds max-dwarf-bytes: named without lines or inlined frames.",
+            &[("", s.symbolizer_dwarf_too_large)],
         );
         family(
             &mut out,

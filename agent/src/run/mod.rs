@@ -136,6 +136,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         source: e.into(),
     })?;
     let mut table = ProcessTable::new();
+    table
+        .symbolizer_mut()
+        .set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
     let kernel = if cfg.kernel_stacks {
         match table.symbolizer_mut().kernel() {
             Ok(k) => Some(k),

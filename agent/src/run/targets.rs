@@ -80,6 +80,9 @@ impl Targeting<'_> {
         if self.outside != OutsidePods::Skip && self.selects_everything() {
             return None;
         }
+        // Without a cgroup v2 hierarchy (cgroup v1 hosts) tasks have no ids to select by:
+        // select in userspace, from /proc/PID/cgroup.
+        cgroups.root()?;
         let outside_wanted = self.outside != OutsidePods::Skip;
         let wanted = cgroups
             .entries()
@@ -258,6 +261,16 @@ mod tests {
         t.outside = OutsidePods::Skip;
         assert_eq!(t.series(Some(&host_entry()), None, "nginx"), None);
         assert_eq!(t.series(None, None, "nginx"), None);
+    }
+
+    #[test]
+    fn without_cgroup_v2_selection_stays_in_userspace() {
+        let t = Targeting {
+            node: "n1",
+            outside: OutsidePods::Skip,
+            pods: None,
+        };
+        assert_eq!(t.kernel_filter(&CgroupIndex::new(None)), None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(super) struct FuncRecord {
     /// Index of the function's compilation unit in `cutab` (Go 1.16+; 0 before).
     pub cu_offset: u32,
     pub nfuncdata: u8,
+    /// `_func.startLine` (Go 1.20+ tables; None before, or when not positive).
+    pub start_line: Option<u32>,
 }
 
 impl GoTable {
@@ -117,6 +119,13 @@ impl GoTable {
                 field(7)?
             },
             nfuncdata: b.u8(at + fixed - 1)?,
+            start_line: if self.version == GoTableVersion::V120 {
+                field(8)
+                    .and_then(|l| u32::try_from(l as i32).ok())
+                    .filter(|&l| l > 0)
+            } else {
+                None
+            },
         })
     }
 

@@ -89,6 +89,7 @@ impl GoTable {
             file,
             line,
             inlined: false,
+            start_line: f.start_line,
         });
         Ok(frames)
     }
@@ -132,11 +133,21 @@ impl GoTable {
                 .name(b.0, field(name_at)?)
                 .ok_or(FramesError::Damaged)?;
             let (file, line) = position(cur);
+            // Go 1.20+ records carry the inlined function's start line after parentPc.
+            let start_line = if self.version == GoTableVersion::V120 {
+                field(parent_at + 4)
+                    .ok()
+                    .and_then(|l| u32::try_from(l).ok())
+                    .filter(|&l| l > 0)
+            } else {
+                None
+            };
             frames.push(Frame {
                 function: name.to_string(),
                 file,
                 line,
                 inlined: true,
+                start_line,
             });
             // Continue at the call site, which must lie inside the function.
             cur = u64::try_from(field(parent_at)?)

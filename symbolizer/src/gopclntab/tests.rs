@@ -174,12 +174,15 @@ fn elf(table: &[u8], layout: &Layout, sections: bool) -> Vec<u8> {
     f
 }
 
+/// A frame of the hand-built table, whose one physical function starts at line 10 (its
+/// inlined calls record no start line).
 fn frame(function: &str, line: u32, inlined: bool) -> Frame {
     Frame {
         function: function.to_string(),
         file: Some("/src/a.go".to_string()),
         line: Some(line),
         inlined,
+        start_line: (!inlined).then_some(10),
     }
 }
 
@@ -367,7 +370,8 @@ fn damaged_positions_leave_the_frame_without_file_or_line() {
             function: "main.f".to_string(),
             file: None,
             line: None,
-            inlined: false
+            inlined: false,
+            start_line: Some(10),
         }]
     );
 }

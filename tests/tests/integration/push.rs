@@ -44,6 +44,7 @@ fn recording(stacks: usize, count: u64) -> Recording {
                             file: Some("/src/main.go".into()),
                             line: Some(10 + d as u32),
                             inlined: false,
+                            start_line: None,
                         }],
                         kernel: false,
                     })
@@ -268,4 +269,63 @@ fn the_ingest_api_works_for_old_servers() {
     assert_eq!(r.label("service_name"), Some("ebpf/shop/web"));
     assert_eq!(r.label("pod"), Some("web-0"));
     assert_eq!(r.total_value(), 3 * 2 * 10_000_000);
+}
+
+/// Against a real Pyroscope when `PYROSCOPE_URL` is set: none can run on our machines, so this
+/// one is opt-in (it prints why it skips otherwise). The series must be queryable afterwards.
+#[test]
+fn a_real_pyroscope_accepts_and_serves_our_profiles() {
+    let Some(url) = std::env::var("PYROSCOPE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!(
+            "skipping a_real_pyroscope_accepts_and_serves_our_profiles: PYROSCOPE_URL is not set"
+        );
+        return;
+    };
+    let service = format!("bellows-test-{}", std::process::id());
+    let rt = runtime();
+    let stats = rt.block_on(async {
+        let p = Pusher::start(&config(&url)).unwrap();
+        p.submit(labels(&service), &recording(5, 3));
+        wait_stats(&p, Duration::from_secs(30), |s| {
+            s.pushed == 1 || s.rejected > 0
+        })
+        .await;
+        p.shutdown(Duration::from_secs(5)).await
+    });
+    assert_eq!(stats.pushed, 1, "{stats:?}");
+    let found = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for _ in 0..30 {
+            let body = serde_json::json!({
+                "name": "service_name",
+                "start": now - 3_600_000,
+                "end": now + 600_000,
+            });
+            let resp = client
+                .post(format!(
+                    "{}/querier.v1.QuerierService/LabelValues",
+                    url.trim_end_matches('/')
+                ))
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            if let Ok(resp) = resp {
+                let text = resp.text().await.unwrap_or_default();
+                if text.contains(&service) {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        false
+    });
+    assert!(found, "service_name {service} not queryable from {url}");
 }
