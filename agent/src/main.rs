@@ -24,15 +24,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    eprintln!("bellows: cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(record::record(cfg)) {
                 Ok(report) => {
@@ -65,16 +58,9 @@ fn run(args: agent::cli::RunArgs, log: Option<&str>) -> ExitCode {
     };
     let filter = log.map(str::to_string).or_else(|| cfg.log_level.clone());
     init_logging(filter.as_deref(), "info", cfg.log_format == LogFormat::Json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("bellows: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
+    else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(agent::run::run(cfg)) {
         Ok(summary) => {
@@ -136,6 +122,17 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// Builds the async runtime, or says why it cannot in one line.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            eprintln!("bellows: cannot start the async runtime: {err}");
+            None
+        }
+    }
 }
 
 /// Logs to stderr. The filter comes from `--log`, else RUST_LOG, else `default`.

@@ -206,6 +206,19 @@ impl<S: ProcSource> ProcessTable<S> {
         true
     }
 
+    /// Observes every process the kernel side announced in its ring buffer (one `u32` tgid per
+    /// record) since the last call.
+    pub fn observe_announced(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        while let Some(item) = ring.next() {
+            let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
+                continue;
+            };
+            let pid = u32::from_ne_bytes(bytes);
+            drop(item);
+            self.observe(pid);
+        }
+    }
+
     /// Releases a process that has exited (its mappings and file references). Returns whether
     /// it was held.
     pub fn forget(&mut self, pid: u32) -> bool {

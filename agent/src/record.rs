@@ -270,7 +270,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             }
             guard = new_pids.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
-                drain_new_pids(guard.get_inner_mut(), &mut table);
+                table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick(), if progress => {
@@ -289,7 +289,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     if progress {
         eprint!("\r\x1b[2K");
     }
-    drain_new_pids(new_pids.get_mut(), &mut table);
+    table.observe_announced(new_pids.get_mut());
     let drops = sampler.drop_counts()?;
     let drained = sampler.drain()?;
     drop(sampler);
@@ -355,17 +355,6 @@ fn flame_title(cfg: &RecordConfig) -> String {
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         format!("bellows record: {host}")
-    }
-}
-
-fn drain_new_pids(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, table: &mut ProcessTable) {
-    while let Some(item) = ring.next() {
-        let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
-            continue;
-        };
-        let pid = u32::from_ne_bytes(bytes);
-        drop(item);
-        table.observe(pid);
     }
 }
 

@@ -259,6 +259,22 @@ impl Stacks {
     }
 }
 
+/// Moves `pid` into the cgroup v2 directory `dir`.
+fn move_into(dir: &Path, pid: u32) {
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+}
+
+/// Kills every process in the cgroup v2 directory `dir`.
+fn kill_members(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// A cgroup v2 directory for a test, removed (after killing what is inside) on drop.
 pub struct TestCgroup {
     pub path: PathBuf,
@@ -276,19 +292,13 @@ impl TestCgroup {
 
     /// Moves `pid` into the cgroup.
     pub fn add(&self, pid: u32) {
-        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.path.display()));
+        move_into(&self.path, pid);
     }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: kill has no memory preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+        kill_members(&self.path);
         for _ in 0..50 {
             if std::fs::remove_dir(&self.path).is_ok() {
                 return;
@@ -420,19 +430,13 @@ impl KubeletCgroup {
 
     /// Moves `pid` into the container's cgroup.
     pub fn add(&self, pid: u32) {
-        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.scope.display()));
+        move_into(&self.scope, pid);
     }
 }
 
 impl Drop for KubeletCgroup {
     fn drop(&mut self) {
-        if let Ok(procs) = std::fs::read_to_string(self.scope.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: kill has no memory preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+        kill_members(&self.scope);
         for dir in &self.created {
             for _ in 0..50 {
                 // Shared parents (another test's pod) stay: removing a non-empty one fails.

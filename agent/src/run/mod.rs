@@ -203,13 +203,13 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
             }
             guard = new_pids.readable_mut() => {
                 let mut guard = guard.map_err(io("reading the new-process ring buffer"))?;
-                drain_new_pids(guard.get_inner_mut(), &mut collector.table);
+                collector.table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
             }
         }
     }
     tracing::info!("stopping: collecting and pushing the last interval");
-    drain_new_pids(new_pids.get_mut(), &mut collector.table);
+    collector.table.observe_announced(new_pids.get_mut());
     collect_once(&mut collector, &targeting, &pusher);
     collector.sampler.stop();
     let kernel_drops = collector
@@ -247,17 +247,6 @@ fn sync_filter(collector: &mut Collector, targeting: &Targeting) {
             .metrics
             .update_quiet(|s| s.filter_cgroups = size.map(|n| n as u64)),
         Err(err) => tracing::warn!("updating the kernel cgroup filter: {err}"),
-    }
-}
-
-fn drain_new_pids(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, table: &mut ProcessTable) {
-    while let Some(item) = ring.next() {
-        let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
-            continue;
-        };
-        let pid = u32::from_ne_bytes(bytes);
-        drop(item);
-        table.observe(pid);
     }
 }
 
