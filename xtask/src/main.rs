@@ -79,7 +79,7 @@ enum BenchKind {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
         /// Repetitions (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
 }

@@ -66,7 +66,12 @@ struct Sample {
     window_cpu: f64,
     /// CPU seconds over the tool's life, post-processing included.
     total_cpu: f64,
+    /// Peak resident set (ru_maxrss of the tool and its post-processing), KiB.
     peak_rss_kib: u64,
+    /// Peak anonymous and file-backed resident memory, KiB (polled from /proc/PID/status): file
+    /// pages are the binaries the symbolizer maps, shared with the page cache.
+    peak_anon_kib: u64,
+    peak_file_kib: u64,
     bpf_map_bytes: u64,
     /// Mean BPF program run time per invocation, ns (None: no BPF program).
     ns_per_run: Option<f64>,
@@ -98,21 +103,38 @@ pub fn overhead(root: &Path, window: Duration, runs: usize) -> Result<()> {
 
     let mut results: Vec<(Tool, Vec<Sample>)> =
         Tool::ALL.iter().map(|&t| (t, Vec::new())).collect();
+    // `bellows run` may fail on its own (e.g. a build without it): the others still count.
+    let mut run_error: Option<String> = None;
     for run in 0..runs {
-        for (tool, samples) in results.iter_mut() {
+        // Rotate the order so no tool always follows the same neighbour (or a quiet machine).
+        for i in 0..results.len() {
+            let (tool, samples) = &mut results[(i + run) % Tool::ALL.len()];
+            if *tool == Tool::Run && run_error.is_some() {
+                continue;
+            }
             eprintln!("run {}/{runs}: {}", run + 1, tool.name());
-            let s = measure(*tool, &bellows, &workload, window, &sink, &tmp)
-                .with_context(|| format!("measuring {}", tool.name()))?;
-            eprintln!("  {s:?}");
-            samples.push(s);
+            match measure(*tool, &bellows, &workload, window, &sink, &tmp) {
+                Ok(s) => {
+                    eprintln!("  {s:?}");
+                    samples.push(s);
+                }
+                Err(e) if *tool == Tool::Run => {
+                    eprintln!("  bellows run unavailable: {e:#}");
+                    run_error = Some(format!("{e:#}"));
+                }
+                Err(e) => return Err(e.context(format!("measuring {}", tool.name()))),
+            }
         }
     }
-    print_report(
-        &results,
+    print_report(&Report {
+        results: &results,
         window,
         runs,
-        sink.requests.load(Ordering::Relaxed),
-    );
+        pushes: sink.requests.load(Ordering::Relaxed),
+        pushed_bytes: sink.bytes.load(Ordering::Relaxed),
+        run_error: run_error.as_deref(),
+        record_summary: std::fs::read_to_string(tmp.join("record.log")).unwrap_or_default(),
+    });
     Ok(())
 }
 
@@ -128,14 +150,15 @@ fn measure(
     let total = format!("{}s", window.as_secs() + 3);
     let mut child = match tool {
         Tool::Baseline => None,
-        Tool::Record => Some(spawn(
+        Tool::Record => Some(spawn_logged(
             Command::new(bellows)
                 .args(["record", "-F", FREQUENCY, "-d", &total, "-o"])
                 .arg(tmp.join("record.pb.gz")),
+            &tmp.join("record.log"),
         )?),
         Tool::Run => {
             let metrics = free_port()?;
-            Some(spawn(
+            Some(spawn_logged(
                 Command::new(bellows)
                     .args(["run", "-F", FREQUENCY, "--collect-interval", "5s"])
                     .args(["--node-name", "bench", "--outside-pods", "executable"])
@@ -143,6 +166,7 @@ fn measure(
                     .args(["--metrics-address", &format!("127.0.0.1:{metrics}")])
                     .env_remove("KUBECONFIG")
                     .env("RUST_LOG", "warn"),
+                &tmp.join("run.log"),
             )?)
         }
         Tool::Perf => Some(spawn(
@@ -165,7 +189,23 @@ fn measure(
         Tool::Bpftrace => Duration::from_secs(3),
         _ => Duration::from_secs(1),
     });
+    if let Some(c) = child.as_mut() {
+        if let Some(status) = c.try_wait()? {
+            let log = std::fs::read_to_string(tmp.join(format!(
+                "{}.log",
+                if tool == Tool::Run { "run" } else { "record" }
+            )))
+            .unwrap_or_default();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            anyhow::bail!("{} exited early ({status}): {last}", tool.name());
+        }
+    }
     let pid = child.as_ref().map(|c| c.id());
+    let watch = pid.map(MemWatch::start);
     let cpu_before = pid.map(proc_cpu).transpose()?.unwrap_or(0.0);
     let works = (0..WORKLOADS)
         .map(|_| {
@@ -208,13 +248,20 @@ fn measure(
         ensure!(status == 0, "{} exited with status {status}", tool.name());
         sample.total_cpu = usage.0;
         sample.peak_rss_kib = usage.1;
+        if let Some(w) = watch {
+            (sample.peak_anon_kib, sample.peak_file_kib) = w.finish();
+        }
         if tool == Tool::Perf {
             let mut script = spawn(
                 Command::new("perf")
                     .args(["script", "-i"])
                     .arg(tmp.join("perf.data")),
             )?;
+            let watch = MemWatch::start(script.id());
             let (status, usage) = wait4(&mut script)?;
+            let (anon, file) = watch.finish();
+            sample.peak_anon_kib = sample.peak_anon_kib.max(anon);
+            sample.peak_file_kib = sample.peak_file_kib.max(file);
             ensure!(status == 0, "perf script exited with status {status}");
             sample.total_cpu += usage.0;
             sample.peak_rss_kib = sample.peak_rss_kib.max(usage.1);
@@ -229,6 +276,52 @@ fn spawn(cmd: &mut Command) -> Result<Child> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", crate::describe(cmd)))
+}
+
+/// Like [`spawn`], with stdout and stderr in `log` (for the tool's summary or its last error).
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {}", crate::describe(cmd)))
+}
+
+/// Polls a live process's resident memory (anonymous, file-backed) until it exits; keeps the
+/// peaks. ru_maxrss gives the total peak but not what it is made of.
+struct MemWatch(std::thread::JoinHandle<(u64, u64)>);
+
+impl MemWatch {
+    fn start(pid: u32) -> Self {
+        MemWatch(std::thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            let (mut anon, mut file) = (0, 0);
+            // A zombie's status has no memory lines: the loop ends when the tool exits.
+            while let Ok(text) = std::fs::read_to_string(&path) {
+                let field = |name: &str| {
+                    text.lines().find_map(|l| {
+                        l.strip_prefix(name)?
+                            .trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+                };
+                let Some(a) = field("RssAnon:") else { break };
+                anon = anon.max(a);
+                file = file.max(field("RssFile:").unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (anon, file)
+        }))
+    }
+
+    /// Peak (anonymous, file-backed) KiB; call after the process exited.
+    fn finish(self) -> (u64, u64) {
+        self.0.join().unwrap_or((0, 0))
+    }
 }
 
 /// CPU seconds a live process has run so far, all threads (scheduler nanoseconds, not
@@ -327,6 +420,7 @@ impl Drop for BpfStats {
 struct Sink {
     port: u16,
     requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl Sink {
@@ -334,16 +428,21 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let requests = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&requests);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (count, size) = (Arc::clone(&requests), Arc::clone(&bytes));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let count = Arc::clone(&count);
+                let (count, size) = (Arc::clone(&count), Arc::clone(&size));
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &count);
+                    let _ = serve(stream, &count, &size);
                 });
             }
         });
-        Ok(Sink { port, requests })
+        Ok(Sink {
+            port,
+            requests,
+            bytes,
+        })
     }
 
     fn url(&self) -> String {
@@ -351,8 +450,8 @@ impl Sink {
     }
 }
 
-/// Answers 200 to every request of a keep-alive connection.
-fn serve(stream: std::net::TcpStream, count: &AtomicU64) -> std::io::Result<()> {
+/// Answers 200 to every request of a keep-alive connection; counts requests and body bytes.
+fn serve(stream: std::net::TcpStream, count: &AtomicU64, size: &AtomicU64) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -376,6 +475,7 @@ fn serve(stream: std::net::TcpStream, count: &AtomicU64) -> std::io::Result<()> 
         let mut body = vec![0; length];
         reader.read_exact(&mut body)?;
         count.fetch_add(1, Ordering::Relaxed);
+        size.fetch_add(length as u64, Ordering::Relaxed);
         out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
     }
 }
@@ -393,40 +493,129 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn print_report(results: &[(Tool, Vec<Sample>)], window: Duration, runs: usize, pushes: u64) {
-    let secs = window.as_secs_f64();
-    let m = |tool: Tool, f: &dyn Fn(&Sample) -> f64| {
-        results
+struct Report<'a> {
+    results: &'a [(Tool, Vec<Sample>)],
+    window: Duration,
+    runs: usize,
+    pushes: u64,
+    pushed_bytes: u64,
+    run_error: Option<&'a str>,
+    /// `bellows record`'s summary of its last run (samples, symbolizer memory).
+    record_summary: String,
+}
+
+/// This machine in one line: CPU model, CPUs, memory, kernel.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim())
+        })
+        .unwrap_or("unknown CPU");
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .split(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(0.0, |kib| kib / (1 << 20) as f64);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{model}, {} CPUs, {mem_gib:.0} GiB, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Prints the results as a markdown section (for BENCHMARKS.md).
+fn print_report(r: &Report) {
+    let secs = r.window.as_secs_f64();
+    let samples = |tool: Tool| {
+        r.results
             .iter()
             .find(|(t, _)| *t == tool)
-            .map(|(_, s)| median(s.iter().map(f).collect()))
-            .unwrap_or(0.0)
+            .map_or(&[][..], |(_, s)| s.as_slice())
     };
+    let m = |tool: Tool, f: &dyn Fn(&Sample) -> f64| median(samples(tool).iter().map(f).collect());
+    let mib = |kib: f64| kib / 1024.0;
     let base = m(Tool::Baseline, &|s| s.throughput);
+    let spread = {
+        let v: Vec<f64> = samples(Tool::Baseline)
+            .iter()
+            .map(|s| s.throughput)
+            .collect();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        if base > 0.0 && v.len() > 1 {
+            format!(
+                "{:+.1}% to {:+.1}%",
+                (lo / base - 1.0) * 100.0,
+                (hi / base - 1.0) * 100.0
+            )
+        } else {
+            "–".to_string()
+        }
+    };
+    println!("\n### Overhead run of {}\n", today());
     println!(
-        "\n{runs} runs, {secs:.0} s windows, {FREQUENCY} Hz, {WORKLOADS} cpuburn workloads on {} CPUs; medians. {pushes} profiles pushed to the sink.\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "`cargo xtask bench overhead --seconds {secs:.0} --runs {}`; {}. Medians of {} runs, {secs:.0} s windows, whole system at {FREQUENCY} Hz, {WORKLOADS} `cpuburn -mode cpu` workloads keeping the CPUs busy. `bellows run` pushed {} profiles ({:.1} KiB) to the local sink.\n",
+        r.runs,
+        machine(),
+        r.runs,
+        r.pushes,
+        r.pushed_bytes as f64 / 1024.0
     );
-    println!("| tool | CPU in window (% of one core) | CPU total (s) | peak RSS (MiB) | BPF maps (MiB) | BPF ns/sample | workload throughput |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| tool | CPU in window (% of one core) | CPU total (s) | peak RSS (MiB) | of which anon / file (MiB) | BPF maps (MiB) | BPF ns/sample | workload throughput |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &tool in &Tool::ALL {
+        if tool == Tool::Baseline {
+            println!(
+                "| {} | – | – | – | – | – | – | {base:.0} rounds/s (runs spread {spread}) |",
+                tool.name()
+            );
+            continue;
+        }
+        if samples(tool).is_empty() {
+            println!(
+                "| {} | unavailable ({}) | | | | | | |",
+                tool.name(),
+                r.run_error.unwrap_or("no runs")
+            );
+            continue;
+        }
         let tp = m(tool, &|s| s.throughput);
         let change = if base > 0.0 {
             (tp / base - 1.0) * 100.0
         } else {
             0.0
         };
-        if tool == Tool::Baseline {
-            println!("| {} | – | – | – | – | – | {tp:.0} rounds/s |", tool.name());
-            continue;
-        }
         let ns = m(tool, &|s| s.ns_per_run.unwrap_or(f64::NAN));
         println!(
-            "| {} | {:.2}% | {:.2} | {:.1} | {:.1} | {} | {change:+.1}% |",
+            "| {} | {:.2}% | {:.2} | {:.1} | {:.1} / {:.1} | {:.1} | {} | {change:+.1}% |",
             tool.name(),
             m(tool, &|s| s.window_cpu) / secs * 100.0,
             m(tool, &|s| s.total_cpu),
-            m(tool, &|s| s.peak_rss_kib as f64) / 1024.0,
+            mib(m(tool, &|s| s.peak_rss_kib as f64)),
+            mib(m(tool, &|s| s.peak_anon_kib as f64)),
+            mib(m(tool, &|s| s.peak_file_kib as f64)),
             m(tool, &|s| s.bpf_map_bytes as f64) / (1 << 20) as f64,
             if ns.is_nan() {
                 "–".to_string()
@@ -435,30 +624,96 @@ fn print_report(results: &[(Tool, Vec<Sample>)], window: Duration, runs: usize, 
             },
         );
     }
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "–".to_string()
+        }
+    };
     let rec = m(Tool::Record, &|s| s.total_cpu);
     let perf = m(Tool::Perf, &|s| s.total_cpu);
-    let run_cpu = m(Tool::Run, &|s| s.window_cpu) / secs * 100.0;
-    let rss = m(Tool::Run, &|s| s.peak_rss_kib as f64)
-        .max(m(Tool::Record, &|s| s.peak_rss_kib as f64))
-        / 1024.0;
-    let maps = m(Tool::Run, &|s| s.bpf_map_bytes as f64) / (1 << 20) as f64;
-    println!("\nTargets:");
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let bpft = m(Tool::Bpftrace, &|s| s.total_cpu);
+    let rss = |t: Tool| mib(m(t, &|s| s.peak_rss_kib as f64));
+    let maps = |t: Tool| m(t, &|s| s.bpf_map_bytes as f64) / (1 << 20) as f64;
+    println!("\nRatios to the peers (bellows record / peer): CPU total {} of perf record + perf script, {} of bpftrace; peak RSS {} of perf, {} of bpftrace; BPF maps {} of bpftrace.",
+        ratio(rec, perf), ratio(rec, bpft), ratio(rss(Tool::Record), rss(Tool::Perf)),
+        ratio(rss(Tool::Record), rss(Tool::Bpftrace)), ratio(maps(Tool::Record), maps(Tool::Bpftrace)));
+    let summary: Vec<&str> = r
+        .record_summary
+        .lines()
+        .filter(|l| l.starts_with("Recorded") || l.starts_with("Symbolized"))
+        .collect();
+    if !summary.is_empty() {
+        println!(
+            "`bellows record`'s own summary (last run): {}",
+            summary.join(" ")
+        );
+    }
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    println!("\nTargets:\n");
+    if samples(Tool::Run).is_empty() {
+        println!(
+            "- steady-state agent CPU ≤ 0.5% of one core: run unavailable ({})",
+            r.run_error.unwrap_or("no runs")
+        );
+    } else {
+        let run_cpu = m(Tool::Run, &|s| s.window_cpu) / secs * 100.0;
+        println!(
+            "- steady-state agent CPU ≤ 0.5% of one core: {run_cpu:.2}%: {}",
+            verdict(run_cpu <= 0.5)
+        );
+    }
     println!(
-        "- steady-state `run` CPU ≤ 0.5% of one core: {run_cpu:.2}% — {}",
-        verdict(run_cpu <= 0.5)
-    );
-    println!(
-        "- one-shot `record` CPU ≤ perf record + perf script: {rec:.2} s vs {perf:.2} s ({:.2}x) — {}",
-        if perf > 0.0 { rec / perf } else { 0.0 },
+        "- one-shot `record` CPU ≤ perf record + perf script: {rec:.2} s vs {perf:.2} s ({}): {}",
+        ratio(rec, perf),
         verdict(rec <= perf)
     );
-    println!(
-        "- peak RSS ≤ 40 MiB: {rss:.1} MiB — {}",
-        verdict(rss <= 40.0)
-    );
-    println!(
-        "- BPF map memory ≤ 16 MiB: {maps:.1} MiB — {}",
-        verdict(maps <= 16.0)
-    );
+    for t in [Tool::Record, Tool::Run] {
+        if !samples(t).is_empty() {
+            println!(
+                "- peak RSS ≤ 40 MiB, {}: {:.1} MiB ({:.1} MiB anonymous): {}",
+                t.name(),
+                rss(t),
+                mib(m(t, &|s| s.peak_anon_kib as f64)),
+                verdict(rss(t) <= 40.0)
+            );
+        }
+    }
+    for t in [Tool::Record, Tool::Run] {
+        if !samples(t).is_empty() {
+            println!(
+                "- BPF map memory ≤ 16 MiB, {}: {:.1} MiB: {}",
+                t.name(),
+                maps(t),
+                verdict(maps(t) <= 16.0)
+            );
+        }
+    }
+    for t in [Tool::Record, Tool::Run] {
+        if !samples(t).is_empty() {
+            let change = (m(t, &|s| s.throughput) / base - 1.0) * 100.0;
+            println!(
+                "- workload slowdown within noise, {}: {change:+.1}% (baseline runs spread {spread}): {}",
+                t.name(),
+                verdict(within_noise(change, samples(Tool::Baseline), base))
+            );
+        }
+    }
+}
+
+/// A throughput change is within noise when it lies inside the baseline's own spread (or
+/// within 1% when there is a single baseline run).
+fn within_noise(change_pct: f64, baseline: &[Sample], base: f64) -> bool {
+    if change_pct >= 0.0 {
+        return true;
+    }
+    let lowest = baseline
+        .iter()
+        .map(|s| s.throughput)
+        .fold(f64::MAX, f64::min);
+    if baseline.len() < 2 || base <= 0.0 {
+        return change_pct >= -1.0;
+    }
+    change_pct >= (lowest / base - 1.0) * 100.0
 }
