@@ -331,6 +331,10 @@ impl ElfResolver {
     /// Frames for a virtual address: the Go table first (with inlined frames and lines), then
     /// DWARF (lines and inlined frames of native code), then the ELF symbol tables (cgo and
     /// assembly code, binaries without debug information).
+    ///
+    /// In a Go binary, an address the Go table misses (C code linked in by cgo) is named from
+    /// the ELF symbols when they know it: a Go binary's DWARF is large and compressed by
+    /// default, and loading all of it for a few C frames costs more than their lines are worth.
     pub fn symbolize(&self, va: u64) -> Symbolized {
         let mut go_miss = None;
         if let Some(go) = &self.go {
@@ -339,7 +343,8 @@ impl ElfResolver {
                 Symbolized::Unknown(reason) => go_miss = Some(reason),
             }
         }
-        if self.has_dwarf {
+        let named_cheaply = self.go.is_some() && self.symbol_at(va).is_some();
+        if self.has_dwarf && !named_cheaply {
             if let Some(frames) = self.dwarf_frames(va) {
                 return Symbolized::Sym(frames);
             }
