@@ -10,8 +10,9 @@
 //! - a `bpftrace` profile one-liner that counts kernel+user stacks per pid and prints them.
 //!
 //! Per tool: CPU (user+sys) in the window and over its whole life (post-processing included),
-//! peak RSS, BPF map memory (`memlock` of its map fds), BPF program time per sample (kernel BPF
-//! stats), and the workloads' throughput against a window with no profiler. Medians over runs.
+//! peak RSS (and its anonymous and file-backed parts), BPF map memory (`memlock` of its map
+//! fds), BPF program time per sample (kernel BPF stats), and the workloads' throughput against a
+//! window with no profiler. Medians over runs.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -182,9 +183,10 @@ fn measure(
             ]))?)
         }
     };
-    // Attach, and for `run` one full collect interval: the window is steady state.
+    // Attach, and for `run` one full collect interval: the window is steady state. The baseline
+    // waits too, so the previous tool's teardown (maps freed, files written) is not in its window.
     std::thread::sleep(match tool {
-        Tool::Baseline => Duration::ZERO,
+        Tool::Baseline => Duration::from_secs(3),
         Tool::Run => Duration::from_secs(6),
         Tool::Bpftrace => Duration::from_secs(3),
         _ => Duration::from_secs(1),
@@ -201,7 +203,7 @@ fn measure(
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            anyhow::bail!("{} exited early ({status}): {last}", tool.name());
+            anyhow::bail!("exited early ({status}): {last}");
         }
     }
     let pid = child.as_ref().map(|c| c.id());
