@@ -44,6 +44,11 @@ pub struct MemoryUse {
 #[derive(Debug, Default)]
 pub struct Symbolizer {
     elfs: HashMap<FileIdentity, Arc<ElfResolver>>,
+    /// The same resolvers by (build id, file size): identical binaries at different paths or
+    /// inodes (one image's layers in several containers) are parsed once.
+    by_build_id: HashMap<(Vec<u8>, u64), Arc<ElfResolver>>,
+    /// Files found through `by_build_id` instead of being parsed again.
+    build_id_hits: u64,
     kernel: Option<Arc<KernelResolver>>,
     vdso: Option<Arc<ElfResolver>>,
     /// Applied to every file opened from now on; None for the resolver's default.
@@ -65,13 +70,28 @@ impl Symbolizer {
         if let Some(r) = self.elfs.get(&id) {
             return Ok(Arc::clone(r));
         }
+        let build_id = peek_build_id(&file).map(|b| (b, id.size));
+        if let Some(r) = build_id.as_ref().and_then(|k| self.by_build_id.get(k)) {
+            let r = Arc::clone(r);
+            self.build_id_hits += 1;
+            self.elfs.insert(id, Arc::clone(&r));
+            return Ok(r);
+        }
         let mut r = ElfResolver::from_file(file, display)?;
         if let Some(max) = self.max_dwarf_bytes {
             r = r.with_max_dwarf_bytes(max);
         }
         let r = Arc::new(r);
         self.elfs.insert(id, Arc::clone(&r));
+        if let Some(key) = build_id {
+            self.by_build_id.insert(key, Arc::clone(&r));
+        }
         Ok(r)
+    }
+
+    /// Files that were found by build id rather than parsed again.
+    pub fn build_id_hits(&self) -> u64 {
+        self.build_id_hits
     }
 
     /// Kernel symbols, read from `/proc/kallsyms` once.
@@ -97,7 +117,13 @@ impl Symbolizer {
 
     /// Forgets one file (its resolver lives on while others hold it).
     pub fn evict(&mut self, id: &FileIdentity) -> bool {
-        self.elfs.remove(id).is_some()
+        match self.elfs.remove(id) {
+            Some(r) => {
+                self.by_build_id.retain(|_, b| !Arc::ptr_eq(b, &r));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Bounds the DWARF any one file may use (see [`ElfResolver::with_max_dwarf_bytes`]), for
@@ -109,14 +135,27 @@ impl Symbolizer {
     /// Forgets every file no caller holds any more (for a profiler: binaries of processes that
     /// exited). Returns how many were released.
     pub fn evict_unused(&mut self) -> usize {
+        // A resolver is unused when only this cache holds it (once per index it is in).
         let before = self.elfs.len();
-        self.elfs.retain(|_, r| Arc::strong_count(r) > 1);
+        let held = |r: &Arc<ElfResolver>, cached: usize| Arc::strong_count(r) > cached;
+        let counts: HashMap<*const ElfResolver, usize> = self
+            .elfs
+            .values()
+            .chain(self.by_build_id.values())
+            .fold(HashMap::new(), |mut m, r| {
+                *m.entry(Arc::as_ptr(r)).or_default() += 1;
+                m
+            });
+        let cached = |r: &Arc<ElfResolver>| counts.get(&Arc::as_ptr(r)).copied().unwrap_or(0);
+        self.elfs.retain(|_, r| held(r, cached(r)));
+        self.by_build_id.retain(|_, r| held(r, cached(r)));
         before - self.elfs.len()
     }
 
     /// Forgets every file and the kernel symbols.
     pub fn clear(&mut self) {
         self.elfs.clear();
+        self.by_build_id.clear();
         self.kernel = None;
     }
 
@@ -133,19 +172,35 @@ impl Symbolizer {
     /// Memory held by the cached resolvers: files, the vDSO and the kernel symbols.
     pub fn memory(&self) -> MemoryUse {
         let kernel = self.kernel.as_ref().map_or(0, |k| k.heap_bytes());
-        self.elfs.values().chain(&self.vdso).fold(
-            MemoryUse {
-                mapped: 0,
-                heap: kernel,
-                dwarf_too_large: 0,
-            },
-            |m, r| MemoryUse {
-                mapped: m.mapped + r.mapped_bytes(),
-                heap: m.heap + r.index_bytes(),
-                dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
-            },
-        )
+        let mut seen = std::collections::HashSet::new();
+        self.elfs
+            .values()
+            .chain(&self.vdso)
+            .filter(|r| seen.insert(Arc::as_ptr(r)))
+            .fold(
+                MemoryUse {
+                    mapped: 0,
+                    heap: kernel,
+                    dwarf_too_large: 0,
+                },
+                |m, r| MemoryUse {
+                    mapped: m.mapped + r.mapped_bytes(),
+                    heap: m.heap + r.index_bytes(),
+                    dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
+                },
+            )
     }
+}
+
+/// The build id of an ELF file, read from its notes without indexing anything; None when it has
+/// none or is not ELF.
+fn peek_build_id(file: &File) -> Option<Vec<u8>> {
+    // SAFETY: a read-only private map of a file we hold open, dropped before we return (see
+    // ElfResolver for why truncation during the map is not a concern).
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    let obj = object::File::parse(&map[..]).ok()?;
+    use object::Object;
+    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 /// Copies this process's vDSO image (found in /proc/self/maps, read through /proc/self/mem)
@@ -277,5 +332,41 @@ mod tests {
         // Names still come from the symbol table.
         let r = bounded.elf(File::open(&exe).unwrap(), "exe").unwrap();
         assert!(!r.symbolize(addrs[0]).frames().is_empty());
+    }
+
+    #[test]
+    fn identical_binaries_at_different_inodes_share_one_resolver_by_build_id() {
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let has_build_id = {
+            use object::Object;
+            object::File::parse(&*bytes)
+                .unwrap()
+                .build_id()
+                .unwrap()
+                .is_some()
+        };
+        assert!(has_build_id, "the test binary carries a GNU build id");
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, &bytes).unwrap();
+        let mut s = Symbolizer::new();
+        let a = s.elf(File::open(&exe).unwrap(), "a").unwrap();
+        let mapped = s.memory().mapped;
+        let b = s.elf(File::open(&copy).unwrap(), "b").unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "parsed once");
+        assert_eq!(s.build_id_hits(), 1);
+        assert_eq!(s.len(), 2, "both identities are known");
+        assert_eq!(s.memory().mapped, mapped, "counted once");
+        // A different file with the same build id but another size is parsed on its own.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0; 4096]);
+        let other = dir.path().join("longer");
+        std::fs::write(&other, &longer).unwrap();
+        let c = s.elf(File::open(&other).unwrap(), "c").unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        drop((a, b, c));
+        assert_eq!(s.evict_unused(), 3);
+        assert!(s.is_empty());
     }
 }

@@ -31,6 +31,10 @@ pub trait Sink {
 
 /// How often at most an unknown cgroup id triggers a rescan of the hierarchy.
 const RESCAN_ON_MISS: Duration = Duration::from_secs(2);
+/// A live process not sampled for this many collections is released (its mappings, and its
+/// binaries if no other process maps them); its next sample announces it again. Memory then
+/// follows the processes that use CPU, not every process ever seen.
+const IDLE_COLLECTIONS: u64 = 4;
 
 /// What one collection did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub struct Collector {
     window_start: SystemTime,
     window_instant: Instant,
     totals: Totals,
+    /// The collection in which each held process was last sampled.
+    last_sampled: HashMap<u32, u64>,
 }
 
 /// Userspace totals since start, for /metrics.
@@ -87,6 +93,7 @@ impl Collector {
             window_start: SystemTime::now(),
             window_instant: Instant::now(),
             totals: Totals::default(),
+            last_sampled: HashMap::new(),
         }
     }
 
@@ -197,17 +204,33 @@ impl Collector {
         })
     }
 
-    /// Releases processes that have exited and were not sampled in this window, and lets the
-    /// kernel side announce their pids again should they be reused.
+    /// Releases processes that have exited, or that were not sampled for [`IDLE_COLLECTIONS`],
+    /// and lets the kernel side announce their pids again (reused, or active again).
     fn evict_exited(&mut self, sampled: &[crate::ebpf::RawSample]) -> Result<usize, SamplerError> {
-        let active: std::collections::HashSet<u32> = sampled.iter().map(|s| s.tgid).collect();
+        let now = self.totals.collections + 1;
+        for s in sampled {
+            self.last_sampled.insert(s.tgid, now);
+        }
+        // Announced but not yet sampled in a drained window: idle from now on, not from ever.
+        for pid in self.table.pids() {
+            self.last_sampled.entry(pid).or_insert(now);
+        }
+        let last_sampled = &self.last_sampled;
         let gone: Vec<u32> = self
             .table
             .pids()
             .into_iter()
-            .filter(|pid| !active.contains(pid))
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .filter(|pid| {
+                let idle = now.saturating_sub(last_sampled.get(pid).copied().unwrap_or(now));
+                idle >= IDLE_COLLECTIONS
+                    || (idle > 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            })
             .collect();
+        for pid in &gone {
+            self.last_sampled.remove(pid);
+        }
+        let table = &self.table;
+        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
         for pid in &gone {
             self.table.forget(*pid);
         }

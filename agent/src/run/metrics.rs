@@ -228,7 +228,7 @@ impl Metrics {
             &mut out,
             "bellows_processes_evicted_total",
             "counter",
-            "Exited processes whose mappings were released.",
+            "Processes released because they exited or were not sampled for 4 collections.",
             &[("", s.processes_evicted)],
         );
         family(

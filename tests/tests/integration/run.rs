@@ -281,6 +281,7 @@ fn run_keeps_sampling_through_a_backend_outage_and_delivers_after() {
     let web = KubeletCgroup::create(3);
     let work = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
     web.add(work.pid());
+
     let port = free_port();
     let config = dir.path().join("bellows.toml");
     std::fs::write(
@@ -313,6 +314,19 @@ enabled = false
                 && agent.metric("bellows_push_queue_profiles").unwrap_or(0.0) >= 2.0
         },
     );
+    // Busy for a moment while sampled, then idle but alive: released after 4 collections
+    // without samples. (Started after the agent, so that its busy part is sampled.)
+    let idle = Workload(
+        Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done; exec sleep 60",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    web.add(idle.pid());
     let rss = agent.metric("bellows_resident_memory_bytes").unwrap();
     assert!(rss < 200.0 * 1024.0 * 1024.0, "RSS {rss}");
     assert_eq!(agent.metric("bellows_push_total{result=\"ok\"}"), Some(0.0));
@@ -350,6 +364,18 @@ enabled = false
     assert_eq!(
         agent.metric("bellows_push_total{result=\"queue_full\"}"),
         Some(0.0)
+    );
+    // The shell went idle seconds ago and is still alive: its process entry was released.
+    assert!(idle.0.id() > 0 && Path::new(&format!("/proc/{}", idle.pid())).exists());
+    wait_until(
+        "the idle process to be released",
+        Duration::from_secs(15),
+        || {
+            agent
+                .metric("bellows_processes_evicted_total")
+                .unwrap_or(0.0)
+                >= 1.0
+        },
     );
     let (code, stderr) = agent.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{stderr}");
