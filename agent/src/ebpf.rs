@@ -88,6 +88,8 @@ pub enum SamplerError {
     },
     #[error("the sampler was loaded without a second generation of maps; it cannot flip")]
     NotDoubleBuffered,
+    #[error("watching the new-process ring buffer: {0}")]
+    Watch(#[source] std::io::Error),
 }
 
 /// One drained counts-map entry.
@@ -419,17 +421,23 @@ impl Sampler {
         }
     }
 
-    /// The ring buffer announcing processes sampled for the first time (one `u32` tgid each).
-    /// Can be taken once.
-    pub fn take_new_pids(&mut self) -> Result<RingBuf<MapData>, SamplerError> {
+    /// The ring buffer announcing processes sampled for the first time (one `u32` tgid each),
+    /// registered with the tokio reactor (call inside a runtime). Can be taken once.
+    pub fn take_new_pids(
+        &mut self,
+    ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
         let map = self
             .ebpf
             .take_map(maps::NEW_PIDS)
             .ok_or_else(|| missing_map(maps::NEW_PIDS))?;
-        RingBuf::try_from(map).map_err(|source| SamplerError::Map {
+        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map {
             name: maps::NEW_PIDS,
             source,
-        })
+        })?;
+        // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which
+        // is as long as the AsyncFd that owns it.
+        unsafe { tokio::io::unix::AsyncFd::register(ring) }
+            .map_err(|e| SamplerError::Watch(e.into()))
     }
 
     /// Per-reason counters, summed over CPUs.
@@ -527,24 +535,20 @@ impl Sampler {
         counts_name: &'static str,
         stacks_name: &'static str,
     ) -> Result<(), SamplerError> {
-        let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
-        {
-            let mut counts: BpfHashMap<&mut MapData, SampleKey, u64> = self.map_mut(counts_name)?;
-            let keys = counts
-                .keys()
-                .collect::<Result<Vec<SampleKey>, _>>()
-                .map_err(map_err(counts_name))?;
-            for key in keys {
-                counts.remove(&key).map_err(map_err(counts_name))?;
-            }
-        }
-        let mut stacks: BpfHashMap<&mut MapData, u64, Stack> = self.map_mut(stacks_name)?;
-        let keys = stacks
-            .keys()
-            .collect::<Result<Vec<u64>, _>>()
-            .map_err(map_err(stacks_name))?;
+        self.clear_map::<SampleKey, u64>(counts_name)?;
+        self.clear_map::<u64, Stack>(stacks_name)
+    }
+
+    /// Removes every entry of a hash map.
+    fn clear_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<(), SamplerError> {
+        let map_err = |source| SamplerError::Map { name, source };
+        let mut map: BpfHashMap<&mut MapData, K, V> = self.map_mut(name)?;
+        let keys = map.keys().collect::<Result<Vec<K>, _>>().map_err(map_err)?;
         for key in keys {
-            stacks.remove(&key).map_err(map_err(stacks_name))?;
+            map.remove(&key).map_err(map_err)?;
         }
         Ok(())
     }

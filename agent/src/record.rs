@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 
 use crate::{
     cgroup::{self, ScratchCgroup},
@@ -211,13 +211,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         pids,
         ..SamplerConfig::default()
     })?;
-    let new_pids = sampler.take_new_pids()?;
-    // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which is
-    // as long as the AsyncFd that owns it.
-    let mut new_pids = unsafe { AsyncFd::register(new_pids) }.map_err(|err| RecordError::Io {
-        what: "watching the new-process ring buffer",
-        source: err.into(),
-    })?;
+    let mut new_pids = sampler.take_new_pids()?;
     let mut table = ProcessTable::new();
     for &pid in &cfg.pids {
         table.observe(pid);

@@ -31,6 +31,18 @@ pub struct ResolveStats {
     pub missing_stacks: u64,
 }
 
+impl std::ops::AddAssign<&ResolveStats> for ResolveStats {
+    /// Totals over several windows (continuous profiling).
+    fn add_assign(&mut self, o: &ResolveStats) {
+        self.user_frames += o.user_frames;
+        self.user_unsymbolized += o.user_unsymbolized;
+        self.kernel_frames += o.kernel_frames;
+        self.kernel_unsymbolized += o.kernel_unsymbolized;
+        self.samples_without_process += o.samples_without_process;
+        self.missing_stacks += o.missing_stacks;
+    }
+}
+
 /// Builds symbolized samples: exactly one [`Sample`] per drained sample, in the same order (the
 /// continuous collector relies on it to attribute samples to cgroups). `kernel` is None when
 /// kernel symbols are unavailable (their frames then keep only their addresses).

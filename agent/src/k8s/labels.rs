@@ -1,6 +1,7 @@
 //! Series labels of a Pod's container.
 
 use super::{config::KubernetesConfig, pods::PodMeta};
+use crate::push::limits::sanitize_name;
 
 /// The annotation that overrides `service_name`.
 pub const SERVICE_NAME_ANNOTATION: &str = "pyroscope.io/service_name";
@@ -39,32 +40,13 @@ pub fn series_labels(
         if !all && !cfg.pod_labels.contains(key) {
             continue;
         }
-        let name = sanitize(key);
+        let name = sanitize_name(key);
         if value.is_empty() || out.iter().any(|(n, _)| *n == name) || name == "__name__" {
             continue;
         }
         out.push((name, value.clone()));
     }
     out
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`: every other character becomes `_`.
-pub fn sanitize(key: &str) -> String {
-    let mut s: String = key
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        s.push('_');
-    }
-    s
 }
 
 #[cfg(test)]
@@ -143,6 +125,6 @@ mod tests {
         };
         let l = series_labels(&p, Some("app"), "n1", &cfg);
         assert_eq!(l.len(), 29, "29 plus __name__ is the server's 30");
-        assert_eq!(sanitize("9a-b.c"), "_a_b_c");
+        assert_eq!(sanitize_name("9a-b.c"), "_a_b_c");
     }
 }

@@ -64,12 +64,7 @@ pub struct Collector {
 #[derive(Debug, Default)]
 struct Totals {
     unselected: u64,
-    user_frames: u64,
-    user_unsymbolized: u64,
-    kernel_frames: u64,
-    kernel_unsymbolized: u64,
-    samples_without_process: u64,
-    missing_stacks: u64,
+    resolve: crate::resolve::ResolveStats,
     evicted: u64,
     collections: u64,
 }
@@ -211,29 +206,20 @@ impl Collector {
         for s in sampled {
             self.last_sampled.insert(s.tgid, now);
         }
-        // Announced but not yet sampled in a drained window: idle from now on, not from ever.
+        let mut gone = Vec::new();
         for pid in self.table.pids() {
-            self.last_sampled.entry(pid).or_insert(now);
+            // Announced but not yet sampled in a drained window: idle from now on, not from ever.
+            let idle = now - *self.last_sampled.entry(pid).or_insert(now);
+            let exited = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if idle >= IDLE_COLLECTIONS || (idle > 0 && exited()) {
+                gone.push(pid);
+            }
         }
-        let last_sampled = &self.last_sampled;
-        let gone: Vec<u32> = self
-            .table
-            .pids()
-            .into_iter()
-            .filter(|pid| {
-                let idle = now.saturating_sub(last_sampled.get(pid).copied().unwrap_or(now));
-                idle >= IDLE_COLLECTIONS
-                    || (idle > 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            })
-            .collect();
-        for pid in &gone {
-            self.last_sampled.remove(pid);
-        }
-        let table = &self.table;
-        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
         for pid in &gone {
             self.table.forget(*pid);
         }
+        let table = &self.table;
+        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
         // Binaries no remaining process maps: their mappings and indexes go too.
         self.table.symbolizer_mut().evict_unused();
         self.table.clear_vanished();
@@ -253,12 +239,7 @@ impl Collector {
         let t = &mut self.totals;
         t.collections += 1;
         t.unselected += unselected;
-        t.user_frames += stats.user_frames;
-        t.user_unsymbolized += stats.user_unsymbolized;
-        t.kernel_frames += stats.kernel_frames;
-        t.kernel_unsymbolized += stats.kernel_unsymbolized;
-        t.samples_without_process += stats.samples_without_process;
-        t.missing_stacks += stats.missing_stacks;
+        t.resolve += stats;
         t.evicted += evicted as u64;
         let processes = self.table.stats();
         let memory = self.table.symbolizer().memory();
@@ -272,12 +253,7 @@ impl Collector {
             s.last_collect_seconds = started.elapsed().as_secs_f64();
             s.series = series as u64;
             s.samples_unselected = t.unselected;
-            s.user_frames = t.user_frames;
-            s.user_unsymbolized = t.user_unsymbolized;
-            s.kernel_frames = t.kernel_frames;
-            s.kernel_unsymbolized = t.kernel_unsymbolized;
-            s.samples_without_process = t.samples_without_process;
-            s.missing_stacks = t.missing_stacks;
+            s.resolve = t.resolve;
             s.processes_vanished = processes.vanished;
             s.unreadable_files = processes.unreadable_files;
             s.processes_tracked = tracked as u64;

@@ -29,12 +29,8 @@ pub struct Snapshot {
     pub series: u64,
     /// Samples that belonged to no selected target (userspace selection).
     pub samples_unselected: u64,
-    pub user_frames: u64,
-    pub user_unsymbolized: u64,
-    pub kernel_frames: u64,
-    pub kernel_unsymbolized: u64,
-    pub samples_without_process: u64,
-    pub missing_stacks: u64,
+    /// Symbolization totals since start.
+    pub resolve: crate::resolve::ResolveStats,
     pub processes_vanished: u64,
     pub unreadable_files: u64,
     pub processes_tracked: u64,
@@ -175,8 +171,8 @@ impl Metrics {
             "counter",
             "Distinct frames looked up, by kind.",
             &[
-                ("kind=\"user\"", s.user_frames),
-                ("kind=\"kernel\"", s.kernel_frames),
+                ("kind=\"user\"", s.resolve.user_frames),
+                ("kind=\"kernel\"", s.resolve.kernel_frames),
             ],
         );
         family(
@@ -185,8 +181,8 @@ impl Metrics {
             "counter",
             "Frames no symbol was found for, by kind.",
             &[
-                ("kind=\"user\"", s.user_unsymbolized),
-                ("kind=\"kernel\"", s.kernel_unsymbolized),
+                ("kind=\"user\"", s.resolve.user_unsymbolized),
+                ("kind=\"kernel\"", s.resolve.kernel_unsymbolized),
             ],
         );
         family(
@@ -194,14 +190,14 @@ impl Metrics {
             "bellows_samples_without_process_total",
             "counter",
             "Samples of processes whose mappings were never captured.",
-            &[("", s.samples_without_process)],
+            &[("", s.resolve.samples_without_process)],
         );
         family(
             &mut out,
             "bellows_missing_stacks_total",
             "counter",
             "Stack ids missing from the stack map at drain time.",
-            &[("", s.missing_stacks)],
+            &[("", s.resolve.missing_stacks)],
         );
         family(
             &mut out,
@@ -387,7 +383,7 @@ mod tests {
         m.update(|s| {
             s.kernel[ErrorKind::Counted as usize] = 42;
             s.kernel[ErrorKind::CountsFull as usize] = 3;
-            s.user_unsymbolized = 5;
+            s.resolve.user_unsymbolized = 5;
         });
         m.add_source(|out| {
             family(

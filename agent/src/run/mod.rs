@@ -14,7 +14,7 @@ pub mod targets;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 
 use self::{
     cgroups::CgroupIndex,
@@ -129,12 +129,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         stack_entries: cfg.maps.stack_entries,
         ..SamplerConfig::default()
     })?;
-    let new_pids = sampler.take_new_pids()?;
-    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd that owns it lives.
-    let mut new_pids = unsafe { AsyncFd::register(new_pids) }.map_err(|e| RunError::Io {
-        what: "watching the new-process ring buffer".into(),
-        source: e.into(),
-    })?;
+    let mut new_pids = sampler.take_new_pids()?;
     let mut table = ProcessTable::new();
     table
         .symbolizer_mut()
