@@ -266,9 +266,10 @@ impl Collector {
         });
     }
 
-    /// Counts a collection that failed before producing anything.
+    /// Counts a collection that failed before producing anything. It does not count as a
+    /// completed collection: `/healthz` must turn unhealthy when every collection fails.
     pub fn count_error(&self) {
-        self.metrics.update(|s| s.collect_errors += 1);
+        self.metrics.update_quiet(|s| s.collect_errors += 1);
     }
 
     /// Total kernel-side counters, for the final summary.
