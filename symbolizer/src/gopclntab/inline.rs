@@ -206,7 +206,8 @@ impl GoTable {
         let Ok(off) = usize::try_from(name_off) else {
             return false;
         };
-        // A name starts the table or follows the previous name's NUL.
+        // A name starts the table or follows the previous name's NUL. Names hold no control
+        // characters, but may hold spaces: generic shapes (`go.shape.struct { … }`).
         let starts_a_name = off == 0
             || self
                 .funcnametab
@@ -216,7 +217,7 @@ impl GoTable {
                 == Some(&0);
         let named = self
             .name(b.0, name_off)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_graphic() || c >= 0x80));
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c >= b' ' && c != 0x7f));
         let inside = u64::try_from(parent)
             .ok()
             .is_some_and(|p| p < f.end.saturating_sub(f.entry));

@@ -32,15 +32,20 @@ fn put_u64(v: &mut [u8], at: usize, x: u64) {
     v[at..at + 8].copy_from_slice(&x.to_le_bytes());
 }
 
+/// The first inlined function: a generic instantiation, whose shape name has spaces, as real
+/// Go 1.18+ names do.
+const INL: &str = "main.inl[go.shape.struct { x int }]";
+
 /// A Go 1.20 table with one function `main.f` at `TEXT..TEXT+32`:
 /// - lines 10 over [0, 16), 11 over [16, 32); file `/src/a.go` throughout;
 /// - inline index -1 over [0, 8), 0 over [8, 16), 1 over [16, 24), -1 over [24, 32);
-/// - inline tree: 0 = `main.inl` called at pc 20 (index 1), 1 = `main.inl2` called at pc 2.
+/// - inline tree: 0 = [`INL`] called at pc 20 (index 1), 1 = `main.inl2` called at pc 2.
 fn build_table() -> (Vec<u8>, Layout) {
     let mut t = vec![0u8; 72];
     t[..8].copy_from_slice(&[0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8]);
     let funcnametab = t.len();
-    t.extend_from_slice(b"main.f\0main.inl\0main.inl2\0");
+    t.extend_from_slice(format!("main.f\0{INL}\0main.inl2\0").as_bytes());
+    let inl2 = 7 + INL.len() as i32 + 1;
     let cutab = t.len();
     t.extend_from_slice(&0u32.to_le_bytes());
     let filetab = t.len();
@@ -72,7 +77,7 @@ fn build_table() -> (Vec<u8>, Layout) {
         t.extend_from_slice(&w.to_le_bytes()); // funcdata; the tree sits at gofunc + 0
     }
     let tree = t.len();
-    for (name, parent_pc) in [(7i32, 20i32), (16, 2)] {
+    for (name, parent_pc) in [(7i32, 20i32), (inl2, 2)] {
         t.extend_from_slice(&[0; 4]);
         t.extend_from_slice(&name.to_le_bytes());
         t.extend_from_slice(&parent_pc.to_le_bytes());
@@ -215,7 +220,7 @@ fn decodes_a_hand_built_table_with_inline_frames() {
         assert_eq!(
             frames_of(&table, &data, TEXT + 9),
             [
-                frame("main.inl", 10, true),
+                frame(INL, 10, true),
                 frame("main.inl2", 11, true),
                 frame("main.f", 10, false)
             ],
