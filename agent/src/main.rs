@@ -87,15 +87,19 @@ fn symbolize(args: agent::cli::SymbolizeArgs) -> ExitCode {
         (None, Some(pid)) => Target::Pid(pid),
         _ => unreachable!("clap requires exactly one of --elf and --pid"),
     };
-    let result = sym::read_addresses(&args.addresses).and_then(|a| sym::symbolize(&target, &a));
+    let format = if args.json {
+        sym::Format::Json
+    } else {
+        sym::Format::Text
+    };
+    let mut out = sym::AnswerWriter::new(std::io::BufWriter::new(std::io::stdout().lock()), format);
+    let result = sym::read_addresses(&args.addresses)
+        .and_then(|a| sym::symbolize_each(&target, &a, |addr, s| out.write(addr, &s)))
+        .and_then(|()| out.finish().map(drop).map_err(SymbolizeError::Output));
     match result {
-        Ok(results) => {
-            let text = if args.json {
-                sym::render_json(&results)
-            } else {
-                sym::render_text(&results)
-            };
-            let _ = std::io::stdout().write_all(text.as_bytes());
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is not an error, as in other Unix filters.
+        Err(SymbolizeError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(err @ SymbolizeError::BadAddress(_)) => {

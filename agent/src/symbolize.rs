@@ -5,7 +5,11 @@
 //! `[{"address":"0x…","frames":[{"function","file","line","inlined"}…]}]`, with a `"reason"`
 //! for an unknown address.
 
-use std::{io::BufRead, path::PathBuf, sync::Arc};
+use std::{
+    io::{BufRead, Write},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use serde_json::json;
 use symbolizer::{
@@ -30,6 +34,8 @@ pub enum SymbolizeError {
     BadAddress(String),
     #[error("reading addresses from standard input: {0}")]
     Stdin(#[source] std::io::Error),
+    #[error("writing the answers: {0}")]
+    Output(#[source] std::io::Error),
     #[error("cannot read the mappings of process {pid}: {source}")]
     Process {
         pid: u32,
@@ -65,12 +71,30 @@ pub fn read_addresses(given: &[String]) -> Result<Vec<u64>, SymbolizeError> {
 
 /// Symbolizes every address; one bad address never fails the others.
 pub fn symbolize(target: &Target, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, SymbolizeError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    symbolize_each(target, addrs, |addr, s| {
+        out.push((addr, s));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Symbolizes every address in order, handing each answer to `each` as soon as it is known, so
+/// that output streams and memory stays flat however many addresses there are.
+pub fn symbolize_each(
+    target: &Target,
+    addrs: &[u64],
+    mut each: impl FnMut(u64, Symbolized) -> std::io::Result<()>,
+) -> Result<(), SymbolizeError> {
     match target {
         Target::Elf(path) => {
             let resolver = ElfResolver::open(path)?;
-            Ok(addrs.iter().map(|&a| (a, resolver.symbolize(a))).collect())
+            for &a in addrs {
+                each(a, resolver.symbolize(a)).map_err(SymbolizeError::Output)?;
+            }
+            Ok(())
         }
-        Target::Pid(pid) => symbolize_process(*pid, addrs),
+        Target::Pid(pid) => symbolize_process(*pid, addrs, each),
     }
 }
 
@@ -79,12 +103,15 @@ fn is_kernel_address(addr: u64) -> bool {
     addr >= 0xffff_8000_0000_0000
 }
 
-fn symbolize_process(pid: u32, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, SymbolizeError> {
+fn symbolize_process(
+    pid: u32,
+    addrs: &[u64],
+    mut each: impl FnMut(u64, Symbolized) -> std::io::Result<()>,
+) -> Result<(), SymbolizeError> {
     let maps = ProcessMaps::read(pid).map_err(|source| SymbolizeError::Process { pid, source })?;
     let mut kernel: Option<Option<KernelResolver>> = None;
     let mut files: std::collections::HashMap<u64, Option<Arc<ElfResolver>>> =
         std::collections::HashMap::new();
-    let mut out = Vec::with_capacity(addrs.len());
     for &addr in addrs {
         if is_kernel_address(addr) {
             let k = kernel.get_or_insert_with(|| KernelResolver::from_proc().ok());
@@ -93,11 +120,11 @@ fn symbolize_process(pid: u32, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, 
                 .map_or(Symbolized::Unknown(Reason::NoSymbols), |k| {
                     k.symbolize(addr)
                 });
-            out.push((addr, s));
+            each(addr, s).map_err(SymbolizeError::Output)?;
             continue;
         }
         let Some(entry) = maps.find(addr) else {
-            out.push((addr, Symbolized::Unknown(Reason::Unmapped)));
+            each(addr, Symbolized::Unknown(Reason::Unmapped)).map_err(SymbolizeError::Output)?;
             continue;
         };
         let resolver = files.entry(entry.start).or_insert_with(|| {
@@ -117,55 +144,109 @@ fn symbolize_process(pid: u32, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, 
             },
             _ => Symbolized::Unknown(Reason::NoSymbols),
         };
-        out.push((addr, s));
+        each(addr, s).map_err(SymbolizeError::Output)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// `llvm-symbolizer --inlining` style.
-pub fn render_text(results: &[(u64, Symbolized)]) -> String {
-    let mut s = String::new();
-    for (_, result) in results {
-        match result {
-            Symbolized::Sym(frames) => {
-                for f in frames {
-                    s.push_str(&f.function);
-                    s.push('\n');
-                    s.push_str(f.file.as_deref().unwrap_or("??"));
-                    s.push_str(&format!(":{}:0\n", f.line.unwrap_or(0)));
-                }
-            }
-            Symbolized::Unknown(_) => s.push_str("??\n??:0:0\n"),
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `llvm-symbolizer --inlining` style: per address, two lines per frame (function, then
+    /// `file:line:column`), innermost first, and a blank line.
+    Text,
+    /// One JSON array, as the CLI contract describes.
+    Json,
+}
+
+/// Writes answers one at a time in a [`Format`]; [`AnswerWriter::finish`] closes the output.
+pub struct AnswerWriter<W: Write> {
+    out: W,
+    format: Format,
+    written: usize,
+}
+
+impl<W: Write> AnswerWriter<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        AnswerWriter {
+            out,
+            format,
+            written: 0,
         }
-        s.push('\n');
     }
-    s
+
+    pub fn write(&mut self, addr: u64, result: &Symbolized) -> std::io::Result<()> {
+        match self.format {
+            Format::Text => {
+                match result {
+                    Symbolized::Sym(frames) => {
+                        for f in frames {
+                            writeln!(
+                                self.out,
+                                "{}\n{}:{}:0",
+                                f.function,
+                                f.file.as_deref().unwrap_or("??"),
+                                f.line.unwrap_or(0)
+                            )?;
+                        }
+                    }
+                    Symbolized::Unknown(_) => self.out.write_all(b"??\n??:0:0\n")?,
+                }
+                self.out.write_all(b"\n")?;
+            }
+            Format::Json => {
+                let entry = match result {
+                    Symbolized::Sym(frames) => json!({
+                        "address": format!("{addr:#x}"),
+                        "frames": frames.iter().map(|f| json!({
+                            "function": f.function,
+                            "file": f.file,
+                            "line": f.line,
+                            "inlined": f.inlined,
+                        })).collect::<Vec<_>>(),
+                    }),
+                    Symbolized::Unknown(reason) => json!({
+                        "address": format!("{addr:#x}"),
+                        "frames": [],
+                        "reason": reason.to_string(),
+                    }),
+                };
+                self.out
+                    .write_all(if self.written == 0 { b"[" } else { b"," })?;
+                serde_json::to_writer(&mut self.out, &entry)?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Ends the output (the JSON array's closing bracket) and flushes it.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if self.format == Format::Json {
+            self.out
+                .write_all(if self.written == 0 { b"[]\n" } else { b"]\n" })?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
-/// One JSON array, as the CLI contract describes.
+fn render(results: &[(u64, Symbolized)], format: Format) -> String {
+    let mut w = AnswerWriter::new(Vec::new(), format);
+    for (addr, result) in results {
+        w.write(*addr, result).expect("writing to memory");
+    }
+    String::from_utf8(w.finish().expect("writing to memory")).expect("UTF-8 answers")
+}
+
+/// `llvm-symbolizer --inlining` style, as one string.
+pub fn render_text(results: &[(u64, Symbolized)]) -> String {
+    render(results, Format::Text)
+}
+
+/// One JSON array, as one string.
 pub fn render_json(results: &[(u64, Symbolized)]) -> String {
-    let entries: Vec<serde_json::Value> = results
-        .iter()
-        .map(|(addr, result)| match result {
-            Symbolized::Sym(frames) => json!({
-                "address": format!("{addr:#x}"),
-                "frames": frames.iter().map(|f| json!({
-                    "function": f.function,
-                    "file": f.file,
-                    "line": f.line,
-                    "inlined": f.inlined,
-                })).collect::<Vec<_>>(),
-            }),
-            Symbolized::Unknown(reason) => json!({
-                "address": format!("{addr:#x}"),
-                "frames": [],
-                "reason": reason.to_string(),
-            }),
-        })
-        .collect();
-    let mut text = serde_json::Value::Array(entries).to_string();
-    text.push('\n');
-    text
+    render(results, Format::Json)
 }
 
 #[cfg(test)]
@@ -226,5 +307,6 @@ mod tests {
         assert_eq!(v[0]["frames"][1]["file"], serde_json::Value::Null);
         assert_eq!(v[1]["frames"].as_array().unwrap().len(), 0);
         assert_eq!(v[1]["reason"], "no function at address");
+        assert_eq!(render_json(&[]), "[]\n");
     }
 }
