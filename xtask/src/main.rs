@@ -279,9 +279,38 @@ pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     prune_stale_versions(&out_root, &versions)?;
+    built.push(build_large_go_program(root)?);
     built.extend(fetch_real_go_binaries(root)?);
     built.extend(fuzz::native_fixtures(root)?);
     Ok(built)
+}
+
+/// A large real Go program with DWARF: the newest toolchain's own compiler, built from the
+/// sources the toolchain ships, into `target/fixtures/go-large/compile-<version>` (about 37 MB
+/// with Go 1.27, generics and deep inlining throughout). Tests check its inlined frames against
+/// its DWARF; the symbolize benchmark times it against llvm-symbolizer.
+pub(crate) fn build_large_go_program(root: &Path) -> Result<PathBuf> {
+    let go = setup::go_toolchains(root)
+        .pop()
+        .context("no Go toolchain found: run `cargo xtask setup`")?;
+    let version = setup::go_version(&go)?;
+    let dir = root.join("target/fixtures/go-large");
+    let out = dir.join(format!("compile-{version}"));
+    if !out.is_file() {
+        // Older builds go: one version at a time is what the tests expect.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        run(Command::new(&go)
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg("cmd/compile")
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOCACHE", root.join("target/go-cache").join(&version))
+            .env("GOPATH", root.join("target/gopath"))
+            .env("CGO_ENABLED", "0"))?;
+    }
+    Ok(out)
 }
 
 /// Removes `target/fixtures/go/<version>` directories that no current toolchain builds (e.g.
