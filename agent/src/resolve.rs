@@ -106,7 +106,10 @@ pub fn resolve<S: ProcSource>(
                             let resolver = m.resolver.as_ref()?;
                             let file_offset = (addr - m.start).checked_add(m.offset)?;
                             let va = resolver.file_offset_to_va(file_offset)?;
-                            match resolver.symbolize(va) {
+                            let found = resolver.symbolize(va);
+                            // A lookup may have built a DWARF context: keep within the budget.
+                            table.symbolizer().enforce_budget();
+                            match found {
                                 Symbolized::Sym(frames) => Some(frames),
                                 Symbolized::Unknown(_) => None,
                             }

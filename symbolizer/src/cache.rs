@@ -1,6 +1,14 @@
 //! The [`Symbolizer`]: resolvers cached by file identity.
 
-use std::{collections::HashMap, fs::File, os::unix::fs::MetadataExt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use crate::{ElfResolver, Error, KernelResolver, Result};
 
@@ -38,6 +46,14 @@ pub struct MemoryUse {
     pub heap: usize,
     /// Files whose DWARF was not used because it exceeded the size limit.
     pub dwarf_too_large: usize,
+    /// Bytes of DWARF sections behind the DWARF contexts loaded now (see
+    /// [`ElfResolver::dwarf_bytes`]).
+    pub dwarf: usize,
+    /// DWARF contexts released to stay within the budget, since the start.
+    pub dwarf_released: u64,
+    /// DWARF contexts built again after a release, since the start: a budget too small for
+    /// the binaries in use shows here.
+    pub dwarf_reloads: u64,
 }
 
 /// Owns the resolvers of every file and the kernel, each parsed once.
@@ -53,6 +69,13 @@ pub struct Symbolizer {
     vdso: Option<Arc<ElfResolver>>,
     /// Applied to every file opened from now on; None for the resolver's default.
     max_dwarf_bytes: Option<u64>,
+    /// Bound on [`MemoryUse::dwarf`] across all files, enforced by [`Self::enforce_budget`].
+    dwarf_budget: Option<usize>,
+    dwarf_released: AtomicU64,
+    /// DWARF loads (all resolvers) when the budget was last enforced.
+    enforced_at: AtomicU64,
+    /// DWARF reloads of resolvers no longer cached, so that the total never goes down.
+    reloads_forgotten: u64,
 }
 
 impl Symbolizer {
@@ -120,6 +143,9 @@ impl Symbolizer {
         match self.elfs.remove(id) {
             Some(r) => {
                 self.by_build_id.retain(|_, b| !Arc::ptr_eq(b, &r));
+                if !self.elfs.values().any(|e| Arc::ptr_eq(e, &r)) {
+                    self.reloads_forgotten += reloads(&r);
+                }
                 true
             }
             None => false,
@@ -130,6 +156,57 @@ impl Symbolizer {
     /// files opened from now on.
     pub fn set_max_dwarf_bytes(&mut self, bytes: u64) {
         self.max_dwarf_bytes = Some(bytes);
+    }
+
+    /// Bounds the DWARF loaded across all files: [`Self::enforce_budget`] releases the least
+    /// recently used DWARF contexts beyond `bytes`. Files stay open, with their symbols and Go
+    /// tables; a released context is built again when an address needs it.
+    pub fn set_dwarf_budget(&mut self, bytes: usize) {
+        self.dwarf_budget = Some(bytes);
+    }
+
+    /// Releases DWARF contexts, least recently used first, until the loaded DWARF fits the
+    /// budget (see [`Self::set_dwarf_budget`]); the most recently used context stays even when
+    /// it alone exceeds the budget (the per-file limit bounds that one). Returns how many
+    /// were released.
+    ///
+    /// Cheap when no DWARF was loaded since the last call (one atomic load), so callers may
+    /// call it after every lookup: loaded DWARF then never exceeds the budget by more than the
+    /// context just built.
+    pub fn enforce_budget(&self) -> usize {
+        let Some(budget) = self.dwarf_budget else {
+            return 0;
+        };
+        let loads = crate::elf::dwarf_loads_everywhere();
+        if self.enforced_at.swap(loads, Ordering::Relaxed) == loads {
+            return 0;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut loaded: Vec<(u64, usize, &Arc<ElfResolver>)> = self
+            .elfs
+            .values()
+            .filter(|r| seen.insert(Arc::as_ptr(r)))
+            .filter_map(|r| {
+                let bytes = r.dwarf_bytes();
+                (bytes > 0).then(|| (r.dwarf_last_used(), bytes, r))
+            })
+            .collect();
+        let mut total: usize = loaded.iter().map(|l| l.1).sum();
+        if total <= budget {
+            return 0;
+        }
+        loaded.sort_by_key(|l| l.0);
+        let mut released = 0;
+        for (_, _, r) in &loaded[..loaded.len() - 1] {
+            if total <= budget {
+                break;
+            }
+            total -= r.release_dwarf().min(total);
+            released += 1;
+        }
+        self.dwarf_released
+            .fetch_add(released as u64, Ordering::Relaxed);
+        released
     }
 
     /// Forgets every file no caller holds any more (for a profiler: binaries of processes that
@@ -147,13 +224,27 @@ impl Symbolizer {
                 m
             });
         let cached = |r: &Arc<ElfResolver>| counts.get(&Arc::as_ptr(r)).copied().unwrap_or(0);
-        self.elfs.retain(|_, r| held(r, cached(r)));
+        let mut gone = std::collections::HashSet::new();
+        self.elfs.retain(|_, r| {
+            let keep = held(r, cached(r));
+            if !keep && gone.insert(Arc::as_ptr(r)) {
+                self.reloads_forgotten += reloads(r);
+            }
+            keep
+        });
         self.by_build_id.retain(|_, r| held(r, cached(r)));
         before - self.elfs.len()
     }
 
     /// Forgets every file and the kernel symbols.
     pub fn clear(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.reloads_forgotten += self
+            .elfs
+            .values()
+            .filter(|r| seen.insert(Arc::as_ptr(r)))
+            .map(reloads)
+            .sum::<u64>();
         self.elfs.clear();
         self.by_build_id.clear();
         self.kernel = None;
@@ -179,17 +270,26 @@ impl Symbolizer {
             .filter(|r| seen.insert(Arc::as_ptr(r)))
             .fold(
                 MemoryUse {
-                    mapped: 0,
                     heap: kernel,
-                    dwarf_too_large: 0,
+                    dwarf_released: self.dwarf_released.load(Ordering::Relaxed),
+                    dwarf_reloads: self.reloads_forgotten,
+                    ..MemoryUse::default()
                 },
                 |m, r| MemoryUse {
                     mapped: m.mapped + r.mapped_bytes(),
                     heap: m.heap + r.index_bytes(),
                     dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
+                    dwarf: m.dwarf + r.dwarf_bytes(),
+                    dwarf_reloads: m.dwarf_reloads + reloads(r),
+                    ..m
                 },
             )
     }
+}
+
+/// Times a resolver built its DWARF context again after a release.
+fn reloads(r: &Arc<ElfResolver>) -> u64 {
+    r.dwarf_loads().saturating_sub(1)
 }
 
 /// The build id of an ELF file, read from its notes without indexing anything; None when it has
@@ -332,6 +432,66 @@ mod tests {
         // Names still come from the symbol table.
         let r = bounded.elf(File::open(&exe).unwrap(), "exe").unwrap();
         assert!(!r.symbolize(addrs[0]).frames().is_empty());
+    }
+
+    #[test]
+    fn dwarf_beyond_the_budget_is_released_least_recently_used_first() {
+        use object::{Object, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        // A second file with the same DWARF but another size: not shared by build id.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0; 4096]);
+        std::fs::write(&other, &longer).unwrap();
+        let obj = object::File::parse(&*bytes).unwrap();
+        let addr = obj
+            .symbols()
+            .find(|s| s.kind() == object::SymbolKind::Text && s.size() > 64)
+            .map(|s| s.address() + 8)
+            .unwrap();
+
+        let mut s = Symbolizer::new();
+        s.set_dwarf_budget(1);
+        let a = s.elf(File::open(&exe).unwrap(), "a").unwrap();
+        let b = s.elf(File::open(&other).unwrap(), "b").unwrap();
+        let answer = a.symbolize(addr);
+        assert!(
+            answer.frames().iter().any(|f| f.line.is_some()),
+            "{answer:?}"
+        );
+        assert_eq!(b.symbolize(addr), answer);
+        let both = s.memory().dwarf;
+        assert_eq!(both, a.dwarf_bytes() + b.dwarf_bytes());
+        assert!(a.dwarf_bytes() > 0);
+
+        // Over budget: `a`, used first, goes; `b` stays although it alone exceeds the budget.
+        assert_eq!(s.enforce_budget(), 1);
+        assert_eq!(a.dwarf_bytes(), 0);
+        assert_eq!(s.memory().dwarf, b.dwarf_bytes());
+        assert_eq!(s.memory().dwarf_released, 1);
+        assert_eq!(s.enforce_budget(), 0, "one context is kept");
+
+        // `a` is built again when asked, with the same answer; now `b` is the older one.
+        assert_eq!(a.symbolize(addr), answer);
+        assert_eq!(s.memory().dwarf_reloads, 1);
+        assert_eq!(s.enforce_budget(), 1);
+        assert_eq!(b.dwarf_bytes(), 0);
+        assert!(a.dwarf_bytes() > 0);
+
+        // Reloads stay counted after the file is forgotten.
+        drop((a, b));
+        assert_eq!(s.evict_unused(), 2);
+        assert_eq!(s.memory().dwarf_reloads, 1);
+        assert_eq!(s.memory().dwarf, 0);
+
+        // Without a budget nothing is released.
+        let mut unbounded = Symbolizer::new();
+        let c = unbounded.elf(File::open(&exe).unwrap(), "c").unwrap();
+        c.symbolize(addr);
+        assert_eq!(unbounded.enforce_budget(), 0);
+        assert!(c.dwarf_bytes() > 0);
     }
 
     #[test]

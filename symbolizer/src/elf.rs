@@ -6,7 +6,10 @@ use std::{
     fs::File,
     ops::Deref,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
 };
 
 use memmap2::Mmap;
@@ -84,6 +87,29 @@ struct Dwarf {
     context: Mutex<addr2line::Context<DwarfReader>>,
     /// Bytes of sections decompressed onto the heap (plain sections stay in the map).
     decompressed_bytes: usize,
+    /// Bytes of all DWARF sections as they are in memory (decompressed or mapped): what the
+    /// context may come to cost, charged against a [`crate::Symbolizer`]'s DWARF budget.
+    section_bytes: usize,
+}
+
+/// Where a resolver's DWARF stands: not tried yet (or released), loaded, or unusable (absent,
+/// damaged or too large).
+#[derive(Default)]
+struct DwarfSlot {
+    loaded: Option<Arc<Dwarf>>,
+    tried: bool,
+    too_large: bool,
+}
+
+/// Orders DWARF uses across all resolvers, for least-recently-used release.
+static DWARF_CLOCK: AtomicU64 = AtomicU64::new(1);
+
+/// DWARF contexts built by all resolvers: loaded DWARF only grows when this does.
+static DWARF_LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// [`DWARF_LOADS`], for [`crate::Symbolizer::enforce_budget`].
+pub(crate) fn dwarf_loads_everywhere() -> u64 {
+    DWARF_LOADS.load(Ordering::Relaxed)
 }
 
 /// One function symbol; its name stays in the mapped file.
@@ -118,8 +144,13 @@ pub struct ElfResolver {
     go: Option<GoTable>,
     go_version: Option<String>,
     has_dwarf: bool,
-    /// The DWARF context, built at the first lookup, and whether it was refused for its size.
-    dwarf: OnceLock<(Option<Dwarf>, bool)>,
+    /// The DWARF context, built at the first lookup that needs it; released under memory
+    /// pressure and built again when needed again.
+    dwarf: Mutex<DwarfSlot>,
+    /// [`DWARF_CLOCK`] at the last DWARF lookup; 0 for never.
+    dwarf_used: AtomicU64,
+    /// How many times the DWARF context was built.
+    dwarf_loads: AtomicU64,
     /// DWARF larger than this (in memory) is not used: lookups fall back to ELF symbols.
     max_dwarf_bytes: u64,
     /// A separate debug file, when the binary's own DWARF is absent.
@@ -254,7 +285,9 @@ impl ElfResolver {
             go,
             go_version,
             has_dwarf,
-            dwarf: OnceLock::new(),
+            dwarf: Mutex::default(),
+            dwarf_used: AtomicU64::new(0),
+            dwarf_loads: AtomicU64::new(0),
             max_dwarf_bytes: MAX_DWARF_BYTES,
             debug_file,
             symbol_source,
@@ -310,11 +343,50 @@ impl ElfResolver {
         self.symbols.capacity() * std::mem::size_of::<Sym>()
             + self.loads.capacity() * std::mem::size_of::<Load>()
             + self.mini_debuginfo.as_ref().map_or(0, Vec::capacity)
-            + self
-                .dwarf
-                .get()
-                .and_then(|(d, _)| d.as_ref())
-                .map_or(0, |d| d.decompressed_bytes)
+            + self.loaded_dwarf().map_or(0, |d| d.decompressed_bytes)
+    }
+
+    fn loaded_dwarf(&self) -> Option<Arc<Dwarf>> {
+        self.dwarf.lock().ok()?.loaded.clone()
+    }
+
+    /// Bytes of DWARF sections behind the loaded DWARF context (decompressed or mapped); 0
+    /// when none is loaded. What [`crate::Symbolizer::set_dwarf_budget`] bounds.
+    pub fn dwarf_bytes(&self) -> usize {
+        self.loaded_dwarf().map_or(0, |d| d.section_bytes)
+    }
+
+    /// When DWARF was last used, on a clock shared by all resolvers (larger is later); 0 for
+    /// never.
+    pub fn dwarf_last_used(&self) -> u64 {
+        self.dwarf_used.load(Ordering::Relaxed)
+    }
+
+    /// How many times this resolver built its DWARF context (more than once after releases).
+    pub fn dwarf_loads(&self) -> u64 {
+        self.dwarf_loads.load(Ordering::Relaxed)
+    }
+
+    /// Drops the DWARF context and every unit addr2line parsed into it, and lets the kernel
+    /// reclaim the file's pages from this process; the next lookup that needs DWARF builds it
+    /// again. Returns the [`Self::dwarf_bytes`] released.
+    pub fn release_dwarf(&self) -> usize {
+        let Ok(mut slot) = self.dwarf.lock() else {
+            return 0;
+        };
+        let Some(dwarf) = slot.loaded.take() else {
+            return 0;
+        };
+        slot.tried = false;
+        drop(slot);
+        let bytes = dwarf.section_bytes;
+        drop(dwarf);
+        for map in std::iter::once(&self.data).chain(self.debug_file.as_ref().map(|(_, m)| m)) {
+            // SAFETY: the map is private and read-only: nothing was written to it, so dropping
+            // its pages loses nothing, and later reads fault them in again from the file.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+        bytes
     }
 
     /// The virtual address (as in the ELF file) of a file offset, through the loadable
@@ -369,17 +441,28 @@ impl ElfResolver {
         vas.iter().map(|&va| self.symbolize(va)).collect()
     }
 
-    fn dwarf(&self) -> Option<&Dwarf> {
-        self.dwarf
-            .get_or_init(|| {
-                let map = match &self.debug_file {
-                    Some((_, debug)) => debug,
-                    None => &self.data,
-                };
-                load_dwarf(map, self.max_dwarf_bytes)
-            })
-            .0
-            .as_ref()
+    fn dwarf(&self) -> Option<Arc<Dwarf>> {
+        let mut slot = self.dwarf.lock().ok()?;
+        if !slot.tried {
+            slot.tried = true;
+            let map = match &self.debug_file {
+                Some((_, debug)) => debug,
+                None => &self.data,
+            };
+            let (loaded, too_large) = load_dwarf(map, self.max_dwarf_bytes);
+            slot.loaded = loaded.map(Arc::new);
+            slot.too_large = too_large;
+            if slot.loaded.is_some() {
+                self.dwarf_loads.fetch_add(1, Ordering::Relaxed);
+                DWARF_LOADS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let dwarf = slot.loaded.clone()?;
+        self.dwarf_used.store(
+            DWARF_CLOCK.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        Some(dwarf)
     }
 
     /// Uses DWARF only when its sections take at most `bytes` (default 1 GiB): a bound on the
@@ -392,7 +475,7 @@ impl ElfResolver {
 
     /// True once a lookup needed DWARF that was refused for its size.
     pub fn dwarf_too_large(&self) -> bool {
-        self.dwarf.get().is_some_and(|(_, too_large)| *too_large)
+        self.dwarf.lock().is_ok_and(|slot| slot.too_large)
     }
 
     /// DWARF frames for `va`, innermost first; None when DWARF does not cover it.
@@ -578,6 +661,7 @@ fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
         return (None, true);
     }
     let base = data.as_ptr() as usize;
+    let section_bytes = usize::try_from(total).unwrap_or(usize::MAX);
     let mut decompressed_bytes = 0usize;
     let mut load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
         let bytes = obj
@@ -622,6 +706,7 @@ fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
         Some(Dwarf {
             context: Mutex::new(context),
             decompressed_bytes,
+            section_bytes,
         }),
         false,
     )

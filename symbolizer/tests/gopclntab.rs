@@ -539,6 +539,56 @@ fn agrees_with_dwarf(ours: &[Frame], dwarf: &[DwarfFrame]) -> bool {
         })
 }
 
+/// Frames of `addrs` compared with llvm-symbolizer's: (mismatch descriptions, addresses with
+/// inlined frames).
+fn compare_with_dwarf(
+    path: &Path,
+    table: &GoTable,
+    data: &[u8],
+    addrs: &[u64],
+) -> (Vec<String>, usize) {
+    let dwarf = llvm_frames(path, addrs);
+    let mut mismatches = Vec::new();
+    let mut inlined = 0;
+    for (addr, d) in addrs.iter().zip(&dwarf) {
+        let ours = table.symbolize(data, *addr);
+        let frames = ours.frames();
+        inlined += usize::from(frames.len() > 1);
+        if !agrees_with_dwarf(frames, d) {
+            mismatches.push(format!("{addr:#x}: DWARF {d:?}\n    ours {frames:?}"));
+        }
+    }
+    (mismatches, inlined)
+}
+
+fn llvm_symbolizer_or_skip() -> bool {
+    Command::new("llvm-symbolizer")
+        .arg("--version")
+        .output()
+        .is_ok()
+        || skip_or_fail("no llvm-symbolizer (package llvm)")
+}
+
+/// Asserts that DWARF and the Go table agree on at least 999 of 1000 addresses (a handful
+/// would be encoding noise not yet understood; anything systematic, such as lost inlined
+/// frames or wrong lines, is far above it) and that inlined code was sampled.
+fn assert_agrees(what: &str, addrs: usize, mismatches: &[String], inlined: usize) -> String {
+    assert!(
+        mismatches.len() * 1000 <= addrs,
+        "{what}: {} of {addrs} addresses differ from llvm-symbolizer, e.g.:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(10)].join("\n")
+    );
+    assert!(
+        inlined * 20 >= addrs,
+        "{what}: only {inlined} of {addrs} addresses in inlined code"
+    );
+    format!(
+        "{what} {}/{addrs} ({inlined} inlined)",
+        addrs - mismatches.len()
+    )
+}
+
 /// Inlined frames, checked frame by frame against a second, independent encoding of them: the
 /// default builds keep the Go linker's DWARF, which `llvm-symbolizer --inlining` reads.
 #[test]
@@ -546,56 +596,73 @@ fn inline_chains_match_llvm_symbolizer_on_dwarf() {
     let Some(builds) = builds_or_skip() else {
         return;
     };
-    if Command::new("llvm-symbolizer")
-        .arg("--version")
-        .output()
-        .is_err()
-        && !skip_or_fail("no llvm-symbolizer (package llvm)")
-    {
+    if !llvm_symbolizer_or_skip() {
         return;
     }
     let mut report = Vec::new();
     for b in builds.iter().filter(|b| b.variant == "default") {
         let (data, table) = open(b);
         let addrs = sample(&table, &data, 0xd3a7_f00d_0bad_cafe, 3000);
-        let dwarf = llvm_frames(&b.path, &addrs);
-        let mut mismatches = Vec::new();
-        let mut inlined = 0;
-        for (addr, d) in addrs.iter().zip(&dwarf) {
-            let ours = table.symbolize(&data, *addr);
-            let frames = ours.frames();
-            inlined += usize::from(frames.len() > 1);
-            if !agrees_with_dwarf(frames, d) {
-                mismatches.push(format!("{addr:#x}: DWARF {d:?}\n    ours {frames:?}"));
-            }
-        }
-        // A handful of differences per thousand would be encoding noise not yet understood;
-        // anything systematic (lost inline frames, wrong lines) is far above it.
-        assert!(
-            mismatches.len() * 1000 <= addrs.len(),
-            "{}: {} of {} addresses differ from llvm-symbolizer, e.g.:\n{}",
-            b.what(),
-            mismatches.len(),
-            addrs.len(),
-            mismatches[..mismatches.len().min(10)].join("\n")
-        );
-        assert!(
-            inlined * 20 >= addrs.len(),
-            "{}: only {inlined} of {} addresses in inlined code",
-            b.what(),
-            addrs.len()
-        );
-        report.push(format!(
-            "{} {}/{} ({inlined} inlined)",
-            b.what(),
-            addrs.len() - mismatches.len(),
-            addrs.len()
-        ));
+        let (mismatches, inlined) = compare_with_dwarf(&b.path, &table, &data, &addrs);
+        report.push(assert_agrees(&b.what(), addrs.len(), &mismatches, inlined));
     }
     eprintln!(
         "frames agree with llvm-symbolizer's DWARF: {}",
         report.join(", ")
     );
+}
+
+/// The same on a large real program: the newest Go's own compiler, built with DWARF by `cargo
+/// xtask fixtures` into `BELLOWS_FIXTURES/go-large/`. Its inline trees name generic shapes
+/// (`go.shape.struct { … }`), which a small program's sampled trees may not.
+#[test]
+fn inline_chains_of_a_large_program_match_llvm_symbolizer() {
+    let Some(root) = std::env::var_os("BELLOWS_FIXTURES") else {
+        skip_or_fail("BELLOWS_FIXTURES unset (run `cargo xtask test`)");
+        return;
+    };
+    if !llvm_symbolizer_or_skip() {
+        return;
+    }
+    let dir = Path::new(&root).join("go-large");
+    let binaries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    if binaries.is_empty() {
+        skip_or_fail(&format!("no binaries in {}", dir.display()));
+        return;
+    }
+    for path in &binaries {
+        let what = path.display().to_string();
+        let data = std::fs::read(path).unwrap();
+        let table = GoTable::from_elf(&data)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .unwrap_or_else(|| panic!("{what}: no Go table"));
+        let mut addrs = sample(&table, &data, 0x1a26_e000_5eed_0001, 6000);
+        // The random addresses, and every 50th entry.
+        let n = table.functions(&data).count();
+        let random = addrs.split_off(n);
+        addrs = addrs.into_iter().step_by(50).chain(random).collect();
+        let (mismatches, inlined) = compare_with_dwarf(path, &table, &data, &addrs);
+        let shapes = addrs
+            .iter()
+            .filter(|&&a| {
+                table
+                    .symbolize(&data, a)
+                    .frames()
+                    .iter()
+                    .any(|f| f.inlined && f.function.contains("go.shape.struct {"))
+            })
+            .count();
+        assert!(shapes > 0, "{what}: no inlined generic shape frames");
+        eprintln!(
+            "frames agree with llvm-symbolizer's DWARF: {}; {shapes} in inlined generic shapes",
+            assert_agrees(&what, addrs.len(), &mismatches, inlined)
+        );
+    }
 }
 
 #[test]

@@ -262,6 +262,9 @@ impl Collector {
             s.symbolizer_mapped_bytes = memory.mapped as u64;
             s.symbolizer_heap_bytes = memory.heap as u64;
             s.symbolizer_dwarf_too_large = memory.dwarf_too_large as u64;
+            s.symbolizer_dwarf_bytes = memory.dwarf as u64;
+            s.symbolizer_dwarf_released = memory.dwarf_released;
+            s.symbolizer_dwarf_reloads = memory.dwarf_reloads;
             s.cgroups_indexed = cgroups as u64;
         });
     }

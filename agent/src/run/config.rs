@@ -58,16 +58,25 @@ pub struct SymbolizerConfig {
     /// memory, and binaries in containers are anyone's.
     #[serde(default = "default_max_dwarf_bytes")]
     pub max_dwarf_bytes: u64,
+    /// DWARF loaded across all binaries: beyond it the least recently used binaries' DWARF is
+    /// released (built again when one of their addresses needs it).
+    #[serde(default = "default_dwarf_budget")]
+    pub dwarf_budget: u64,
 }
 
 fn default_max_dwarf_bytes() -> u64 {
     64 << 20
 }
 
+fn default_dwarf_budget() -> u64 {
+    128 << 20
+}
+
 impl Default for SymbolizerConfig {
     fn default() -> Self {
         SymbolizerConfig {
             max_dwarf_bytes: default_max_dwarf_bytes(),
+            dwarf_budget: default_dwarf_budget(),
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub symbolizer_heap_bytes: u64,
     /// Binaries whose DWARF exceeded `max-dwarf-bytes` (named from ELF symbols only).
     pub symbolizer_dwarf_too_large: u64,
+    /// DWARF loaded now, and contexts released and built again under `dwarf-budget`.
+    pub symbolizer_dwarf_bytes: u64,
+    pub symbolizer_dwarf_released: u64,
+    pub symbolizer_dwarf_reloads: u64,
     pub cgroups_indexed: u64,
     /// Entries of the kernel cgroup filter; None when the filter is off.
     pub filter_cgroups: Option<u64>,
@@ -250,6 +254,27 @@ impl Metrics {
             "gauge",
             "Binaries whose DWARF exceeds max-dwarf-bytes: named without lines or inlined frames.",
             &[("", s.symbolizer_dwarf_too_large)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_dwarf_bytes",
+            "gauge",
+            "DWARF sections behind the loaded DWARF contexts, bounded by dwarf-budget.",
+            &[("", s.symbolizer_dwarf_bytes)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_dwarf_released_total",
+            "counter",
+            "DWARF contexts released, least recently used first, to stay within dwarf-budget.",
+            &[("", s.symbolizer_dwarf_released)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_dwarf_reloads_total",
+            "counter",
+            "DWARF contexts built again after a release: a budget too small for the binaries in use.",
+            &[("", s.symbolizer_dwarf_reloads)],
         );
         family(
             &mut out,

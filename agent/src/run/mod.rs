@@ -131,9 +131,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     })?;
     let mut new_pids = sampler.take_new_pids()?;
     let mut table = ProcessTable::new();
-    table
-        .symbolizer_mut()
-        .set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
+    let symbolizer = table.symbolizer_mut();
+    symbolizer.set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
+    symbolizer.set_dwarf_budget(usize::try_from(cfg.symbolizer.dwarf_budget).unwrap_or(usize::MAX));
     let kernel = if cfg.kernel_stacks {
         match table.symbolizer_mut().kernel() {
             Ok(k) => Some(k),
