@@ -2,7 +2,9 @@
 //! /api/v1/pods` as a list (with `resourceVersion`) and as a watch (`watch=true`: one JSON
 //! `WatchEvent` per line, held open until `timeoutSeconds`), filtered by the field selector
 //! `spec.nodeName=<node>`, which it requires (400 otherwise: an agent must never list the whole
-//! cluster).
+//! cluster). [`FakeKube::compact`] forgets history as etcd compaction does: open watches end
+//! with a `410 Gone` ERROR event, and watches from an older version get one at once, so a client
+//! that does not re-list never learns what happened in between.
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +32,10 @@ struct State {
     rv: u64,
     /// Request targets (path and query) in order.
     requests: Vec<String>,
+    /// Watches from a version older than this get `410 Gone`.
+    compacted: u64,
+    /// Bumped by every compaction: watches opened before it end with `410 Gone`.
+    epoch: u64,
 }
 
 /// The fake server; stops on drop.
@@ -135,6 +141,29 @@ impl FakeKube {
         self.changed.notify_waiters();
     }
 
+    /// Removes a Pod without any watcher seeing it happen (its DELETED event is compacted away
+    /// at once), as when an agent's watch was down across a compaction: only a re-list shows
+    /// the Pod is gone.
+    pub fn delete_unseen(&self, uid: &str) {
+        let mut s = self.state.lock().unwrap();
+        if s.pods.remove(uid).is_some() {
+            s.rv += 1;
+        }
+        drop(s);
+        self.compact();
+    }
+
+    /// Forgets every event up to now: open watches end with `410 Gone`, and so does any watch
+    /// from an older version.
+    pub fn compact(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.compacted = s.rv;
+        s.events.clear();
+        s.epoch += 1;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
     /// Request targets seen so far (path?query).
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -222,6 +251,16 @@ fn query_params(q: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The ERROR event the API server streams for a watch whose version was compacted away.
+fn gone(version: u64) -> Bytes {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {version}"),
+        "reason": "Expired", "code": 410,
+    });
+    Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status})))
+}
+
 fn node_of(pod: &Value) -> &str {
     pod["spec"]["nodeName"].as_str().unwrap_or("")
 }
@@ -279,18 +318,32 @@ fn handle(
         .and_then(|v| v.parse().ok())
         .map_or(MAX_WATCH, |s: u64| Duration::from_secs(s).min(MAX_WATCH));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (epoch, expired) = {
+        let s = state.lock().unwrap();
+        (s.epoch, from < s.compacted)
+    };
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut sent = from;
+        if expired {
+            let _ = tx.send(gone(from)).await;
+            return;
+        }
         loop {
             let notified = changed.notified();
-            let batch: Vec<(u64, &'static str, Value)> = {
+            let batch: Option<Vec<(u64, &'static str, Value)>> = {
                 let s = state.lock().unwrap();
-                s.events
-                    .iter()
-                    .filter(|(rv, _, _)| *rv > sent)
-                    .cloned()
-                    .collect()
+                (s.epoch == epoch).then(|| {
+                    s.events
+                        .iter()
+                        .filter(|(rv, _, _)| *rv > sent)
+                        .cloned()
+                        .collect()
+                })
+            };
+            let Some(batch) = batch else {
+                let _ = tx.send(gone(sent)).await;
+                return;
             };
             for (rv, kind, obj) in batch {
                 sent = rv;

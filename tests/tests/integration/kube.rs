@@ -114,6 +114,69 @@ fn the_watch_indexes_this_nodes_pods_and_follows_changes() {
     drop(rt);
 }
 
+/// After `410 Gone` (history compacted while the agent was not looking), the watch lists again
+/// and the index becomes the list: a Pod deleted unseen goes, one added unseen comes.
+#[test]
+fn a_compacted_history_makes_the_watch_list_again() {
+    let api = FakeKube::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let container = |id: &str| format!("containerd://{id}");
+    api.apply(pod(
+        "shop",
+        "web-0",
+        UID_A,
+        "n1",
+        &[],
+        &[],
+        &[("app", Some(&container(ID_A)))],
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let index = PodIndex::default();
+    let handle = rt.block_on(async {
+        let client = k8s::client(Some(&kubeconfig)).await.unwrap();
+        k8s::spawn_watch(client, "n1".into(), index.clone())
+    });
+    until("the initial list", || index.by_pod_uid(UID_A).is_some());
+    let lists = || {
+        api.requests()
+            .iter()
+            .filter(|r| !r.contains("watch=true"))
+            .count()
+    };
+    let lists_before = lists();
+
+    // web-0 goes and api-0 comes while every event about it is compacted away.
+    api.delete_unseen(UID_A);
+    api.apply(pod(
+        "shop",
+        "api-0",
+        UID_B,
+        "n1",
+        &[],
+        &[],
+        &[("api", Some(&container(ID_B)))],
+    ));
+    api.compact();
+
+    until("the re-list", || {
+        index.by_pod_uid(UID_A).is_none() && index.by_pod_uid(UID_B).is_some()
+    });
+    assert!(index.by_container_id(ID_A).is_none());
+    assert!(index.by_container_id(ID_B).is_some());
+    assert_eq!(index.len(), 1);
+    assert!(lists() > lists_before, "{:?}", api.requests());
+    let stats = handle.stats();
+    assert!(stats.errors >= 1, "the 410 is counted: {stats:?}");
+    assert!(stats.synced, "{stats:?}");
+    drop(handle);
+    drop(rt);
+}
+
 #[test]
 fn a_missing_kubeconfig_is_one_clear_error() {
     let rt = tokio::runtime::Builder::new_current_thread()
