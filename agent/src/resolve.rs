@@ -65,7 +65,71 @@ pub fn resolve<S: ProcSource>(
         table.prepare(pid);
     }
 
+    // User frames first, grouped by binary and in address order: with a DWARF budget too small
+    // for every binary at once, interleaved lookups would release and rebuild the same DWARF
+    // over and over; one binary at a time builds each at most once per window.
     let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
+    let mut wanted: Vec<(usize, u64, u32, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for raw in &drained.samples {
+        let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
+            continue;
+        };
+        let process = table.get(raw.tgid);
+        for (depth, &ip) in ips.iter().enumerate() {
+            let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
+            if !seen.insert((raw.tgid, addr)) {
+                continue;
+            }
+            let binary = process
+                .and_then(|p| p.find(addr))
+                .and_then(|m| m.resolver.as_ref())
+                .map_or(0, |r| Arc::as_ptr(r) as usize);
+            let offset = process
+                .and_then(|p| p.find(addr))
+                .map_or(addr, |m| (addr - m.start).wrapping_add(m.offset));
+            wanted.push((binary, offset, raw.tgid, addr));
+        }
+    }
+    drop(seen);
+    wanted.sort_unstable();
+    let mut previous = None;
+    for &(binary, _, tgid, addr) in &wanted {
+        stats.user_frames += 1;
+        let mapped = table.get(tgid).and_then(|p| p.find(addr));
+        let frames = mapped
+            .and_then(|m| {
+                let resolver = m.resolver.as_ref()?;
+                // Release other binaries' DWARF before this one's may be built, rather than
+                // after: two large contexts are never held at once. Go binaries are answered
+                // from their Go tables and rarely need their DWARF.
+                if previous.replace(binary) != Some(binary) && !resolver.is_go() {
+                    table.symbolizer().make_room_for(resolver);
+                }
+                let file_offset = (addr - m.start).checked_add(m.offset)?;
+                let va = resolver.file_offset_to_va(file_offset)?;
+                let found = resolver.symbolize(va);
+                // A lookup may have built a DWARF context: keep within the budget.
+                table.symbolizer().enforce_budget();
+                match found {
+                    Symbolized::Sym(frames) => Some(frames),
+                    Symbolized::Unknown(_) => None,
+                }
+            })
+            .unwrap_or_default();
+        if frames.is_empty() {
+            stats.user_unsymbolized += 1;
+        }
+        let location = Location {
+            address: addr,
+            mapping: mapped.map(|m| Arc::clone(&m.mapping)),
+            frames,
+            kernel: false,
+        };
+        user_cache.insert((tgid, addr), Arc::new(location));
+    }
+    drop(wanted);
+
     let mut kernel_cache: HashMap<u64, Arc<Location>> = HashMap::new();
     for raw in &drained.samples {
         let mut stack: Vec<Arc<Location>> = Vec::new();
@@ -91,41 +155,15 @@ pub fn resolve<S: ProcSource>(
                 stack.push(Arc::clone(loc));
             }
         }
-        let process = table.get(raw.tgid);
-        if raw.user_stack.is_some() && process.is_none() {
+        if raw.user_stack.is_some() && table.get(raw.tgid).is_none() {
             stats.samples_without_process += 1;
         }
         if let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) {
             for (depth, &ip) in ips.iter().enumerate() {
                 let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
-                let loc = user_cache.entry((raw.tgid, addr)).or_insert_with(|| {
-                    stats.user_frames += 1;
-                    let mapped = process.and_then(|p| p.find(addr));
-                    let frames = mapped
-                        .and_then(|m| {
-                            let resolver = m.resolver.as_ref()?;
-                            let file_offset = (addr - m.start).checked_add(m.offset)?;
-                            let va = resolver.file_offset_to_va(file_offset)?;
-                            let found = resolver.symbolize(va);
-                            // A lookup may have built a DWARF context: keep within the budget.
-                            table.symbolizer().enforce_budget();
-                            match found {
-                                Symbolized::Sym(frames) => Some(frames),
-                                Symbolized::Unknown(_) => None,
-                            }
-                        })
-                        .unwrap_or_default();
-                    if frames.is_empty() {
-                        stats.user_unsymbolized += 1;
-                    }
-                    Arc::new(Location {
-                        address: addr,
-                        mapping: mapped.map(|m| Arc::clone(&m.mapping)),
-                        frames,
-                        kernel: false,
-                    })
-                });
-                stack.push(Arc::clone(loc));
+                if let Some(loc) = user_cache.get(&(raw.tgid, addr)) {
+                    stack.push(Arc::clone(loc));
+                }
             }
         }
         recording.samples.push(Sample {

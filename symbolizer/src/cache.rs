@@ -181,6 +181,12 @@ impl Symbolizer {
         if self.enforced_at.swap(loads, Ordering::Relaxed) == loads {
             return 0;
         }
+        self.release_until(budget, 1)
+    }
+
+    /// Releases the least recently used DWARF contexts until at most `limit` bytes stay
+    /// loaded, always keeping the `keep` most recently used.
+    fn release_until(&self, limit: usize, keep: usize) -> usize {
         let mut seen = std::collections::HashSet::new();
         let mut loaded: Vec<(u64, usize, &Arc<ElfResolver>)> = self
             .elfs
@@ -192,13 +198,13 @@ impl Symbolizer {
             })
             .collect();
         let mut total: usize = loaded.iter().map(|l| l.1).sum();
-        if total <= budget {
+        if total <= limit {
             return 0;
         }
         loaded.sort_by_key(|l| l.0);
         let mut released = 0;
-        for (_, _, r) in &loaded[..loaded.len() - 1] {
-            if total <= budget {
+        for (_, _, r) in &loaded[..loaded.len().saturating_sub(keep)] {
+            if total <= limit {
                 break;
             }
             total -= r.release_dwarf().min(total);
@@ -207,6 +213,20 @@ impl Symbolizer {
         self.dwarf_released
             .fetch_add(released as u64, Ordering::Relaxed);
         released
+    }
+
+    /// Makes room for `next`'s DWARF before a lookup may build it: releases the least recently
+    /// used contexts of other files until the loaded DWARF plus `next`'s would fit the budget.
+    /// Releasing first keeps two large contexts from being held at once. Returns how many were
+    /// released.
+    pub fn make_room_for(&self, next: &ElfResolver) -> usize {
+        let Some(budget) = self.dwarf_budget else {
+            return 0;
+        };
+        if next.dwarf_bytes() > 0 || next.dwarf_size() == 0 {
+            return 0;
+        }
+        self.release_until(budget.saturating_sub(next.dwarf_size()), 0)
     }
 
     /// Forgets every file no caller holds any more (for a profiler: binaries of processes that
@@ -480,10 +500,22 @@ mod tests {
         assert_eq!(b.dwarf_bytes(), 0);
         assert!(a.dwarf_bytes() > 0);
 
-        // Reloads stay counted after the file is forgotten.
+        // Room is made before a lookup: `b`'s context goes before `a`'s would be built.
+        assert!(b.dwarf_size() > 0);
+        b.symbolize(addr);
+        s.enforce_budget();
+        assert_eq!((a.dwarf_bytes(), b.dwarf_bytes() > 0), (0, true));
+        assert_eq!(s.make_room_for(&a), 1);
+        assert_eq!(s.memory().dwarf, 0);
+        assert_eq!(s.make_room_for(&a), 0, "nothing left to release");
+        a.symbolize(addr);
+        assert_eq!(s.make_room_for(&a), 0, "its own context stays");
+
+        // Reloads stay counted after the file is forgotten: `a` twice, `b` once.
+        assert_eq!(s.memory().dwarf_reloads, 3);
         drop((a, b));
         assert_eq!(s.evict_unused(), 2);
-        assert_eq!(s.memory().dwarf_reloads, 1);
+        assert_eq!(s.memory().dwarf_reloads, 3);
         assert_eq!(s.memory().dwarf, 0);
 
         // Without a budget nothing is released.

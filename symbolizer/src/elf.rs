@@ -144,6 +144,8 @@ pub struct ElfResolver {
     go: Option<GoTable>,
     go_version: Option<String>,
     has_dwarf: bool,
+    /// Bytes of the DWARF sections a context would read (see [`Self::dwarf_bytes`]).
+    dwarf_size: usize,
     /// The DWARF context, built at the first lookup that needs it; released under memory
     /// pressure and built again when needed again.
     dwarf: Mutex<DwarfSlot>,
@@ -219,6 +221,11 @@ impl ElfResolver {
         let build_id = obj.build_id().ok().flatten().map(<[u8]>::to_vec);
         let mut symbols = index_symbols(&obj, &data);
         let mut has_dwarf = obj.section_by_name(".debug_info").is_some();
+        let mut dwarf_size = if has_dwarf {
+            dwarf_section_bytes(&obj)
+        } else {
+            0
+        };
         let debuglink = obj
             .gnu_debuglink()
             .ok()
@@ -244,6 +251,7 @@ impl ElfResolver {
             if let Some((_, debug)) = &debug_file {
                 if let Ok(dobj) = object::File::parse(&debug[..]) {
                     has_dwarf = dobj.section_by_name(".debug_info").is_some();
+                    dwarf_size = dwarf_section_bytes(&dobj);
                     if symbols.is_empty() {
                         symbols = index_symbols(&dobj, debug);
                         if !symbols.is_empty() {
@@ -285,6 +293,7 @@ impl ElfResolver {
             go,
             go_version,
             has_dwarf,
+            dwarf_size: usize::try_from(dwarf_size).unwrap_or(usize::MAX),
             dwarf: Mutex::default(),
             dwarf_used: AtomicU64::new(0),
             dwarf_loads: AtomicU64::new(0),
@@ -354,6 +363,16 @@ impl ElfResolver {
     /// when none is loaded. What [`crate::Symbolizer::set_dwarf_budget`] bounds.
     pub fn dwarf_bytes(&self) -> usize {
         self.loaded_dwarf().map_or(0, |d| d.section_bytes)
+    }
+
+    /// What [`Self::dwarf_bytes`] would be once DWARF is loaded: 0 without DWARF, or when its
+    /// size refuses it.
+    pub fn dwarf_size(&self) -> usize {
+        if !self.has_dwarf || self.dwarf_size as u64 > self.max_dwarf_bytes {
+            0
+        } else {
+            self.dwarf_size
+        }
     }
 
     /// When DWARF was last used, on a clock shared by all resolvers (larger is later); 0 for
@@ -631,6 +650,21 @@ fn crc32(data: &[u8]) -> u32 {
     })
 }
 
+/// Bytes of an object's DWARF sections as they will be in memory: a compressed section's header
+/// states its size (that claim is checked again before anything is allocated for it).
+fn dwarf_section_bytes(obj: &object::File<'_>) -> u64 {
+    obj.sections()
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
+        })
+        .map(|s| {
+            s.compressed_data()
+                .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Builds an addr2line context over the file's DWARF sections (plain ones read in place from
 /// the map, compressed ones decompressed onto the heap), unless they are absent or larger than
 /// `max_bytes` (at most [`MAX_DWARF_BYTES`]); the flag says the size was the reason.
@@ -644,19 +678,7 @@ fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
     } else {
         gimli::RunTimeEndian::Big
     };
-    // Sizes as they will be in memory: a compressed section's header states its size, and
-    // that claim is checked before anything is allocated for it.
-    let total: u64 = obj
-        .sections()
-        .filter(|s| {
-            s.name()
-                .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
-        })
-        .map(|s| {
-            s.compressed_data()
-                .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
-        })
-        .fold(0u64, u64::saturating_add);
+    let total = dwarf_section_bytes(&obj);
     if total > max_bytes {
         return (None, true);
     }
