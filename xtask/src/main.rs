@@ -7,6 +7,7 @@
 //! - `record`: build `bellows` in release and profile this machine.
 
 mod bench;
+mod budget;
 mod fuzz;
 mod overhead;
 mod setup;
@@ -82,6 +83,13 @@ enum BenchKind {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// `bellows run`'s memory and CPU with and without `[symbolizer] dwarf-budget`, while four
+    /// busy binaries need more DWARF than the default budget holds.
+    DwarfBudget {
+        /// Seconds per case.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,6 +142,9 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Bench {
             which: BenchKind::Overhead { seconds, runs },
         } => overhead::overhead(&root, std::time::Duration::from_secs(seconds), runs),
+        Task::Bench {
+            which: BenchKind::DwarfBudget { seconds },
+        } => budget::dwarf_budget(&root, seconds),
     }
 }
 

@@ -281,7 +281,7 @@ fn spawn(cmd: &mut Command) -> Result<Child> {
 }
 
 /// Like [`spawn`], with stdout and stderr in `log` (for the tool's summary or its last error).
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone()?)
@@ -292,10 +292,10 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
 
 /// Polls a live process's resident memory (anonymous, file-backed) until it exits; keeps the
 /// peaks. ru_maxrss gives the total peak but not what it is made of.
-struct MemWatch(std::thread::JoinHandle<(u64, u64)>);
+pub(crate) struct MemWatch(std::thread::JoinHandle<(u64, u64)>);
 
 impl MemWatch {
-    fn start(pid: u32) -> Self {
+    pub(crate) fn start(pid: u32) -> Self {
         MemWatch(std::thread::spawn(move || {
             let path = format!("/proc/{pid}/status");
             let (mut anon, mut file) = (0, 0);
@@ -321,7 +321,7 @@ impl MemWatch {
     }
 
     /// Peak (anonymous, file-backed) KiB; call after the process exited.
-    fn finish(self) -> (u64, u64) {
+    pub(crate) fn finish(self) -> (u64, u64) {
         self.0.join().unwrap_or((0, 0))
     }
 }
@@ -343,7 +343,7 @@ fn proc_cpu(pid: u32) -> Result<f64> {
 }
 
 /// Waits for a child; (exit status, (CPU seconds, peak RSS KiB)).
-fn wait4(child: &mut Child) -> Result<(i32, (f64, u64))> {
+pub(crate) fn wait4(child: &mut Child) -> Result<(i32, (f64, u64))> {
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -393,7 +393,7 @@ fn bpf_usage(pid: u32) -> (u64, Option<f64>) {
     (map_bytes, (runs > 0).then(|| run_ns as f64 / runs as f64))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -419,14 +419,14 @@ impl Drop for BpfStats {
 }
 
 /// A write endpoint that accepts everything: `bellows run`'s Pyroscope for the benchmark.
-struct Sink {
+pub(crate) struct Sink {
     port: u16,
     requests: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
 }
 
 impl Sink {
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let requests = Arc::new(AtomicU64::new(0));
@@ -447,7 +447,7 @@ impl Sink {
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
