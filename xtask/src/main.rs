@@ -33,7 +33,8 @@ enum Task {
     Setup,
     /// Print the Go toolchains the tests use, colon-separated.
     GoToolchains,
-    /// Build the Go workloads with every toolchain: default, stripped and PIE.
+    /// Build the Go workloads with every toolchain (default, stripped, PIE) and the newest Go's
+    /// compiler with DWARF; fetch old real Go binaries.
     Fixtures,
     /// Run every check and test: fmt, clippy, unit and integration tests.
     Test {
