@@ -215,7 +215,18 @@ const REAL_GO_BINARIES: &[(&str, &str)] = &[
     ("0.13.15", "go1.17.2, Go 1.16 layout"),
 ];
 
-/// Fetches [`REAL_GO_BINARIES`] from the npm registry into `target/fixtures/go-real/`.
+/// Real old Go PIE binaries: Debian 11's packages (pool path, binary inside, what built it).
+/// Debian builds Go programs as PIE, which npm's esbuild builds are not.
+const REAL_GO_DEBS: &[(&str, &str, &str)] = &[(
+    "pool/main/a/age/age_1.0.0~rc1-2+b3_amd64.deb",
+    "usr/bin/age",
+    "go1.15.9, PIE, Go 1.2 table layout",
+)];
+
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Fetches [`REAL_GO_BINARIES`] from the npm registry and [`REAL_GO_DEBS`] from Debian's
+/// archive into `target/fixtures/go-real/`.
 fn fetch_real_go_binaries(root: &Path) -> Result<Vec<PathBuf>> {
     let dir = root.join("target/fixtures/go-real");
     let work = root.join("target/fixtures/npm");
@@ -239,6 +250,25 @@ fn fetch_real_go_binaries(root: &Path) -> Result<Vec<PathBuf>> {
                 .arg(&unpacked))?;
             std::fs::copy(unpacked.join("package/bin/esbuild"), &dest)
                 .with_context(|| format!("esbuild binary of {package}"))?;
+        }
+        out.push(dest);
+    }
+    for (pool, inner, _) in REAL_GO_DEBS {
+        let name = Path::new(inner)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("binary name")?;
+        let dest = dir.join(format!("debian-{name}"));
+        if !dest.is_file() {
+            let deb = work.join(Path::new(pool).file_name().context("package file name")?);
+            run(Command::new("curl")
+                .args(["-sSfL", "--retry", "3", "-o"])
+                .arg(&deb)
+                .arg(format!("{DEBIAN_MIRROR}/{pool}")))?;
+            let unpacked = work.join(format!("deb-{name}"));
+            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+            std::fs::copy(unpacked.join(inner), &dest)
+                .with_context(|| format!("{inner} of {pool}"))?;
         }
         out.push(dest);
     }

