@@ -168,23 +168,32 @@ impl Xorshift {
     }
 }
 
-/// `go tool addr2line`: for each address, (function, "file:line").
-fn addr2line(go: &Path, binary: &Path, addrs: &[u64]) -> Vec<(String, String)> {
-    let mut child = Command::new(go)
-        .args(["tool", "addr2line"])
-        .arg(binary)
-        .env("GOTOOLCHAIN", "local")
+/// Runs an oracle with one hex address per line on its standard input; its standard output.
+fn pipe_addresses(cmd: &mut Command, addrs: &[u64]) -> String {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("go tool addr2line");
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("addr2line output");
+    let out = child.wait_with_output().expect("oracle output");
     writer.join().expect("writer").expect("write addresses");
-    assert!(out.status.success(), "addr2line failed");
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `go tool addr2line`: for each address, (function, "file:line").
+fn addr2line(go: &Path, binary: &Path, addrs: &[u64]) -> Vec<(String, String)> {
+    let text = pipe_addresses(
+        Command::new(go)
+            .args(["tool", "addr2line"])
+            .arg(binary)
+            .env("GOTOOLCHAIN", "local"),
+        addrs,
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2 * addrs.len(), "addr2line output length");
     lines
@@ -438,21 +447,13 @@ type DwarfFrame = (String, String, u32);
 
 /// `llvm-symbolizer --inlining` on `binary`: every address's frames, innermost first.
 fn llvm_frames(binary: &Path, addrs: &[u64]) -> Vec<Vec<DwarfFrame>> {
-    let mut child = Command::new("llvm-symbolizer")
-        .arg(format!("--obj={}", binary.display()))
-        .args(["--inlining", "--output-style=JSON"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("llvm-symbolizer");
-    let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("llvm-symbolizer output");
-    writer.join().expect("writer").expect("write addresses");
-    assert!(out.status.success(), "llvm-symbolizer failed");
     // One JSON object per line when addresses come from standard input.
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = pipe_addresses(
+        Command::new("llvm-symbolizer")
+            .arg(format!("--obj={}", binary.display()))
+            .args(["--inlining", "--output-style=JSON"]),
+        addrs,
+    );
     let answers: Vec<Vec<DwarfFrame>> = text
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent::k8s::{self, PodIndex};
+use agent::k8s::{self, PodIndex, WatchHandle};
 use tests::fake_kube::{pod, FakeKube};
 
 const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -10,6 +10,25 @@ const ID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 const UID_A: &str = "0000000a-0000-4000-8000-000000000001";
 const UID_B: &str = "0000000b-0000-4000-8000-000000000002";
 const UID_OTHER: &str = "0000000c-0000-4000-8000-000000000003";
+
+/// A runtime with the pod watch of node `n1` running against `api`, and its index.
+fn watch(
+    api: &FakeKube,
+    dir: &std::path::Path,
+) -> (tokio::runtime::Runtime, PodIndex, WatchHandle) {
+    let kubeconfig = api.write_kubeconfig(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let index = PodIndex::default();
+    let handle = rt.block_on(async {
+        let client = k8s::client(Some(&kubeconfig)).await.unwrap();
+        k8s::spawn_watch(client, "n1".into(), index.clone())
+    });
+    (rt, index, handle)
+}
 
 fn until(what: &str, pred: impl Fn() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -23,7 +42,6 @@ fn until(what: &str, pred: impl Fn() -> bool) {
 fn the_watch_indexes_this_nodes_pods_and_follows_changes() {
     let api = FakeKube::start();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
     // Before the agent starts: one pod here, one on another node.
     api.apply(pod(
         "shop",
@@ -44,16 +62,7 @@ fn the_watch_indexes_this_nodes_pods_and_follows_changes() {
         &[("x", None)],
     ));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let index = PodIndex::default();
-    let handle = rt.block_on(async {
-        let client = k8s::client(Some(&kubeconfig)).await.unwrap();
-        k8s::spawn_watch(client, "n1".into(), index.clone())
-    });
+    let (rt, index, handle) = watch(&api, dir.path());
 
     until("the initial list", || handle.stats().synced);
     let found = index.by_container_id(ID_A).expect("listed container");
@@ -120,7 +129,6 @@ fn the_watch_indexes_this_nodes_pods_and_follows_changes() {
 fn a_compacted_history_makes_the_watch_list_again() {
     let api = FakeKube::start();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
     let container = |id: &str| format!("containerd://{id}");
     api.apply(pod(
         "shop",
@@ -131,16 +139,7 @@ fn a_compacted_history_makes_the_watch_list_again() {
         &[],
         &[("app", Some(&container(ID_A)))],
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let index = PodIndex::default();
-    let handle = rt.block_on(async {
-        let client = k8s::client(Some(&kubeconfig)).await.unwrap();
-        k8s::spawn_watch(client, "n1".into(), index.clone())
-    });
+    let (rt, index, handle) = watch(&api, dir.path());
     until("the initial list", || index.by_pod_uid(UID_A).is_some());
     let lists = || {
         api.requests()
