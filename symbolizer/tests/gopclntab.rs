@@ -285,12 +285,41 @@ fn sample(table: &GoTable, data: &[u8], seed: u64, random: usize) -> Vec<u64> {
     addrs
 }
 
-fn open(b: &Build) -> (Vec<u8>, GoTable) {
-    let data = std::fs::read(&b.path).unwrap();
+/// The files under `BELLOWS_FIXTURES/<sub>` (built or fetched by `cargo xtask fixtures`),
+/// sorted; None (after failing in CI) when there are none.
+fn fixture_binaries(sub: &str) -> Option<Vec<PathBuf>> {
+    let Some(root) = std::env::var_os("BELLOWS_FIXTURES") else {
+        skip_or_fail("BELLOWS_FIXTURES unset (run `cargo xtask test`)");
+        return None;
+    };
+    let dir = Path::new(&root).join(sub);
+    let mut binaries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    binaries.sort();
+    if binaries.is_empty() {
+        skip_or_fail(&format!("no binaries in {}", dir.display()));
+        return None;
+    }
+    Some(binaries)
+}
+
+/// A binary's bytes and Go table, which it must have.
+fn open_path(path: &Path) -> (Vec<u8>, GoTable) {
+    let what = path.display();
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{what}: {e}"));
     let table = GoTable::from_elf(&data)
-        .unwrap_or_else(|e| panic!("{}: {e}", b.what()))
-        .unwrap_or_else(|| panic!("{}: no Go table", b.what()));
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .unwrap_or_else(|| panic!("{what}: no Go table"));
     (data, table)
+}
+
+/// A build's bytes and Go table (its path names the version and variant).
+fn open(b: &Build) -> (Vec<u8>, GoTable) {
+    open_path(&b.path)
 }
 
 #[test]
@@ -618,30 +647,15 @@ fn inline_chains_match_llvm_symbolizer_on_dwarf() {
 /// (`go.shape.struct { … }`), which a small program's sampled trees may not.
 #[test]
 fn inline_chains_of_a_large_program_match_llvm_symbolizer() {
-    let Some(root) = std::env::var_os("BELLOWS_FIXTURES") else {
-        skip_or_fail("BELLOWS_FIXTURES unset (run `cargo xtask test`)");
+    let Some(binaries) = fixture_binaries("go-large") else {
         return;
     };
     if !llvm_symbolizer_or_skip() {
         return;
     }
-    let dir = Path::new(&root).join("go-large");
-    let binaries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    if binaries.is_empty() {
-        skip_or_fail(&format!("no binaries in {}", dir.display()));
-        return;
-    }
     for path in &binaries {
         let what = path.display().to_string();
-        let data = std::fs::read(path).unwrap();
-        let table = GoTable::from_elf(&data)
-            .unwrap_or_else(|e| panic!("{what}: {e}"))
-            .unwrap_or_else(|| panic!("{what}: no Go table"));
+        let (data, table) = open_path(path);
         let mut addrs = sample(&table, &data, 0x1a26_e000_5eed_0001, 6000);
         // The random addresses, and every 50th entry.
         let n = table.functions(&data).count();
@@ -768,22 +782,9 @@ fn damaged_tables_never_panic() {
 /// 1.19's debug/gosym misplaces, the newest toolchain's.
 #[test]
 fn old_tables_of_real_binaries_match_go_tool_addr2line() {
-    let Some(root) = std::env::var_os("BELLOWS_FIXTURES") else {
-        skip_or_fail("BELLOWS_FIXTURES unset (run `cargo xtask test`)");
+    let Some(binaries) = fixture_binaries("go-real") else {
         return;
     };
-    let dir = Path::new(&root).join("go-real");
-    let mut binaries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    binaries.sort();
-    if binaries.is_empty() {
-        skip_or_fail(&format!("no binaries in {}", dir.display()));
-        return;
-    }
     let tc = toolchains();
     let Some(go) = tc.get("go1.19.8").or_else(|| tc.values().next()) else {
         skip_or_fail("no Go toolchain");
@@ -804,10 +805,7 @@ fn old_tables_of_real_binaries_match_go_tool_addr2line() {
     let mut total = 0;
     for path in &binaries {
         let what = path.display().to_string();
-        let data = std::fs::read(path).unwrap();
-        let table = GoTable::from_elf(&data)
-            .unwrap_or_else(|e| panic!("{what}: {e}"))
-            .unwrap_or_else(|| panic!("{what}: no Go table"));
+        let (data, table) = open_path(path);
         versions.insert(format!("{:?}", table.version()));
         let mut addrs = sample(&table, &data, 0xfeed_beef_1234_5678, 3000);
         // Every seventh entry is plenty next to the random addresses.
