@@ -213,6 +213,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     })?;
     let mut new_pids = sampler.take_new_pids()?;
     let mut table = ProcessTable::new();
+    table
+        .symbolizer_mut()
+        .set_dwarf_budget(crate::resolve::DWARF_BUDGET as usize);
     for &pid in &cfg.pids {
         table.observe(pid);
     }
@@ -441,13 +444,23 @@ pub fn render_summary(report: &Report, top: usize) -> String {
         p.unreadable_files,
         r.missing_stacks,
     );
-    let _ = writeln!(
+    let m = &report.symbol_memory;
+    let _ = write!(
         s,
         "Symbolized with {} binaries: {:.1} MiB mapped, {:.1} MiB of indexes",
         report.symbol_files,
-        report.symbol_memory.mapped as f64 / (1 << 20) as f64,
-        report.symbol_memory.heap as f64 / (1 << 20) as f64,
+        m.mapped as f64 / (1 << 20) as f64,
+        m.heap as f64 / (1 << 20) as f64,
     );
+    if m.dwarf_released > 0 {
+        let _ = write!(
+            s,
+            "; {} binaries' DWARF released to stay within {} MiB",
+            m.dwarf_released,
+            crate::resolve::DWARF_BUDGET >> 20
+        );
+    }
+    let _ = writeln!(s);
     if let Some(err) = &report.kernel_symbols_error {
         let _ = writeln!(s, "Kernel symbols unavailable: {err}");
     }

@@ -15,6 +15,12 @@ use crate::{
     profile::{Location, Recording, Sample},
 };
 
+/// Default bound on DWARF loaded at once across binaries (see
+/// [`symbolizer::Symbolizer::set_dwarf_budget`]). [`resolve`] looks addresses up one binary at
+/// a time, so within one window each binary's DWARF is built at most once: for a one-shot
+/// recording the budget costs no rebuilds at all.
+pub const DWARF_BUDGET: u64 = 128 << 20;
+
 /// What could not be resolved, for the end-of-run report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ResolveStats {

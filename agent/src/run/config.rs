@@ -69,7 +69,7 @@ fn default_max_dwarf_bytes() -> u64 {
 }
 
 fn default_dwarf_budget() -> u64 {
-    128 << 20
+    crate::resolve::DWARF_BUDGET
 }
 
 impl Default for SymbolizerConfig {
