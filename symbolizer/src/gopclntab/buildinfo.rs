@@ -5,7 +5,9 @@ use object::{Object, ObjectSection};
 use super::reader::{uvarint, Bytes};
 
 const MAGIC: &[u8] = b"\xff Go buildinf:";
-/// Bit of the flags byte: the version and module strings follow the header inline (Go 1.18+).
+/// Bits of the flags byte: the pointers are big-endian; the version and module strings follow
+/// the header inline (Go 1.18+).
+const FLAG_BIG_ENDIAN: u8 = 1;
 const FLAG_INLINE: u8 = 2;
 
 /// The Go release that built the binary (e.g. `go1.22.10`), when it carries build info. Some
@@ -28,7 +30,8 @@ pub fn build_info_version(data: &[u8]) -> Option<String> {
         return std::str::from_utf8(bytes).ok().map(str::to_string);
     }
     // Before Go 1.18: a pointer to a Go string header (pointer, length).
-    let b = Bytes(blob);
+    let big_endian = flags & FLAG_BIG_ENDIAN != 0;
+    let b = Bytes(blob, big_endian);
     let header_va = b.word(16, ptr_size)?;
     let file_off = |va: u64| {
         use object::ObjectSegment;
@@ -39,7 +42,7 @@ pub fn build_info_version(data: &[u8]) -> Option<String> {
                 .flatten()
         })
     };
-    let d = Bytes(data);
+    let d = Bytes(data, big_endian);
     let header = file_off(header_va)?;
     let str_va = d.word(header, ptr_size)?;
     let len = usize::try_from(d.word(header + ptr_size, ptr_size)?).ok()?;

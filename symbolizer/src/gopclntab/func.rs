@@ -82,7 +82,12 @@ impl GoTable {
             let entry_off = |i: usize| {
                 let at = i.checked_mul(8)?;
                 let w = functab.get(at..at.checked_add(4)?)?;
-                Some(u64::from(u32::from_le_bytes(w.try_into().ok()?)))
+                let w: [u8; 4] = w.try_into().ok()?;
+                Some(u64::from(if b.1 {
+                    u32::from_be_bytes(w)
+                } else {
+                    u32::from_le_bytes(w)
+                }))
             };
             partition(self.nfunc, |i| Some(entry_off(i)? <= target))?
         } else {
@@ -194,7 +199,7 @@ impl GoTable {
         cu_offset: u32,
         file_no: i32,
     ) -> Option<&'a str> {
-        let b = Bytes(data);
+        let b = self.bytes(data);
         let file_no = usize::try_from(file_no).ok()?;
         let (start, limit) = if self.version == GoTableVersion::V12 {
             // Go 1.2: the file number indexes a flat table of name offsets from the section

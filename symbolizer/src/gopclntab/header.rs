@@ -26,12 +26,13 @@ const TABLE_SECTIONS: &[&str] = &[".gopclntab", ".data.rel.ro.gopclntab"];
 /// Sections that may hold `runtime.firstmoduledata` when no symbol or `.go.module` says where.
 const MODULEDATA_SECTIONS: &[&str] = &[".noptrdata", ".data.rel.ro", ".data"];
 /// Word indices of `moduledata`: funcnametab and cutab pointers, text, and `gofunc` (Go
-/// 1.18–1.19 / Go 1.20+).
+/// 1.18–1.19 / Go 1.20–1.26 / Go 1.27).
 const MD_FUNCNAMETAB: u64 = 1;
 const MD_CUTAB: u64 = 4;
 const MD_TEXT: u64 = 22;
 const MD_GOFUNC_V118: u64 = 38;
 const MD_GOFUNC_V120: u64 = 40;
+const MD_GOFUNC_V127: u64 = 43;
 /// Words of `moduledata` whose relocations we keep, and the last word searched for `gofunc`.
 const MD_WORDS: u64 = 56;
 /// moduledata candidates (words pointing at the table) we validate at most.
@@ -39,6 +40,8 @@ const MAX_CANDIDATES: usize = 32;
 /// RELATIVE relocation types: x86-64, arm64.
 const R_X86_64_RELATIVE: u32 = 8;
 const R_AARCH64_RELATIVE: u32 = 1027;
+const R_390_RELATIVE: u32 = 12;
+const R_PPC64_RELATIVE: u32 = 22;
 
 fn bad(reason: impl Into<String>) -> Error {
     Error::BadGoTable {
@@ -58,6 +61,7 @@ pub(super) fn file_offset(loads: &[(u64, u64, u64)], va: u64) -> Option<usize> {
 /// The ELF image as the loaded program sees its words.
 struct Image<'a> {
     data: &'a [u8],
+    big_endian: bool,
     ptr_size: usize,
     /// (vaddr, file offset, file size) of every loadable segment.
     loads: Vec<(u64, u64, u64)>,
@@ -73,12 +77,12 @@ impl<'a> Image<'a> {
         if let Some(&(_, v)) = self.relocated.iter().find(|&&(at, _)| at == va) {
             return Some(v);
         }
-        Bytes(self.data).word(file_offset(&self.loads, va)?, self.ptr_size)
+        Bytes(self.data, self.big_endian).word(file_offset(&self.loads, va)?, self.ptr_size)
     }
 
     /// Calls `f(offset, addend)` for every RELATIVE relocation.
     fn for_each_relative(&self, mut f: impl FnMut(u64, u64)) {
-        let b = Bytes(self.rela);
+        let b = Bytes(self.rela, self.big_endian);
         for at in (0..self.rela.len() / 24).map(|i| i * 24) {
             let (Some(offset), Some(info), Some(addend)) =
                 (b.u64(at), b.u64(at + 8), b.u64(at + 16))
@@ -86,7 +90,12 @@ impl<'a> Image<'a> {
                 return;
             };
             let r_type = (info & 0xffff_ffff) as u32;
-            if r_type == R_X86_64_RELATIVE || r_type == R_AARCH64_RELATIVE {
+            let relative = if self.big_endian {
+                r_type == R_390_RELATIVE || r_type == R_PPC64_RELATIVE
+            } else {
+                r_type == R_X86_64_RELATIVE || r_type == R_AARCH64_RELATIVE
+            };
+            if relative {
                 f(offset, addend);
             }
         }
@@ -104,14 +113,14 @@ impl<'a> Image<'a> {
     }
 }
 
-/// The raw RELA table of a little-endian ELF64 file, through `PT_DYNAMIC` (present with or
-/// without section headers).
+/// The raw RELA table of an ELF64 file, through `PT_DYNAMIC` (present with or without
+/// section headers).
 fn rela_table<'a>(data: &'a [u8], loads: &[(u64, u64, u64)]) -> &'a [u8] {
     let Ok(elf) = ElfFile64::<Endianness>::parse(data) else {
         return &[];
     };
     let endian = elf.endian();
-    let b = Bytes(data);
+    let b = Bytes(data, endian == Endianness::Big);
     for ph in elf.elf_program_headers() {
         if ph.p_type(endian) != PT_DYNAMIC {
             continue;
@@ -182,12 +191,9 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
                 va: section.address(),
             })
             .ok_or_else(|| bad("table extends past the end of the file"))?;
-        if !obj.is_little_endian() {
-            return Err(bad("big-endian Go tables are not supported"));
-        }
         return parse(&obj, data, loads, &found).map(Some);
     }
-    if obj.sections().next().is_some() || !obj.is_little_endian() {
+    if obj.sections().next().is_some() {
         // Section headers without a table section: not Go.
         return Ok(None);
     }
@@ -205,7 +211,12 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
             continue;
         };
         for (i, chunk) in bytes.chunks_exact(8).enumerate() {
-            let magic = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let magic = [chunk[0], chunk[1], chunk[2], chunk[3]];
+            let magic = if obj.is_little_endian() {
+                u32::from_le_bytes(magic)
+            } else {
+                u32::from_be_bytes(magic)
+            };
             if GoTableVersion::from_magic(magic).is_none()
                 || chunk[4] != 0
                 || chunk[5] != 0
@@ -233,7 +244,7 @@ impl GoTable {
     /// A cheap check that a table found by scanning is one: its first and last functions
     /// decode, with names, in address order.
     fn plausible(&self, data: &[u8]) -> bool {
-        let b = Bytes(data);
+        let b = self.bytes(data);
         let first = self.record(b, 0);
         let last = self.nfunc.checked_sub(1).and_then(|i| self.record(b, i));
         match (first, last) {
@@ -254,7 +265,8 @@ fn parse(
     loads: Vec<(u64, u64, u64)>,
     found: &Found,
 ) -> Result<GoTable, Error> {
-    let b = Bytes(data);
+    let big_endian = !obj.is_little_endian();
+    let b = Bytes(data, big_endian);
     let (sec_off, sec_end, table_va) = (found.start, found.end, found.va);
     let sec_size = sec_end - sec_off;
     let magic = b.u32(sec_off).ok_or_else(|| bad("truncated header"))?;
@@ -274,6 +286,7 @@ fn parse(
     let ptr = ptr_size as u64;
     let mut image = Image {
         data,
+        big_endian,
         ptr_size,
         rela: rela_table(data, &loads),
         loads,
@@ -329,6 +342,7 @@ fn parse(
             },
             functab: functab..sec_end,
             gofunc: None,
+            big_endian,
         });
     }
 
@@ -406,15 +420,19 @@ fn parse(
                 .map(|s| s.address())
                 .ok_or_else(|| bad("cannot find the start of Go text"))?
         };
-        // `gofunc` moves when the runtime's moduledata changes (Go 1.27 did): take the words
-        // where releases have kept it first, then every later word, then the symbols; the
-        // caller keeps the first whose inline trees decode.
+        // `gofunc` moves when the runtime's moduledata changes (Go 1.27 did): take the symbols,
+        // then the words where releases have kept it, then every later word; the caller keeps
+        // the first whose inline trees decode.
         let expected = match version {
             GoTableVersion::V118 => MD_GOFUNC_V118,
             _ => MD_GOFUNC_V120,
         };
-        let words = std::iter::once(expected)
-            .chain((MD_GOFUNC_V118..MD_WORDS).filter(|&w| w != expected))
+        // Known places first: a wrong word can pass validation by chance, more easily in a
+        // big-endian file, whose pointers' high bytes read as zero padding.
+        let known = [expected, MD_GOFUNC_V127];
+        let words = known
+            .into_iter()
+            .chain((MD_GOFUNC_V118..MD_WORDS).filter(|w| !known.contains(w)))
             .filter_map(|w| md.and_then(|md| image.word(md.wrapping_add(w * ptr))));
         let symbols = ["go:func.*", "go.func.*"]
             .into_iter()
@@ -449,8 +467,9 @@ fn parse(
         },
         functab,
         gofunc: None,
+        big_endian,
     };
-    table.gofunc = table.choose_gofunc(Bytes(data), &gofunc_candidates);
+    table.gofunc = table.choose_gofunc(table.bytes(data), &gofunc_candidates);
     Ok(table)
 }
 
@@ -520,10 +539,8 @@ fn find_moduledata(
             continue;
         };
         for (i, chunk) in bytes.chunks_exact(image.ptr_size).enumerate() {
-            let word = match *chunk {
-                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
-                [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
-                _ => continue,
+            let Some(word) = Bytes(chunk, image.big_endian).word(0, image.ptr_size) else {
+                continue;
             };
             if word != table_va {
                 continue;

@@ -196,7 +196,8 @@ impl GoTable {
         }
     }
 
-    /// Whether the first `inlinedCall` of a tree at `tree` looks real.
+    /// Whether the first `inlinedCall` of a tree at `tree` looks real: its name starts a name,
+    /// its call site lies inside the function, and its padding is zero.
     fn plausible_inlined_call(&self, b: Bytes<'_>, f: &FuncRecord, tree: usize) -> bool {
         let (_, name_at, parent_at) = self.version.inlined_call();
         let field = |k: usize| tree.checked_add(k).and_then(|at| b.i32(at));
@@ -221,7 +222,15 @@ impl GoTable {
         let inside = u64::try_from(parent)
             .ok()
             .is_some_and(|p| p < f.end.saturating_sub(f.entry));
-        starts_a_name && named && inside
+        // The padding after funcID is zero: bytes 1–3 (Go 1.20+), byte 3 (Go 1.12–1.19).
+        let padding = match self.version {
+            GoTableVersion::V120 => 1..4,
+            _ => 3..4,
+        };
+        let padded = padding
+            .map(|k| tree.checked_add(k).and_then(|at| b.u8(at)))
+            .all(|byte| byte == Some(0));
+        starts_a_name && named && inside && padded
     }
 }
 

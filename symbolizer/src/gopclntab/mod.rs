@@ -88,6 +88,8 @@ pub struct GoTable {
     functab: Range<usize>,
     /// File offset of `moduledata.gofunc`, the base of Go 1.18+ funcdata (inline trees).
     gofunc: Option<usize>,
+    /// The file's byte order is big-endian (s390x, ppc64): the table's words follow it.
+    big_endian: bool,
 }
 
 /// One function of the table, as listed by [`GoTable::functions`].
@@ -143,7 +145,7 @@ impl GoTable {
     /// name or inline tree is damaged gives `Unknown(Malformed)`. Never panics, whatever the
     /// bytes.
     pub fn symbolize(&self, data: &[u8], va: u64) -> Symbolized {
-        let b = Bytes(data);
+        let b = self.bytes(data);
         let Some(index) = self.find(b, va) else {
             return Symbolized::Unknown(Reason::NoFunction);
         };
@@ -160,7 +162,7 @@ impl GoTable {
 
     /// Every function in address order: entry, end and name. Damaged entries are skipped.
     pub fn functions<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = GoFunc<'a>> + 'a {
-        let b = Bytes(data);
+        let b = self.bytes(data);
         (0..self.nfunc).filter_map(move |i| {
             let f = self.record(b, i)?;
             Some(GoFunc {
@@ -169,6 +171,11 @@ impl GoTable {
                 name: self.name(data, f.name_off)?,
             })
         })
+    }
+
+    /// Reads of `data` in the table's byte order.
+    fn bytes<'a>(&self, data: &'a [u8]) -> Bytes<'a> {
+        Bytes(data, self.big_endian)
     }
 
     /// File offset of a virtual address inside a loadable segment.

@@ -1,8 +1,9 @@
-//! Bounds-checked little-endian reads from untrusted bytes.
+//! Bounds-checked reads from untrusted bytes, in the file's byte order.
 
-/// A byte slice with checked reads; every accessor returns None when out of bounds.
+/// A byte slice with checked reads in one byte order (true: big-endian, as on s390x); every
+/// accessor returns None when out of bounds.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Bytes<'a>(pub &'a [u8]);
+pub(super) struct Bytes<'a>(pub &'a [u8], pub bool);
 
 impl Bytes<'_> {
     pub fn u8(self, at: usize) -> Option<u8> {
@@ -10,8 +11,12 @@ impl Bytes<'_> {
     }
 
     pub fn u32(self, at: usize) -> Option<u32> {
-        let b = self.0.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
+        let b: [u8; 4] = self.0.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.1 {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
     }
 
     pub fn i32(self, at: usize) -> Option<i32> {
@@ -19,8 +24,12 @@ impl Bytes<'_> {
     }
 
     pub fn u64(self, at: usize) -> Option<u64> {
-        let b = self.0.get(at..at.checked_add(8)?)?;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
+        let b: [u8; 8] = self.0.get(at..at.checked_add(8)?)?.try_into().ok()?;
+        Some(if self.1 {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        })
     }
 
     /// A pointer-sized word.
@@ -93,11 +102,15 @@ mod tests {
 
     #[test]
     fn reads_are_checked() {
-        let b = Bytes(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        let b = Bytes(&[1, 0, 0, 0, 2, 0, 0, 0], false);
         assert_eq!(b.u32(0), Some(1));
         assert_eq!(b.u64(0), Some(0x2_0000_0001));
         assert_eq!(b.u32(5), None);
         assert_eq!(b.u32(usize::MAX), None);
         assert_eq!(b.word(0, 3), None);
+        let be = Bytes(&[0, 0, 0, 1, 0, 0, 0, 2], true);
+        assert_eq!(be.u32(0), Some(1));
+        assert_eq!(be.word(0, 4), Some(1));
+        assert_eq!(be.u64(0), Some(0x1_0000_0002));
     }
 }
