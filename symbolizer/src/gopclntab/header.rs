@@ -325,7 +325,7 @@ fn parse(
             .and_then(|n| filetab_start.checked_add(n))
             .filter(|&e| e <= sec_end)
             .ok_or_else(|| bad("file count larger than the table"))?;
-        return Ok(GoTable {
+        let mut table = GoTable {
             version,
             ptr_size,
             nfunc,
@@ -343,7 +343,10 @@ fn parse(
             functab: functab..sec_end,
             gofunc: None,
             big_endian,
-        });
+            inline_trees: true,
+        };
+        table.inline_trees = table.absolute_trees_decode(table.bytes(data));
+        return Ok(table);
     }
 
     // Go 1.16+. The header's words may be relocated in a PIE; ask for them and for the first
@@ -468,8 +471,13 @@ fn parse(
         functab,
         gofunc: None,
         big_endian,
+        inline_trees: true,
     };
-    table.gofunc = table.choose_gofunc(table.bytes(data), &gofunc_candidates);
+    if relative {
+        table.gofunc = table.choose_gofunc(table.bytes(data), &gofunc_candidates);
+    } else {
+        table.inline_trees = table.absolute_trees_decode(table.bytes(data));
+    }
     Ok(table)
 }
 

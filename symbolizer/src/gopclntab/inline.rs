@@ -104,6 +104,9 @@ impl GoTable {
         position: &dyn Fn(u64) -> (Option<String>, Option<u32>),
     ) -> Result<(Vec<Frame>, u64), FramesError> {
         let mut frames = Vec::new();
+        if !self.inline_trees {
+            return Ok((frames, va));
+        }
         let (Some(index_table), Some(tree)) = (
             self.pcdata(b, f, PCDATA_INL_TREE_INDEX),
             self.funcdata(b, f, self.version.funcdata_inl_tree()),
@@ -165,25 +168,9 @@ impl GoTable {
     /// table). With no inline tree to check, the first candidate; with none that decodes, None
     /// (frames then lack inlined calls, nothing worse).
     pub(super) fn choose_gofunc(&self, b: Bytes<'_>, candidates: &[usize]) -> Option<usize> {
-        let stride = (self.nfunc / (GOFUNC_SAMPLE * 8)).max(1);
         let mut any_tree = false;
         for &candidate in candidates {
-            let (mut checked, mut valid) = (0, 0);
-            for i in (0..self.nfunc).step_by(stride) {
-                if checked >= GOFUNC_SAMPLE {
-                    break;
-                }
-                let Some(f) = self.record(b, i) else {
-                    continue;
-                };
-                let Some(tree) =
-                    self.funcdata_from(b, &f, self.version.funcdata_inl_tree(), Some(candidate))
-                else {
-                    continue;
-                };
-                checked += 1;
-                valid += usize::from(self.plausible_inlined_call(b, &f, tree));
-            }
+            let (checked, valid) = self.check_trees(b, Some(candidate));
             any_tree |= checked > 0;
             if checked > 0 && valid == checked {
                 return Some(candidate);
@@ -194,6 +181,36 @@ impl GoTable {
         } else {
             candidates.first().copied()
         }
+    }
+
+    /// Whether the inline trees of a Go ≤ 1.17 table (absolute funcdata pointers) decode in the
+    /// layout this decoder reads, Go 1.12's: Go 1.9–1.11 trees have another (no call-site pc),
+    /// and reading them as Go 1.12's would invent inlined frames. True when no tree is sampled.
+    pub(super) fn absolute_trees_decode(&self, b: Bytes<'_>) -> bool {
+        let (checked, valid) = self.check_trees(b, None);
+        valid == checked
+    }
+
+    /// (trees checked, trees plausible) over up to [`GOFUNC_SAMPLE`] functions spread over the
+    /// table, with Go 1.18+ funcdata offsets taken from `gofunc`.
+    fn check_trees(&self, b: Bytes<'_>, gofunc: Option<usize>) -> (usize, usize) {
+        let stride = (self.nfunc / (GOFUNC_SAMPLE * 8)).max(1);
+        let (mut checked, mut valid) = (0, 0);
+        for i in (0..self.nfunc).step_by(stride) {
+            if checked >= GOFUNC_SAMPLE {
+                break;
+            }
+            let Some(f) = self.record(b, i) else {
+                continue;
+            };
+            let Some(tree) = self.funcdata_from(b, &f, self.version.funcdata_inl_tree(), gofunc)
+            else {
+                continue;
+            };
+            checked += 1;
+            valid += usize::from(self.plausible_inlined_call(b, &f, tree));
+        }
+        (checked, valid)
     }
 
     /// Whether the first `inlinedCall` of a tree at `tree` looks real: its name starts a name,

@@ -90,6 +90,8 @@ pub struct GoTable {
     gofunc: Option<usize>,
     /// The file's byte order is big-endian (s390x, ppc64): the table's words follow it.
     big_endian: bool,
+    /// Inline trees are read: false when sampled trees do not decode (Go 1.9–1.11's layout).
+    inline_trees: bool,
 }
 
 /// One function of the table, as listed by [`GoTable::functions`].
