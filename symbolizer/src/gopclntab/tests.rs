@@ -348,13 +348,14 @@ fn an_inline_tree_that_does_not_decode_is_not_trusted() {
     // The only tree names a string past the table, or has non-zero padding after its funcID
     // (what a pointer, or another layout, looks like): no `gofunc` candidate decodes, so
     // inlined frames are left out and the physical function is still named.
-    let damage: [&dyn Fn(&mut Vec<u8>, &Layout); 2] = [
-        &|t, layout| put_u32(t, layout.tree + 4, 1 << 30),
-        &|t, layout| t[layout.tree + 2] = 1,
-    ];
-    for (i, damage) in damage.iter().enumerate() {
+    for case in 0..2 {
         let (mut t, layout) = build_table();
-        damage(&mut t, &layout);
+        if case == 0 {
+            put_u32(&mut t, layout.tree + 4, 1 << 30);
+        } else {
+            t[layout.tree + 2] = 1;
+        }
+        let i = case;
         let data = elf(&t, &layout, true);
         let table = GoTable::from_elf(&data).unwrap().unwrap();
         match table.symbolize(&data, TEXT + 9) {
