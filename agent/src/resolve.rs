@@ -87,13 +87,11 @@ pub fn resolve<S: ProcSource>(
             if !seen.insert((raw.tgid, addr)) {
                 continue;
             }
-            let binary = process
-                .and_then(|p| p.find(addr))
+            let mapped = process.and_then(|p| p.find(addr));
+            let binary = mapped
                 .and_then(|m| m.resolver.as_ref())
                 .map_or(0, |r| Arc::as_ptr(r) as usize);
-            let offset = process
-                .and_then(|p| p.find(addr))
-                .map_or(addr, |m| (addr - m.start).wrapping_add(m.offset));
+            let offset = mapped.map_or(addr, |m| (addr - m.start).wrapping_add(m.offset));
             wanted.push((binary, offset, raw.tgid, addr));
         }
     }

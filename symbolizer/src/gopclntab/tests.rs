@@ -355,16 +355,15 @@ fn an_inline_tree_that_does_not_decode_is_not_trusted() {
         } else {
             t[layout.tree + 2] = 1;
         }
-        let i = case;
         let data = elf(&t, &layout, true);
         let table = GoTable::from_elf(&data).unwrap().unwrap();
         match table.symbolize(&data, TEXT + 9) {
             Symbolized::Sym(frames) => {
-                assert_eq!(frames.len(), 1, "case {i}: {frames:?}");
+                assert_eq!(frames.len(), 1, "case {case}: {frames:?}");
                 assert_eq!(frames[0].function, "main.f");
                 assert!(!frames[0].inlined);
             }
-            other => panic!("case {i}: {other:?}"),
+            other => panic!("case {case}: {other:?}"),
         }
     }
 }
