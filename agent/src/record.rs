@@ -215,7 +215,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     let mut table = ProcessTable::new();
     table
         .symbolizer_mut()
-        .set_dwarf_budget(crate::resolve::DWARF_BUDGET as usize);
+        .set_dwarf_budget(crate::resolve::DWARF_BUDGET);
     for &pid in &cfg.pids {
         table.observe(pid);
     }

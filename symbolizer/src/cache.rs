@@ -161,8 +161,8 @@ impl Symbolizer {
     /// Bounds the DWARF loaded across all files: [`Self::enforce_budget`] releases the least
     /// recently used DWARF contexts beyond `bytes`. Files stay open, with their symbols and Go
     /// tables; a released context is built again when an address needs it.
-    pub fn set_dwarf_budget(&mut self, bytes: usize) {
-        self.dwarf_budget = Some(bytes);
+    pub fn set_dwarf_budget(&mut self, bytes: u64) {
+        self.dwarf_budget = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
 
     /// Releases DWARF contexts, least recently used first, until the loaded DWARF fits the
@@ -187,11 +187,8 @@ impl Symbolizer {
     /// Releases the least recently used DWARF contexts until at most `limit` bytes stay
     /// loaded, always keeping the `keep` most recently used.
     fn release_until(&self, limit: usize, keep: usize) -> usize {
-        let mut seen = std::collections::HashSet::new();
         let mut loaded: Vec<(u64, usize, &Arc<ElfResolver>)> = self
-            .elfs
-            .values()
-            .filter(|r| seen.insert(Arc::as_ptr(r)))
+            .distinct_files()
             .filter_map(|r| {
                 let bytes = r.dwarf_bytes();
                 (bytes > 0).then(|| (r.dwarf_last_used(), bytes, r))
@@ -258,13 +255,7 @@ impl Symbolizer {
 
     /// Forgets every file and the kernel symbols.
     pub fn clear(&mut self) {
-        let mut seen = std::collections::HashSet::new();
-        self.reloads_forgotten += self
-            .elfs
-            .values()
-            .filter(|r| seen.insert(Arc::as_ptr(r)))
-            .map(reloads)
-            .sum::<u64>();
+        self.reloads_forgotten += self.distinct_files().map(reloads).sum::<u64>();
         self.elfs.clear();
         self.by_build_id.clear();
         self.kernel = None;
@@ -280,30 +271,34 @@ impl Symbolizer {
         self.elfs.is_empty()
     }
 
-    /// Memory held by the cached resolvers: files, the vDSO and the kernel symbols.
-    pub fn memory(&self) -> MemoryUse {
-        let kernel = self.kernel.as_ref().map_or(0, |k| k.heap_bytes());
+    /// Each cached file's resolver once, although one resolver may serve several identities
+    /// (paths, inodes) of the same binary.
+    fn distinct_files(&self) -> impl Iterator<Item = &Arc<ElfResolver>> {
         let mut seen = std::collections::HashSet::new();
         self.elfs
             .values()
-            .chain(&self.vdso)
-            .filter(|r| seen.insert(Arc::as_ptr(r)))
-            .fold(
-                MemoryUse {
-                    heap: kernel,
-                    dwarf_released: self.dwarf_released.load(Ordering::Relaxed),
-                    dwarf_reloads: self.reloads_forgotten,
-                    ..MemoryUse::default()
-                },
-                |m, r| MemoryUse {
-                    mapped: m.mapped + r.mapped_bytes(),
-                    heap: m.heap + r.index_bytes(),
-                    dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
-                    dwarf: m.dwarf + r.dwarf_bytes(),
-                    dwarf_reloads: m.dwarf_reloads + reloads(r),
-                    ..m
-                },
-            )
+            .filter(move |r| seen.insert(Arc::as_ptr(r)))
+    }
+
+    /// Memory held by the cached resolvers: files, the vDSO and the kernel symbols.
+    pub fn memory(&self) -> MemoryUse {
+        let kernel = self.kernel.as_ref().map_or(0, |k| k.heap_bytes());
+        self.distinct_files().chain(&self.vdso).fold(
+            MemoryUse {
+                heap: kernel,
+                dwarf_released: self.dwarf_released.load(Ordering::Relaxed),
+                dwarf_reloads: self.reloads_forgotten,
+                ..MemoryUse::default()
+            },
+            |m, r| MemoryUse {
+                mapped: m.mapped + r.mapped_bytes(),
+                heap: m.heap + r.index_bytes(),
+                dwarf_too_large: m.dwarf_too_large + usize::from(r.dwarf_too_large()),
+                dwarf: m.dwarf + r.dwarf_bytes(),
+                dwarf_reloads: m.dwarf_reloads + reloads(r),
+                ..m
+            },
+        )
     }
 }
 

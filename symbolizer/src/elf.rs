@@ -368,11 +368,16 @@ impl ElfResolver {
     /// What [`Self::dwarf_bytes`] would be once DWARF is loaded: 0 without DWARF, or when its
     /// size refuses it.
     pub fn dwarf_size(&self) -> usize {
-        if !self.has_dwarf || self.dwarf_size as u64 > self.max_dwarf_bytes {
+        if !self.has_dwarf || self.dwarf_too_big() {
             0
         } else {
             self.dwarf_size
         }
+    }
+
+    /// The DWARF sections exceed the per-file limit (see [`Self::with_max_dwarf_bytes`]).
+    fn dwarf_too_big(&self) -> bool {
+        self.dwarf_size as u64 > self.max_dwarf_bytes
     }
 
     /// When DWARF was last used, on a clock shared by all resolvers (larger is later); 0 for
@@ -468,9 +473,11 @@ impl ElfResolver {
                 Some((_, debug)) => debug,
                 None => &self.data,
             };
-            let (loaded, too_large) = load_dwarf(map, self.max_dwarf_bytes);
-            slot.loaded = loaded.map(Arc::new);
-            slot.too_large = too_large;
+            // The sections' size, read at open, decides before anything is loaded.
+            slot.too_large = self.dwarf_too_big();
+            if !slot.too_large {
+                slot.loaded = load_dwarf(map, self.dwarf_size).map(Arc::new);
+            }
             if slot.loaded.is_some() {
                 self.dwarf_loads.fetch_add(1, Ordering::Relaxed);
                 DWARF_LOADS.fetch_add(1, Ordering::Relaxed);
@@ -666,24 +673,17 @@ fn dwarf_section_bytes(obj: &object::File<'_>) -> u64 {
 }
 
 /// Builds an addr2line context over the file's DWARF sections (plain ones read in place from
-/// the map, compressed ones decompressed onto the heap), unless they are absent or larger than
-/// `max_bytes` (at most [`MAX_DWARF_BYTES`]); the flag says the size was the reason.
-fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
+/// the map, compressed ones decompressed onto the heap), which take `section_bytes` in memory
+/// ([`dwarf_section_bytes`]); None when they are absent or damaged.
+fn load_dwarf(map: &Arc<Mmap>, section_bytes: usize) -> Option<Dwarf> {
     let data: &[u8] = map;
-    let Ok(obj) = object::File::parse(data) else {
-        return (None, false);
-    };
+    let obj = object::File::parse(data).ok()?;
     let endian = if obj.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {
         gimli::RunTimeEndian::Big
     };
-    let total = dwarf_section_bytes(&obj);
-    if total > max_bytes {
-        return (None, true);
-    }
     let base = data.as_ptr() as usize;
-    let section_bytes = usize::try_from(total).unwrap_or(usize::MAX);
     let mut decompressed_bytes = 0usize;
     let mut load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
         let bytes = obj
@@ -718,20 +718,13 @@ fn load_dwarf(map: &Arc<Mmap>, max_bytes: u64) -> (Option<Dwarf>, bool) {
         };
         Ok(gimli::EndianReader::new(section, endian))
     };
-    let Ok(dwarf) = gimli::Dwarf::load(&mut load) else {
-        return (None, false);
-    };
-    let Ok(context) = addr2line::Context::from_dwarf(dwarf) else {
-        return (None, false);
-    };
-    (
-        Some(Dwarf {
-            context: Mutex::new(context),
-            decompressed_bytes,
-            section_bytes,
-        }),
-        false,
-    )
+    let dwarf = gimli::Dwarf::load(&mut load).ok()?;
+    let context = addr2line::Context::from_dwarf(dwarf).ok()?;
+    Some(Dwarf {
+        context: Mutex::new(context),
+        decompressed_bytes,
+        section_bytes,
+    })
 }
 
 /// Function symbols of `.symtab` and `.dynsym`, sorted, deduplicated, with sizes: a symbol

@@ -133,7 +133,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let mut table = ProcessTable::new();
     let symbolizer = table.symbolizer_mut();
     symbolizer.set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
-    symbolizer.set_dwarf_budget(usize::try_from(cfg.symbolizer.dwarf_budget).unwrap_or(usize::MAX));
+    symbolizer.set_dwarf_budget(cfg.symbolizer.dwarf_budget);
     let kernel = if cfg.kernel_stacks {
         match table.symbolizer_mut().kernel() {
             Ok(k) => Some(k),
