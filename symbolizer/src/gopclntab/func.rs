@@ -77,18 +77,11 @@ impl GoTable {
             // The hot path: compare raw 32-bit offsets from the text start.
             let target = va.checked_sub(self.text_start)?;
             let len = self.nfunc.checked_mul(8)?.checked_add(4)?;
-            let functab =
-                b.0.get(self.functab.start..self.functab.start.checked_add(len)?)?;
-            let entry_off = |i: usize| {
-                let at = i.checked_mul(8)?;
-                let w = functab.get(at..at.checked_add(4)?)?;
-                let w: [u8; 4] = w.try_into().ok()?;
-                Some(u64::from(if b.1 {
-                    u32::from_be_bytes(w)
-                } else {
-                    u32::from_le_bytes(w)
-                }))
-            };
+            let functab = Bytes(
+                b.0.get(self.functab.start..self.functab.start.checked_add(len)?)?,
+                b.1,
+            );
+            let entry_off = |i: usize| functab.u32(i.checked_mul(8)?).map(u64::from);
             partition(self.nfunc, |i| Some(entry_off(i)? <= target))?
         } else {
             partition(self.nfunc, |i| Some(self.entry(b, i)? <= va))?

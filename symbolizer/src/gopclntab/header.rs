@@ -37,11 +37,17 @@ const MD_GOFUNC_V127: u64 = 43;
 const MD_WORDS: u64 = 56;
 /// moduledata candidates (words pointing at the table) we validate at most.
 const MAX_CANDIDATES: usize = 32;
-/// RELATIVE relocation types: x86-64, arm64.
-const R_X86_64_RELATIVE: u32 = 8;
-const R_AARCH64_RELATIVE: u32 = 1027;
-const R_390_RELATIVE: u32 = 12;
-const R_PPC64_RELATIVE: u32 = 22;
+/// The RELATIVE relocation type of a machine, None for machines Go PIEs are not read on.
+fn relative_type(arch: object::Architecture) -> Option<u32> {
+    use object::Architecture as A;
+    match arch {
+        A::X86_64 => Some(8),
+        A::Aarch64 => Some(1027),
+        A::S390x => Some(12),
+        A::PowerPc64 => Some(22),
+        _ => None,
+    }
+}
 
 fn bad(reason: impl Into<String>) -> Error {
     Error::BadGoTable {
@@ -67,6 +73,8 @@ struct Image<'a> {
     loads: Vec<(u64, u64, u64)>,
     /// The raw `Elf64_Rela` array (24-byte entries), empty when there is none.
     rela: &'a [u8],
+    /// The machine's RELATIVE relocation type.
+    relative: Option<u32>,
     /// Words we asked about that a RELATIVE relocation fills: (va, value).
     relocated: Vec<(u64, u64)>,
 }
@@ -89,13 +97,7 @@ impl<'a> Image<'a> {
             else {
                 return;
             };
-            let r_type = (info & 0xffff_ffff) as u32;
-            let relative = if self.big_endian {
-                r_type == R_390_RELATIVE || r_type == R_PPC64_RELATIVE
-            } else {
-                r_type == R_X86_64_RELATIVE || r_type == R_AARCH64_RELATIVE
-            };
-            if relative {
+            if self.relative == Some((info & 0xffff_ffff) as u32) {
                 f(offset, addend);
             }
         }
@@ -211,13 +213,8 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
             continue;
         };
         for (i, chunk) in bytes.chunks_exact(8).enumerate() {
-            let magic = [chunk[0], chunk[1], chunk[2], chunk[3]];
-            let magic = if obj.is_little_endian() {
-                u32::from_le_bytes(magic)
-            } else {
-                u32::from_be_bytes(magic)
-            };
-            if GoTableVersion::from_magic(magic).is_none()
+            let magic = Bytes(chunk, !obj.is_little_endian()).u32(0);
+            if magic.and_then(GoTableVersion::from_magic).is_none()
                 || chunk[4] != 0
                 || chunk[5] != 0
                 || !matches!(chunk[6], 1 | 2 | 4)
@@ -289,6 +286,7 @@ fn parse(
         big_endian,
         ptr_size,
         rela: rela_table(data, &loads),
+        relative: relative_type(obj.architecture()),
         loads,
         relocated: Vec::new(),
     };
@@ -345,7 +343,7 @@ fn parse(
             big_endian,
             inline_trees: true,
         };
-        table.inline_trees = table.absolute_trees_decode(table.bytes(data));
+        table.settle_inline_trees(data, &[]);
         return Ok(table);
     }
 
@@ -473,11 +471,7 @@ fn parse(
         big_endian,
         inline_trees: true,
     };
-    if relative {
-        table.gofunc = table.choose_gofunc(table.bytes(data), &gofunc_candidates);
-    } else {
-        table.inline_trees = table.absolute_trees_decode(table.bytes(data));
-    }
+    table.settle_inline_trees(data, &gofunc_candidates);
     Ok(table)
 }
 

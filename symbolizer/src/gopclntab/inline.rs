@@ -162,12 +162,24 @@ impl GoTable {
         Ok((frames, cur))
     }
 
+    /// Decides how inline trees are read: Go 1.18+ funcdata count from the first of
+    /// `gofunc_candidates` that decodes ([`Self::choose_gofunc`]); older tables point at their
+    /// trees, which are used only when they decode ([`Self::absolute_trees_decode`]).
+    pub(super) fn settle_inline_trees(&mut self, data: &[u8], gofunc_candidates: &[usize]) {
+        let b = self.bytes(data);
+        if self.version.relative_entries() {
+            self.gofunc = self.choose_gofunc(b, gofunc_candidates);
+        } else {
+            self.inline_trees = self.absolute_trees_decode(b);
+        }
+    }
+
     /// The first of `candidates` (file offsets) that works as `moduledata.gofunc`: the inline
     /// trees it leads to decode into names that start in the name table and call sites inside
     /// their functions, for every function checked (up to [`GOFUNC_SAMPLE`], spread over the
     /// table). With no inline tree to check, the first candidate; with none that decodes, None
     /// (frames then lack inlined calls, nothing worse).
-    pub(super) fn choose_gofunc(&self, b: Bytes<'_>, candidates: &[usize]) -> Option<usize> {
+    fn choose_gofunc(&self, b: Bytes<'_>, candidates: &[usize]) -> Option<usize> {
         let mut any_tree = false;
         for &candidate in candidates {
             let (checked, valid) = self.check_trees(b, Some(candidate));
@@ -186,7 +198,7 @@ impl GoTable {
     /// Whether the inline trees of a Go ≤ 1.17 table (absolute funcdata pointers) decode in the
     /// layout this decoder reads, Go 1.12's: Go 1.9–1.11 trees have another (no call-site pc),
     /// and reading them as Go 1.12's would invent inlined frames. True when no tree is sampled.
-    pub(super) fn absolute_trees_decode(&self, b: Bytes<'_>) -> bool {
+    fn absolute_trees_decode(&self, b: Bytes<'_>) -> bool {
         let (checked, valid) = self.check_trees(b, None);
         valid == checked
     }
