@@ -69,18 +69,9 @@ pub fn read_addresses(given: &[String]) -> Result<Vec<u64>, SymbolizeError> {
     Ok(out)
 }
 
-/// Symbolizes every address; one bad address never fails the others.
-pub fn symbolize(target: &Target, addrs: &[u64]) -> Result<Vec<(u64, Symbolized)>, SymbolizeError> {
-    let mut out = Vec::with_capacity(addrs.len());
-    symbolize_each(target, addrs, |addr, s| {
-        out.push((addr, s));
-        Ok(())
-    })?;
-    Ok(out)
-}
-
 /// Symbolizes every address in order, handing each answer to `each` as soon as it is known, so
-/// that output streams and memory stays flat however many addresses there are.
+/// that output streams and memory stays flat however many addresses there are. One bad address
+/// never fails the others.
 pub fn symbolize_each(
     target: &Target,
     addrs: &[u64],
@@ -231,29 +222,27 @@ impl<W: Write> AnswerWriter<W> {
     }
 }
 
-fn render(results: &[(u64, Symbolized)], format: Format) -> String {
-    let mut w = AnswerWriter::new(Vec::new(), format);
-    for (addr, result) in results {
-        w.write(*addr, result).expect("writing to memory");
-    }
-    String::from_utf8(w.finish().expect("writing to memory")).expect("UTF-8 answers")
-}
-
-/// `llvm-symbolizer --inlining` style, as one string.
-pub fn render_text(results: &[(u64, Symbolized)]) -> String {
-    render(results, Format::Text)
-}
-
-/// One JSON array, as one string.
-pub fn render_json(results: &[(u64, Symbolized)]) -> String {
-    render(results, Format::Json)
-}
-
 #[cfg(test)]
 mod tests {
     use symbolizer::Frame;
 
     use super::*;
+
+    fn render(results: &[(u64, Symbolized)], format: Format) -> String {
+        let mut w = AnswerWriter::new(Vec::new(), format);
+        for (addr, result) in results {
+            w.write(*addr, result).expect("writing to memory");
+        }
+        String::from_utf8(w.finish().expect("writing to memory")).expect("UTF-8 answers")
+    }
+
+    fn render_text(results: &[(u64, Symbolized)]) -> String {
+        render(results, Format::Text)
+    }
+
+    fn render_json(results: &[(u64, Symbolized)]) -> String {
+        render(results, Format::Json)
+    }
 
     #[test]
     fn addresses_parse_with_or_without_prefix() {
