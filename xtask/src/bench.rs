@@ -29,7 +29,7 @@ impl Rng {
 }
 
 /// (start, size) of text symbols, from `nm`-style output: "addr size type name".
-pub(crate) fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
+fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -44,6 +44,22 @@ pub(crate) fn parse_sized_symbols(text: &str) -> Vec<(u64, u64)> {
             (size > 0).then_some((start, size))
         })
         .collect()
+}
+
+/// Text functions with sizes of `binary`, listed by `nm` (binutils' `nm --defined-only -S`, or
+/// `go tool nm -size` for Go binaries): a large binary has well over a thousand.
+pub(crate) fn sized_functions(nm: &mut Command, binary: &Path) -> Result<Vec<(u64, u64)>> {
+    let out = nm
+        .arg(binary)
+        .output()
+        .with_context(|| format!("running {}", crate::describe(nm)))?;
+    let funcs = parse_sized_symbols(&String::from_utf8_lossy(&out.stdout));
+    ensure!(
+        funcs.len() > 1000,
+        "too few functions in {}",
+        binary.display()
+    );
+    Ok(funcs)
 }
 
 pub(crate) fn random_addresses(funcs: &[(u64, u64)], seed: u64) -> Vec<u64> {
@@ -257,6 +273,18 @@ fn go_addr2line(go: &Path) -> Result<PathBuf> {
     Ok(tool)
 }
 
+/// `bellows symbolize --elf binary` over `addrs`, timed as [`time_runs`] does.
+fn time_bellows(bellows: &Path, binary: &Path, addrs: &[u64]) -> Result<(Duration, String)> {
+    time_runs(
+        || {
+            let mut c = Command::new(bellows);
+            c.args(["symbolize", "--elf"]).arg(binary);
+            c
+        },
+        addrs,
+    )
+}
+
 /// A Go binary against `go tool addr2line`, which prints the physical function and the
 /// innermost file:line: an answer agrees when our innermost or physical frame has that name
 /// and our innermost frame that position.
@@ -267,14 +295,7 @@ fn against_addr2line(
     binary: &Path,
     addrs: &[u64],
 ) -> Result<Row> {
-    let (ours, ours_out) = time_runs(
-        || {
-            let mut c = Command::new(bellows);
-            c.args(["symbolize", "--elf"]).arg(binary);
-            c
-        },
-        addrs,
-    )?;
+    let (ours, ours_out) = time_bellows(bellows, binary, addrs)?;
     let (peer, peer_out) = time_runs(
         || {
             let mut c = Command::new(addr2line);
@@ -328,14 +349,7 @@ fn against_llvm(
     addrs: &[u64],
     same: fn(&[Frame], &[Frame]) -> bool,
 ) -> Result<Row> {
-    let (ours, ours_out) = time_runs(
-        || {
-            let mut c = Command::new(bellows);
-            c.args(["symbolize", "--elf"]).arg(binary);
-            c
-        },
-        addrs,
-    )?;
+    let (ours, ours_out) = time_bellows(bellows, binary, addrs)?;
     let (peer, peer_out) = time_runs(
         || {
             let mut c = Command::new(llvm);
@@ -408,16 +422,7 @@ pub fn symbolize(root: &Path) -> Result<()> {
     // Go with DWARF: the same kind of binary, where llvm-symbolizer can answer too. The newest
     // Go's own compiler, built with DWARF by `cargo xtask fixtures`; bellows reads its Go table.
     let compile = crate::build_large_go_program(root)?;
-    let nm = Command::new(&go)
-        .args(["tool", "nm", "-size"])
-        .arg(&compile)
-        .output()?;
-    let funcs = parse_sized_symbols(&String::from_utf8_lossy(&nm.stdout));
-    ensure!(
-        funcs.len() > 1000,
-        "too few functions in {}",
-        compile.display()
-    );
+    let funcs = sized_functions(Command::new(&go).args(["tool", "nm", "-size"]), &compile)?;
     let addrs = random_addresses(&funcs, 0x60d);
     let what = format!(
         "Go 1.27 `compile` with DWARF, {} MiB (inside functions)",
@@ -436,17 +441,7 @@ pub fn symbolize(root: &Path) -> Result<()> {
     )?);
 
     // DWARF: our own release binary (line tables and inlined frames), against llvm-symbolizer.
-    let nm = Command::new("nm")
-        .args(["--defined-only", "-S"])
-        .arg(&bellows)
-        .output()
-        .context("nm (binutils)")?;
-    let funcs = parse_sized_symbols(&String::from_utf8_lossy(&nm.stdout));
-    ensure!(
-        funcs.len() > 1000,
-        "too few functions in {}",
-        bellows.display()
-    );
+    let funcs = sized_functions(Command::new("nm").args(["--defined-only", "-S"]), &bellows)?;
     let addrs = random_addresses(&funcs, 0xd00d);
     let what = format!(
         "Rust, DWARF, {} MiB (target/release/bellows, inside functions)",

@@ -35,17 +35,8 @@ pub fn dwarf_budget(root: &Path, seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     // Workload input: addresses inside the functions of `bellows` itself, through DWARF.
-    let nm = Command::new("nm")
-        .args(["--defined-only", "-S"])
-        .arg(&bellows)
-        .output()
-        .context("nm (binutils)")?;
-    let funcs = crate::bench::parse_sized_symbols(&String::from_utf8_lossy(&nm.stdout));
-    ensure!(
-        funcs.len() > 1000,
-        "too few functions in {}",
-        bellows.display()
-    );
+    let funcs =
+        crate::bench::sized_functions(Command::new("nm").args(["--defined-only", "-S"]), &bellows)?;
     let addrs: String = crate::bench::random_addresses(&funcs, 0xb0d9e7)
         .iter()
         .map(|a| format!("{a:#x}\n"))
