@@ -85,13 +85,18 @@ impl Build {
 
     /// Go minor version: 19 for go1.19.8.
     fn minor(&self) -> u32 {
-        self.version
-            .trim_start_matches("go1.")
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0)
+        go_minor(&self.version)
     }
+}
+
+/// Go minor version of a version string: 19 for go1.19.8 (0 when it does not parse).
+fn go_minor(version: &str) -> u32 {
+    version
+        .trim_start_matches("go1.")
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Build variants: name, `go build` flags, and a target architecture other than the host's.
@@ -810,12 +815,7 @@ fn old_tables_of_real_binaries_match_go_tool_addr2line() {
     };
     let newest = tc
         .iter()
-        .max_by_key(|(v, _)| {
-            v.trim_start_matches("go1.")
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|m| m.parse::<u32>().ok())
-        })
+        .max_by_key(|(v, _)| go_minor(v))
         .map(|(_, go)| go.as_path())
         .unwrap_or(go);
     let mut pies = 0;
