@@ -75,7 +75,8 @@ pub fn resolve<S: ProcSource>(
     // for every binary at once, interleaved lookups would release and rebuild the same DWARF
     // over and over; one binary at a time builds each at most once per window.
     let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
-    let mut wanted: Vec<(usize, u64, u32, u64)> = Vec::new();
+    // (binary, file offset, tgid, address, mapping) of each distinct (tgid, address).
+    let mut wanted = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for raw in &drained.samples {
         let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
@@ -92,15 +93,14 @@ pub fn resolve<S: ProcSource>(
                 .and_then(|m| m.resolver.as_ref())
                 .map_or(0, |r| Arc::as_ptr(r) as usize);
             let offset = mapped.map_or(addr, |m| (addr - m.start).wrapping_add(m.offset));
-            wanted.push((binary, offset, raw.tgid, addr));
+            wanted.push((binary, offset, raw.tgid, addr, mapped));
         }
     }
     drop(seen);
-    wanted.sort_unstable();
+    wanted.sort_unstable_by_key(|&(binary, offset, tgid, addr, _)| (binary, offset, tgid, addr));
     let mut previous = None;
-    for &(binary, _, tgid, addr) in &wanted {
+    for &(binary, _, tgid, addr, mapped) in &wanted {
         stats.user_frames += 1;
-        let mapped = table.get(tgid).and_then(|p| p.find(addr));
         let frames = mapped
             .and_then(|m| {
                 let resolver = m.resolver.as_ref()?;
