@@ -283,7 +283,6 @@ pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
         bail!("no Go toolchain found: run `cargo xtask setup`");
     }
     let out_root = root.join("target/fixtures/go");
-    let cache = root.join("target/go-cache");
     let mut built = Vec::new();
     let mut versions = Vec::new();
     for go in &toolchains {
@@ -303,18 +302,12 @@ pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
                     .is_ok_and(|t| t >= source_time);
                 if !fresh {
                     std::fs::create_dir_all(out.parent().expect("has parent"))?;
-                    run(Command::new(go)
+                    run(go_build(root, go, &version)
                         .current_dir(&workload)
-                        .arg("build")
                         .args(*flags)
                         .arg("-o")
                         .arg(&out)
-                        .arg(".")
-                        .env("GOFLAGS", "-buildvcs=false")
-                        .env("GOTOOLCHAIN", "local")
-                        .env("GOCACHE", cache.join(&version))
-                        .env("GOPATH", root.join("target/gopath"))
-                        .env("CGO_ENABLED", "0"))?;
+                        .arg("."))?;
                 }
                 built.push(out);
             }
@@ -325,6 +318,19 @@ pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
     built.extend(fetch_real_go_binaries(root)?);
     built.extend(fuzz::native_fixtures(root)?);
     Ok(built)
+}
+
+/// `go build` with toolchain `go` (release `version`): that toolchain only, no VCS stamping, no
+/// cgo, and a build cache and GOPATH per repository (and cache per release) under `target/`.
+fn go_build(root: &Path, go: &Path, version: &str) -> Command {
+    let mut cmd = Command::new(go);
+    cmd.arg("build")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", root.join("target/go-cache").join(version))
+        .env("GOPATH", root.join("target/gopath"))
+        .env("CGO_ENABLED", "0");
+    cmd
 }
 
 /// A large real Go program with DWARF: the newest toolchain's own compiler, built from the
@@ -342,15 +348,10 @@ pub(crate) fn build_large_go_program(root: &Path) -> Result<PathBuf> {
         // Older builds go: one version at a time is what the tests expect.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        run(Command::new(&go)
-            .args(["build", "-o"])
+        run(go_build(root, &go, &version)
+            .arg("-o")
             .arg(&out)
-            .arg("cmd/compile")
-            .env("GOFLAGS", "-buildvcs=false")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOCACHE", root.join("target/go-cache").join(&version))
-            .env("GOPATH", root.join("target/gopath"))
-            .env("CGO_ENABLED", "0"))?;
+            .arg("cmd/compile"))?;
     }
     Ok(out)
 }
