@@ -19,9 +19,9 @@ use agent_common::{
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack},
-    macros::{map, perf_event, tracepoint},
+    macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{PerfEventContext, TracePointContext},
+    programs::{PerfEventContext, RawTracePointContext},
     EbpfContext,
 };
 
@@ -82,9 +82,11 @@ pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
 }
 
 /// Forget a process at exec: its mappings change, so userspace must read them again at its next
-/// sample.
-#[tracepoint]
-pub fn bellows_exec(ctx: TracePointContext) -> u32 {
+/// sample. A raw tracepoint (Linux 4.17+) attaches by name through `bpf(BPF_RAW_TRACEPOINT_OPEN)`,
+/// so it needs no tracefs, which bare hosts do not mount; the program reads none of the
+/// tracepoint's arguments, only the current task.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn bellows_exec(ctx: RawTracePointContext) -> u32 {
     let _ = KNOWN_PIDS.remove(ctx.tgid());
     0
 }

@@ -12,8 +12,8 @@ use aya::{
         perf_event::{
             PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
         },
-        trace_point::TracePointLinkId,
-        PerfEvent, ProgramError, TracePoint,
+        raw_trace_point::RawTracePointLinkId,
+        PerfEvent, ProgramError, RawTracePoint,
     },
     Ebpf,
 };
@@ -76,7 +76,10 @@ pub enum SamplerError {
         #[source]
         source: ProgramError,
     },
-    #[error("attaching to the tracepoint sched/sched_process_exec failed: {0}")]
+    #[error(
+        "attaching to the raw tracepoint sched_process_exec failed: {0}; the kernel needs \
+         raw tracepoints (Linux 4.17+)"
+    )]
     AttachExec(#[source] ProgramError),
     #[error("cannot list online CPUs ({0}): {1}")]
     Cpus(&'static str, #[source] std::io::Error),
@@ -161,7 +164,7 @@ impl DropCounts {
 pub struct Sampler {
     ebpf: Ebpf,
     perf_links: Vec<PerfEventLinkId>,
-    exec_link: Option<TracePointLinkId>,
+    exec_link: Option<RawTracePointLinkId>,
     double_buffered: bool,
     /// The generation samples currently go to (`config::GENERATION`).
     generation: u32,
@@ -270,7 +273,7 @@ impl Sampler {
                     .map_err(|_| SamplerError::MissingProgram { name })?;
                 p.load()
             } else {
-                let p: &mut TracePoint = program
+                let p: &mut RawTracePoint = program
                     .try_into()
                     .map_err(|_| SamplerError::MissingProgram { name })?;
                 p.load()
@@ -358,11 +361,11 @@ impl Sampler {
         Ok(())
     }
 
-    /// Attaches the sampler to every online CPU and the exec tracepoint.
+    /// Attaches the sampler to every online CPU and the exec raw tracepoint.
     pub fn start(&mut self, frequency_hz: u64) -> Result<(), SamplerError> {
         let cpus = aya::util::online_cpus().map_err(|(what, err)| SamplerError::Cpus(what, err))?;
         {
-            let program: &mut TracePoint = self
+            let program: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(programs::EXEC)
                 .and_then(|p| p.try_into().ok())
@@ -371,7 +374,7 @@ impl Sampler {
                 })?;
             self.exec_link = Some(
                 program
-                    .attach("sched", "sched_process_exec")
+                    .attach("sched_process_exec")
                     .map_err(SamplerError::AttachExec)?,
             );
         }
@@ -413,10 +416,10 @@ impl Sampler {
             self.exec_link.take(),
             self.ebpf
                 .program_mut(programs::EXEC)
-                .and_then(|p| <&mut TracePoint>::try_from(p).ok()),
+                .and_then(|p| <&mut RawTracePoint>::try_from(p).ok()),
         ) {
             if let Err(err) = program.detach(link) {
-                tracing::warn!("detaching the exec tracepoint: {err}");
+                tracing::warn!("detaching the exec raw tracepoint: {err}");
             }
         }
     }

@@ -155,6 +155,15 @@ fn the_daemonset_is_least_privilege_and_wired_to_its_config() {
         .as_str()
         .unwrap()
         .contains("[pyroscope]"));
+    // The only host path is the cgroup tree: the exec hook is a raw tracepoint, so tracefs is
+    // not needed, and nothing else of the host is mounted.
+    let host_paths: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(host_paths, ["/sys/fs/cgroup"]);
     // The RBAC grants read access to pods and nothing else on pods.
     let rbac = documents(&deploy_dir().join("rbac.yaml"));
     let role = rbac.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
