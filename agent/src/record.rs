@@ -11,7 +11,7 @@ use std::{
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    cgroup::{self, ScratchCgroup},
+    cgroup::{self, CgroupDir, ScratchCgroup, V1Cgroup},
     cli::RecordArgs,
     ebpf::{DropCounts, Sampler, SamplerConfig, SamplerError},
     output,
@@ -26,8 +26,8 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct RecordConfig {
     pub pids: Vec<u32>,
-    /// cgroup v2 ids, resolved from the paths given.
-    pub cgroup_ids: Vec<u64>,
+    /// The cgroups given: v2 ids (selected in the kernel) or v1 directories (in userspace).
+    pub cgroups: Vec<CgroupDir>,
     /// None: until the command exits.
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
@@ -72,11 +72,11 @@ impl RecordConfig {
                 return Err(ConfigError::NoSuchPid(pid));
             }
         }
-        let cgroup_ids = args
+        let cgroups = args
             .cgroups
             .iter()
             .map(|path| {
-                cgroup::cgroup_id(path).map_err(|source| ConfigError::Cgroup {
+                CgroupDir::open(path).map_err(|source| ConfigError::Cgroup {
                     path: path.clone(),
                     source,
                 })
@@ -102,7 +102,7 @@ impl RecordConfig {
         };
         Ok(RecordConfig {
             pids: args.pids,
-            cgroup_ids,
+            cgroups,
             duration,
             frequency_hz: args.frequency,
             output: args.output,
@@ -156,6 +156,8 @@ pub struct Report {
     pub processes: ProcessStats,
     pub resolve: ResolveStats,
     pub kernel_symbols_error: Option<String>,
+    /// Set when the selection was applied in userspace (cgroup v1 directories).
+    pub userspace_selection: Option<SelectionStats>,
     /// Binaries parsed, and the memory their resolvers hold.
     pub symbol_files: usize,
     pub symbol_memory: symbolizer::MemoryUse,
@@ -196,18 +198,41 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             }
         }
     };
-    let mut cgroup_ids = cfg.cgroup_ids.clone();
-    cgroup_ids.extend(scratch.as_ref().map(ScratchCgroup::id));
+    let mut selection = Selection {
+        pids: cfg.pids.iter().copied().collect(),
+        ..Selection::default()
+    };
+    for dir in cfg
+        .cgroups
+        .iter()
+        .chain(scratch.as_ref().map(ScratchCgroup::dir))
+    {
+        match dir {
+            CgroupDir::V2 { id } => selection.v2_ids.insert(*id),
+            CgroupDir::V1(cg) => {
+                selection.v1.push(cg.clone());
+                true
+            }
+        };
+    }
+    // A v1 cgroup cannot be selected in the kernel (every task reports the v2 root's id): then
+    // the kernel filters nothing, and the whole selection is applied in userspace.
+    let in_userspace = !selection.v1.is_empty();
     // With a command but no cgroup, the pid filter must be on from the start (it is filled once
     // the command's pid is known): a placeholder pid 0 never matches (idle is skipped).
     let mut pids = cfg.pids.clone();
     if !cfg.command.is_empty() && scratch.is_none() {
         pids.push(0);
     }
+    let (cgroups, pids) = if in_userspace {
+        (Vec::new(), Vec::new())
+    } else {
+        (selection.v2_ids.iter().copied().collect(), pids)
+    };
     let mut sampler = Sampler::load(&SamplerConfig {
         frequency_hz: cfg.frequency_hz,
         kernel_stacks: cfg.kernel_stacks,
-        cgroups: cgroup_ids,
+        cgroups,
         pids,
         ..SamplerConfig::default()
     })?;
@@ -269,6 +294,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
                 let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
                 table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
+                if in_userspace {
+                    selection.classify(table.pids());
+                }
             }
             _ = tick.tick(), if progress => {
                 let samples = sampler.drop_counts().map(|d| d.get(agent_common::ErrorKind::Counted)).unwrap_or(0);
@@ -288,8 +316,12 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     }
     table.observe_announced(new_pids.get_mut());
     let drops = sampler.drop_counts()?;
-    let drained = sampler.drain()?;
+    let mut drained = sampler.drain()?;
     drop(sampler);
+    let userspace_selection = in_userspace.then(|| {
+        selection.classify(table.pids());
+        selection.apply(&mut drained)
+    });
 
     let (recording, resolve_stats) = resolve(
         &drained,
@@ -334,9 +366,70 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         symbol_memory: table.symbolizer().memory(),
         resolve: resolve_stats,
         kernel_symbols_error,
+        userspace_selection,
         written,
         cpus,
     })
+}
+
+/// The selection `record` applies in userspace when the kernel cannot: cgroup v1 directories,
+/// matched against each process's `/proc/PID/cgroup` when it is first seen.
+#[derive(Debug, Default)]
+struct Selection {
+    pids: std::collections::HashSet<u32>,
+    v2_ids: std::collections::HashSet<u64>,
+    v1: Vec<V1Cgroup>,
+    /// Membership of each process seen; `None` when it was gone before it could be read.
+    members: std::collections::HashMap<u32, Option<bool>>,
+}
+
+/// What selecting in userspace kept and discarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelectionStats {
+    pub kept: u64,
+    /// Samples of processes outside the selection.
+    pub discarded: u64,
+    /// Samples of processes that exited before their cgroup could be read (discarded too).
+    pub unknown: u64,
+}
+
+impl Selection {
+    /// Reads the membership of every process not classified yet.
+    fn classify(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            if self.members.contains_key(&pid) {
+                continue;
+            }
+            let member = if self.pids.contains(&pid) {
+                Some(true)
+            } else {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .ok()
+                    .map(|text| self.v1.iter().any(|cg| cg.contains(&text)))
+            };
+            self.members.insert(pid, member);
+        }
+    }
+
+    /// Keeps the samples of selected processes.
+    fn apply(&self, drained: &mut crate::ebpf::Drained) -> SelectionStats {
+        let mut stats = SelectionStats::default();
+        drained.samples.retain(|s| {
+            let member = if self.v2_ids.contains(&s.cgroup_id) {
+                Some(true)
+            } else {
+                self.members.get(&s.tgid).copied().flatten()
+            };
+            let counter = match member {
+                Some(true) => &mut stats.kept,
+                Some(false) => &mut stats.discarded,
+                None => &mut stats.unknown,
+            };
+            *counter = counter.saturating_add(s.count);
+            member == Some(true)
+        });
+        stats
+    }
 }
 
 fn write_file(path: &PathBuf, bytes: &[u8]) -> Result<(), output::OutputError> {
@@ -463,6 +556,15 @@ pub fn render_summary(report: &Report, top: usize) -> String {
     let _ = writeln!(s);
     if let Some(err) = &report.kernel_symbols_error {
         let _ = writeln!(s, "Kernel symbols unavailable: {err}");
+    }
+    if let Some(sel) = &report.userspace_selection {
+        let _ = writeln!(
+            s,
+            "Selected in userspace (cgroup v1: the kernel cannot filter by a v1 cgroup): kept {} \
+             samples, discarded {} of other processes and {} of processes gone before their \
+             cgroup was read",
+            sel.kept, sel.discarded, sel.unknown
+        );
     }
     for (path, what) in &report.written {
         let _ = writeln!(s, "Wrote {} ({what})", path.display());

@@ -275,16 +275,40 @@ fn kill_members(dir: &Path) {
     }
 }
 
-/// A cgroup v2 directory for a test, removed (after killing what is inside) on drop.
+/// Where the tests make cgroups: the cgroup2 mount, or on a host with cgroup v1 only the `pids`
+/// hierarchy (the one `bellows record -- CMD` prefers there too).
+pub fn cgroup_root() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    if let Some(v2) = agent::cgroup::find_v2_mount(&mountinfo) {
+        return v2;
+    }
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut right = right.split_whitespace();
+            let is_pids =
+                right.next()? == "cgroup" && right.nth(1)?.split(',').any(|o| o == "pids");
+            let mount_point = left.split_whitespace().nth(4)?;
+            is_pids.then(|| PathBuf::from(mount_point))
+        })
+        .expect("a cgroup2 mount, or a cgroup v1 pids hierarchy")
+}
+
+/// The host's cgroup layout; inside the VM tests, also checked against the one the VM mounted.
+pub fn cgroup_layout() -> agent::cgroup::Layout {
+    agent::cgroup::Layout::of_host()
+}
+
+/// A cgroup directory for a test (cgroup v2, else v1: see [`cgroup_root`]), removed (after
+/// killing what is inside) on drop.
 pub struct TestCgroup {
     pub path: PathBuf,
 }
 
 impl TestCgroup {
     pub fn create(name: &str) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let mount = agent::cgroup::find_v2_mount(&mountinfo).expect("a cgroup2 mount");
-        let path = mount.join(format!("bellows-test-{name}-{}", std::process::id()));
+        let path = cgroup_root().join(format!("bellows-test-{name}-{}", std::process::id()));
         let _ = std::fs::create_dir(&path);
         assert!(path.is_dir(), "cannot create {}", path.display());
         TestCgroup { path }
@@ -377,7 +401,7 @@ pub fn go_tool_pprof(args: &[&str], profile: &Path) -> Option<(String, String)> 
 }
 
 /// A container's cgroup laid out the way the kubelet (systemd driver) and containerd lay it out
-/// under the cgroup v2 hierarchy:
+/// under the cgroup v2 hierarchy (or, with cgroup v1 only, under the `pids` hierarchy):
 /// `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`.
 /// Processes inside are killed and the directories removed on drop.
 pub struct KubeletCgroup {
@@ -391,8 +415,7 @@ pub struct KubeletCgroup {
 impl KubeletCgroup {
     /// `seed` makes the ids distinct between the cgroups of one test.
     pub fn create(seed: u32) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let mount = agent::cgroup::find_v2_mount(&mountinfo).expect("a cgroup2 mount");
+        let mount = cgroup_root();
         let tag = format!("{:08x}{:04x}", std::process::id(), seed & 0xffff);
         let pod_uid = format!(
             "{}-{}-4{}-8{}-{}",

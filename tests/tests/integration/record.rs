@@ -172,6 +172,11 @@ fn one_fixture(test: &str) -> Option<GoFixture> {
 
 /// Runs `bellows record ARGS -o <temporary file>`, asserts success, and decodes the profile.
 fn record_stacks(args: &[&str]) -> Stacks {
+    record_with_summary(args).0
+}
+
+/// As [`record_stacks`], with the summary `bellows` printed.
+fn record_with_summary(args: &[&str]) -> (Stacks, String) {
     let dir = tempfile::tempdir().unwrap();
     let pb = dir.path().join("p.pb.gz");
     let mut all = vec!["record"];
@@ -183,7 +188,10 @@ fn record_stacks(args: &[&str]) -> Stacks {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Stacks::from_profile(&read_pprof(&pb))
+    (
+        Stacks::from_profile(&read_pprof(&pb)),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -197,7 +205,10 @@ fn cgroup_filter_counts_only_the_selected_cgroup() {
     let outside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
     std::thread::sleep(Duration::from_millis(200));
 
-    let stacks = record_stacks(&["--cgroup", cg.path.to_str().unwrap(), "-d", "2s"]);
+    // A cgroup v2 directory is selected in the kernel; on a v1-only host, a v1 one in userspace.
+    let (stacks, summary) =
+        record_with_summary(&["--cgroup", cg.path.to_str().unwrap(), "-d", "2s"]);
+    crate::hosts::check_selection_summary(&summary);
     let pids = stacks.pids();
     assert!(
         pids.contains(&i64::from(inside.pid())),

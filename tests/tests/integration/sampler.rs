@@ -83,6 +83,16 @@ fn cgroup_filter_follows_changes_while_sampling() {
     };
     let cg_a = TestCgroup::create("sync-a");
     let cg_b = TestCgroup::create("sync-b");
+    if tests::cgroup_layout() == agent::cgroup::Layout::V1 {
+        // No v2 hierarchy: nothing to give the kernel filter, which refuses a v1 directory
+        // (hosts::cgroup_ids_tell_cgroups_apart_except_on_v1 shows why; record and run select
+        // in userspace there).
+        assert!(matches!(
+            agent::cgroup::cgroup_id(&cg_a.path),
+            Err(agent::cgroup::CgroupError::NotCgroup2(_))
+        ));
+        return;
+    }
     let a = Workload::start(&fx.path, &["-duration", "10s", "-mode", "cpu"]);
     cg_a.add(a.pid());
     let b = Workload::start(&fx.path, &["-duration", "10s", "-mode", "cpu"]);
