@@ -181,7 +181,7 @@ fn a_process_that_execs_is_symbolized_as_its_new_image() {
         .sum();
     assert!(
         named * 10 >= after_exec * 7,
-        "after exec, main.hotA named in {named} of {after_exec} samples: the old image's \
+        "after exec, main.hotA named in {named} of {after_exec} ns sampled: the old image's \
          mappings were used"
     );
 }
