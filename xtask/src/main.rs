@@ -4,6 +4,7 @@
 //!   bpf-linker linked to LLVM 22, Go toolchains for the test workloads).
 //! - `fixtures`: build the Go test workloads with every Go toolchain, in every variant.
 //! - `test`: fmt, clippy, fixtures, then every test (unit and real-kernel integration).
+//! - `vm-test`: the real-kernel integration tests inside Debian kernels booted in QEMU.
 //! - `record`: build `bellows` in release and profile this machine.
 
 mod bench;
@@ -11,6 +12,7 @@ mod budget;
 mod fuzz;
 mod overhead;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +46,22 @@ enum Task {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
+    },
+    /// Run the real-kernel integration tests inside Debian kernels booted in QEMU (TCG) with a
+    /// bare busybox userspace; without --kernel/--layout, the default matrix.
+    VmTest {
+        /// Kernel series to boot (5.10, 6.1, 6.12, 6.18); repeatable.
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
+        /// cgroup layouts to mount in each guest; repeatable.
+        #[arg(long = "layout", value_enum)]
+        layouts: Vec<vm::Layout>,
+        /// Longest one VM may run, in seconds.
+        #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// libtest filters for the guests' test binary (default: the list in xtask/src/vm.rs).
+        #[arg(last = true)]
+        filters: Vec<String>,
     },
     /// Run the symbolizer's fuzz targets (cargo-fuzz, nightly), seeded with real binaries.
     Fuzz {
@@ -123,6 +141,20 @@ fn run_task(cli: Cli) -> Result<()> {
             cargo_test_args,
         } => test(&root, no_lint, &cargo_test_args),
         Task::Record { args } => record(&root, &args),
+        Task::VmTest {
+            kernels,
+            layouts,
+            timeout,
+            filters,
+        } => vm::vm_test(
+            &root,
+            &vm::Options {
+                kernels,
+                layouts,
+                filters,
+                timeout: std::time::Duration::from_secs(timeout),
+            },
+        ),
         Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
         Task::Bench {
             which: BenchKind::Symbolize,
