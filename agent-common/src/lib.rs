@@ -19,28 +19,41 @@ pub mod maps {
     pub const ERRORS: &str = "ERRORS";
     pub const KNOWN_PIDS: &str = "KNOWN_PIDS";
     pub const NEW_PIDS: &str = "NEW_PIDS";
+    /// Unwind rows of every loaded binary, each binary a range of its own.
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    /// (file id, 64 KiB page) → that page's range of `UNWIND_ROWS`.
+    pub const UNWIND_PAGES: &str = "UNWIND_PAGES";
+    /// tgid → its executable mappings that have unwind tables.
+    pub const PROCESS_MAPPINGS: &str = "PROCESS_MAPPINGS";
+    /// Per-CPU state of a stack walk carried across tail calls.
+    pub const UNWIND_STATE: &str = "UNWIND_STATE";
+    /// The unwinder program, tail-called by the sampler and by itself.
+    pub const UNWIND_PROGRAMS: &str = "UNWIND_PROGRAMS";
 }
 
 /// Program names, as the loader looks them up.
 pub mod programs {
     pub const SAMPLE: &str = "bellows_sample";
     pub const EXEC: &str = "bellows_exec";
+    pub const UNWIND: &str = "bellows_unwind";
 }
 
-/// Default map sizes, chosen so that the BPF maps stay under 16 MiB of locked memory. The stack
-/// maps dominate: `entries * (8 + 8 * MAX_STACK_DEPTH)` bytes, about 1 KiB per stack. A counts
-/// entry costs about 140 bytes with the kernel's hash overhead.
+/// Default map sizes. The sample maps stay near 21 MiB: the stack maps dominate, at
+/// `entries * (8 + 8 * MAX_STACK_DEPTH)` bytes, about 2 KiB per stack; a counts entry costs about
+/// 140 bytes with the kernel's hash overhead. The unwind maps ([`unwind`]) add about 36 MiB, so
+/// that all the maps stay under 64 MiB.
 ///
-/// One-shot recording (one generation): 8192 stacks and 32768 counts, about 14.5 MiB in all.
+/// One-shot recording (one generation): 8192 stacks and 32768 counts, about 21 MiB.
 pub const COUNTS_ENTRIES: u32 = 32_768;
 pub const STACK_MAP_ENTRIES: u32 = 8_192;
 /// Continuous profiling holds two generations, each filled during one collect interval:
-/// 4096 stacks and 16384 counts each, about 14.5 MiB in all. `[maps]` in the configuration
+/// 4096 stacks and 16384 counts each, about 21 MiB in all. `[maps]` in the configuration
 /// raises them for busy nodes; what does not fit is counted, never silently lost.
 pub const RUN_COUNTS_ENTRIES: u32 = 16_384;
 pub const RUN_STACK_MAP_ENTRIES: u32 = 4_096;
-/// The kernel's default `perf_event_max_stack` (also the most a stack trace map entry holds here).
-pub const MAX_STACK_DEPTH: usize = 127;
+/// Frames a stored stack holds: user stacks walked with unwind tables reach this deep (kernel
+/// stacks stop at the kernel's `perf_event_max_stack`, 127 by default).
+pub const MAX_STACK_DEPTH: usize = 256;
 pub const FILTER_ENTRIES: u32 = 4_096;
 pub const KNOWN_PIDS_ENTRIES: u32 = 16_384;
 /// Ring buffer for "first sample of this process" notifications (one `u32` tgid each).
@@ -123,7 +136,9 @@ pub mod config {
     /// The agent's own tgid: its samples are not taken (counted as filtered). Profiling the
     /// profiler would make it symbolize itself, a large binary, every interval.
     pub const SELF_TGID: u32 = 4;
-    pub const LEN: u32 = 5;
+    /// Nonzero: walk user stacks with the unwind tables where a process has them.
+    pub const UNWIND: u32 = 5;
+    pub const LEN: u32 = 6;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.
@@ -146,10 +161,26 @@ pub enum ErrorKind {
     NewPidDropped = 6,
     /// Filtered out by the cgroup or pid filter (not an error; for verification).
     Filtered = 7,
+    /// A user stack walked with unwind tables (not an error; the total for the ratios below).
+    Unwound = 8,
+    /// A user stack walked with unwind tables that ended before its outermost frame: a frame
+    /// whose return address could not be read, or [`MAX_STACK_DEPTH`] reached. Its last frame
+    /// is [`TRUNCATED_FRAME`].
+    UnwindTruncated = 9,
+    /// Frames stepped by frame pointer inside a table-walked stack because no table covered the
+    /// pc (JIT code, a binary whose table is not loaded or did not fit).
+    UnwindFpFrames = 10,
+    /// Samples taken in kernel mode, or of processes without tables: their user stack came from
+    /// frame pointers alone (`bpf_get_stack`).
+    FramePointerStacks = 11,
 }
 
+/// The frame that ends a user stack whose walk stopped early (see
+/// [`ErrorKind::UnwindTruncated`]): no user address is this high on x86_64.
+pub const TRUNCATED_FRAME: u64 = u64::MAX;
+
 impl ErrorKind {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
     pub const ALL: [ErrorKind; Self::COUNT as usize] = [
         ErrorKind::Counted,
         ErrorKind::CountsFull,
@@ -159,6 +190,10 @@ impl ErrorKind {
         ErrorKind::KernelStackError,
         ErrorKind::NewPidDropped,
         ErrorKind::Filtered,
+        ErrorKind::Unwound,
+        ErrorKind::UnwindTruncated,
+        ErrorKind::UnwindFpFrames,
+        ErrorKind::FramePointerStacks,
     ];
 
     /// Stable snake_case name, used in reports and metrics.
@@ -172,12 +207,125 @@ impl ErrorKind {
             ErrorKind::KernelStackError => "kernel_stack_error",
             ErrorKind::NewPidDropped => "new_pid_event_dropped",
             ErrorKind::Filtered => "filtered",
+            ErrorKind::Unwound => "unwound_with_tables",
+            ErrorKind::UnwindTruncated => "unwind_truncated",
+            ErrorKind::UnwindFpFrames => "unwind_frame_pointer_frames",
+            ErrorKind::FramePointerStacks => "frame_pointer_stacks",
+        }
+    }
+}
+
+/// The kernel's view of unwind tables (x86_64). Userspace turns each binary's table into rows,
+/// 64 KiB page by page, so that a row needs only the low 16 bits of its address.
+pub mod unwind {
+    /// Rows are grouped by pages of `1 << PAGE_SHIFT` bytes of ELF virtual address.
+    pub const PAGE_SHIFT: u32 = 16;
+    /// Default capacity of `UNWIND_ROWS` (8 bytes a row: 24 MiB).
+    pub const ROWS_ENTRIES: u32 = 3 << 20;
+    /// Default capacity of `UNWIND_PAGES`: 64 Ki pages cover 4 GiB of text.
+    pub const PAGES_ENTRIES: u32 = 64 * 1024;
+    /// Processes whose mappings the kernel knows (4 KiB each).
+    pub const PROCESS_ENTRIES: u32 = 2_048;
+    /// Executable mappings with tables per process.
+    pub const MAX_MAPPINGS: usize = 96;
+    /// Rows per page at most (a binary search of 16 steps).
+    pub const MAX_PAGE_ROWS: u32 = 1 << 16;
+    /// Frames one run of the unwinder walks before it tail-calls itself.
+    pub const FRAMES_PER_CALL: usize = 12;
+    /// Tail calls the kernel allows in one chain (MAX_TAIL_CALL_CNT; 32 on 5.10, 33 later).
+    pub const MAX_TAIL_CALLS: u32 = 32;
+
+    /// How a row finds the caller's frame.
+    pub mod kind {
+        /// CFA = rsp + cfa_offset.
+        pub const CFA_RSP: u8 = 0;
+        /// CFA = rbp + cfa_offset.
+        pub const CFA_RBP: u8 = 1;
+        /// A PLT stub: CFA = rsp + 8, plus 8 once past the push (rip & 15 >= 11).
+        pub const PLT: u8 = 2;
+        /// A signal trampoline: the interrupted registers are in the ucontext at rsp.
+        pub const SIGNAL: u8 = 3;
+        /// The outermost frame: the stack is complete.
+        pub const END: u8 = 4;
+        /// No rule here: step by frame pointer.
+        pub const UNKNOWN: u8 = 5;
+    }
+
+    /// One row: from `pc_low` (within its page) to the next row, how to find the caller.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Row {
+        /// Low [`PAGE_SHIFT`] bits of the first address the row covers.
+        pub pc_low: u16,
+        /// See [`kind`].
+        pub kind: u8,
+        /// Where the caller's rbp is saved, in 8-byte slots from the CFA; 0: rbp is unchanged.
+        pub rbp_slot: i8,
+        /// Added to the CFA's base register.
+        pub cfa_offset: i32,
+    }
+
+    /// Key of `UNWIND_PAGES`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct PageKey {
+        pub file_id: u32,
+        /// ELF virtual address >> [`PAGE_SHIFT`].
+        pub page: u32,
+    }
+
+    /// Value of `UNWIND_PAGES`: the page's rows are `UNWIND_ROWS[first..first + count]`, sorted
+    /// by `pc_low`, the first at `pc_low` 0.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PageRows {
+        pub first: u32,
+        pub count: u32,
+    }
+
+    /// One executable mapping of a process whose file has a table.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Mapping {
+        pub start: u64,
+        pub end: u64,
+        /// ELF virtual address = address - bias.
+        pub bias: u64,
+        pub file_id: u32,
+        pub _pad: u32,
+    }
+
+    /// Value of `PROCESS_MAPPINGS`: `entries[..len]`, sorted by start, not overlapping.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct ProcessMappings {
+        pub len: u32,
+        pub _pad: u32,
+        pub entries: [Mapping; MAX_MAPPINGS],
+    }
+
+    impl Default for ProcessMappings {
+        fn default() -> Self {
+            ProcessMappings {
+                len: 0,
+                _pad: 0,
+                entries: [Mapping::default(); MAX_MAPPINGS],
+            }
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: the unwind types are `repr(C)`, `Copy`, with explicit padding only, and every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::unwind::Row {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::PageKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::PageRows {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::ProcessMappings {}
     // SAFETY: `SampleKey` is `repr(C)`, `Copy`, has no implicit padding and
     // every bit pattern is valid.
     unsafe impl aya::Pod for super::SampleKey {}
@@ -212,6 +360,19 @@ mod tests {
         assert_eq!(h, stack_hash(&b, 2, false));
         b[1] = 0x402001;
         assert_ne!(h, stack_hash(&b, 2, false));
+    }
+
+    #[test]
+    fn unwind_types_have_no_implicit_padding() {
+        use unwind::*;
+        assert_eq!(core::mem::size_of::<Row>(), 8);
+        assert_eq!(core::mem::size_of::<PageKey>(), 8);
+        assert_eq!(core::mem::size_of::<PageRows>(), 8);
+        assert_eq!(core::mem::size_of::<Mapping>(), 32);
+        assert_eq!(
+            core::mem::size_of::<ProcessMappings>(),
+            8 + 32 * MAX_MAPPINGS
+        );
     }
 
     #[test]

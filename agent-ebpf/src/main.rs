@@ -1,9 +1,17 @@
 //! Bellows' kernel side: a perf_event program sampled on every CPU.
 //!
 //! Each sample records the process, thread name, cgroup v2 id and the user and kernel stacks, and
-//! counts it in `COUNTS` (or `COUNTS_B`, by generation). Userspace drains `COUNTS` and `STACKS`, and learns of processes seen for
-//! the first time through the `NEW_PIDS` ring buffer, so it can read their mappings while they
-//! still exist. Failures are counted per CPU in `ERRORS`; nothing is dropped silently.
+//! counts it in `COUNTS` (or `COUNTS_B`, by generation). Userspace drains `COUNTS` and `STACKS`,
+//! and learns of processes seen for the first time through the `NEW_PIDS` ring buffer, so it can
+//! read their mappings while they still exist. Failures are counted per CPU in `ERRORS`; nothing
+//! is dropped silently.
+//!
+//! User stacks of processes whose binaries have unwind tables (`PROCESS_MAPPINGS`) are walked
+//! by `bellows_unwind` from the sampled registers, frame by frame with the rows userspace built
+//! from `.eh_frame`, `.debug_frame` and `.gopclntab`; it tail-calls itself every
+//! `FRAMES_PER_CALL` frames. Where no row covers a pc it steps by frame pointer. Other stacks
+//! (samples taken in kernel mode, processes not loaded yet) come from `bpf_get_stack`, which
+//! follows frame pointers only.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -12,15 +20,19 @@
     reason = "atomic_xadd is the only atomic add that lowers to BPF"
 )]
 
+mod unwind;
+
 use agent_common::{
-    config, stack_hash, ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES,
-    KNOWN_PIDS_ENTRIES, MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES,
+    config, stack_hash,
+    unwind::{PageKey, PageRows, ProcessMappings, Row},
+    ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES, KNOWN_PIDS_ENTRIES,
+    MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES,
 };
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack},
     macros::{map, perf_event, raw_tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{PerfEventContext, RawTracePointContext},
     EbpfContext,
 };
@@ -62,6 +74,23 @@ static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PIDS
 
 #[map]
 static NEW_PIDS: RingBuf = RingBuf::with_byte_size(NEW_PIDS_BYTES, 0);
+
+#[map]
+static UNWIND_ROWS: Array<Row> = Array::with_max_entries(agent_common::unwind::ROWS_ENTRIES, 0);
+
+#[map]
+static UNWIND_PAGES: HashMap<PageKey, PageRows> =
+    HashMap::with_max_entries(agent_common::unwind::PAGES_ENTRIES, 0);
+
+#[map]
+static PROCESS_MAPPINGS: HashMap<u32, ProcessMappings> =
+    HashMap::with_max_entries(agent_common::unwind::PROCESS_ENTRIES, 0);
+
+#[map]
+static UNWIND_STATE: PerCpuArray<unwind::State> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 const EFAULT: i64 = 14;
 const EEXIST: i32 = 17;
@@ -108,21 +137,12 @@ fn try_sample(ctx: &PerfEventContext) {
         return;
     }
 
-    let (counts, stacks) = if config(config::GENERATION) == 0 {
-        (&COUNTS, &STACKS)
-    } else {
-        (&COUNTS_B, &STACKS_B)
-    };
-    let user_stack = stack_key(
-        store_stack(ctx, stacks, false),
-        ErrorKind::UserStackFull,
-        ErrorKind::UserStackError,
-    );
+    let generation = config(config::GENERATION);
     let kernel_stack = if config(config::NO_KERNEL) != 0 {
         NO_STACK
     } else {
         stack_key(
-            store_stack(ctx, stacks, true),
+            store_stack(ctx, stacks_of(generation), true),
             ErrorKind::KernelStackFull,
             ErrorKind::KernelStackError,
         )
@@ -132,15 +152,42 @@ fn try_sample(ctx: &PerfEventContext) {
     if let Ok(c) = bpf_get_current_comm() {
         comm = c;
     }
-    let key = SampleKey {
+    let mut key = SampleKey {
         tgid,
         pid: ctx.pid(),
         cgroup_id,
-        user_stack,
+        user_stack: NO_STACK,
         kernel_stack,
         comm,
     };
-    match counts.get_ptr_mut(&key) {
+    if config(config::UNWIND) != 0 {
+        // Returns only when this sample cannot be walked with tables.
+        unwind::start(ctx, &key, generation);
+    }
+    count_error(ErrorKind::FramePointerStacks);
+    key.user_stack = stack_key(
+        store_stack(ctx, stacks_of(generation), false),
+        ErrorKind::UserStackFull,
+        ErrorKind::UserStackError,
+    );
+    count_sample(&key, generation);
+}
+
+/// The stack map of a generation.
+#[inline(always)]
+fn stacks_of(generation: u32) -> &'static HashMap<u64, Stack> {
+    if generation == 0 {
+        &STACKS
+    } else {
+        &STACKS_B
+    }
+}
+
+/// Adds one to the sample's count in the generation's counts map.
+#[inline(always)]
+fn count_sample(key: &SampleKey, generation: u32) {
+    let counts = if generation == 0 { &COUNTS } else { &COUNTS_B };
+    match counts.get_ptr_mut(key) {
         // SAFETY: the pointer is to a live map value; the add is atomic across CPUs.
         Some(count) => unsafe {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -149,9 +196,9 @@ fn try_sample(ctx: &PerfEventContext) {
         },
         None => {
             // BPF_NOEXIST: if another CPU inserted the key meanwhile, add to its entry instead.
-            match counts.insert(&key, &1, u64::from(BPF_NOEXIST)) {
+            match counts.insert(key, &1, u64::from(BPF_NOEXIST)) {
                 Ok(()) => {}
-                Err(_) => match counts.get_ptr_mut(&key) {
+                Err(_) => match counts.get_ptr_mut(key) {
                     // SAFETY: as above.
                     Some(count) => unsafe {
                         core::intrinsics::atomic_xadd::<
@@ -169,7 +216,22 @@ fn try_sample(ctx: &PerfEventContext) {
         }
     }
     count_error(ErrorKind::Counted);
-    notify_if_new(tgid);
+    notify_if_new(key.tgid);
+}
+
+/// Stores a walked stack under the hash of its frames.
+#[inline(always)]
+fn store_walked(stack: &Stack, generation: u32) -> StackOutcome {
+    let len = stack.len as usize;
+    if len == 0 {
+        return StackOutcome::Absent;
+    }
+    let key = stack_hash(&stack.ips, len, false);
+    match stacks_of(generation).insert(&key, stack, u64::from(BPF_NOEXIST)) {
+        Ok(()) => StackOutcome::Stored(key),
+        Err(err) if -err == EEXIST => StackOutcome::Stored(key),
+        Err(_) => StackOutcome::MapFull,
+    }
 }
 
 /// The key a sample records for a stack, counting why there is none.
@@ -278,6 +340,13 @@ fn count_error(kind: ErrorKind) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
     }
+}
+
+/// Walks the rest of a user stack that `bellows_sample` began (tail-called, never attached).
+#[perf_event]
+pub fn bellows_unwind(ctx: PerfEventContext) -> u32 {
+    unwind::resume(&ctx);
+    0
 }
 
 #[cfg(not(test))]

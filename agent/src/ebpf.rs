@@ -5,9 +5,13 @@
 
 use std::collections::HashMap;
 
-use agent_common::{config, maps, programs, ErrorKind, SampleKey, Stack, COMM_LEN, NO_STACK};
+use agent_common::{
+    config, maps, programs,
+    unwind::{PageKey, PageRows, ProcessMappings, Row},
+    ErrorKind, SampleKey, Stack, COMM_LEN, NO_STACK,
+};
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         perf_event::{
             PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
@@ -41,6 +45,11 @@ pub struct SamplerConfig {
     /// Entries of each stack map; 0 for the default ([`agent_common::STACK_MAP_ENTRIES`], or
     /// [`agent_common::RUN_STACK_MAP_ENTRIES`] per generation when double-buffered).
     pub stack_entries: u32,
+    /// Walk user stacks with unwind tables where userspace loaded them ([`Sampler::take_unwind_maps`]).
+    pub unwind: bool,
+    /// Capacity of the unwind row array; 0 for [`agent_common::unwind::ROWS_ENTRIES`] (with
+    /// `unwind` off it shrinks to one row).
+    pub unwind_rows: u32,
 }
 
 /// Errors from loading, attaching and reading the kernel side. Each says what the user can do.
@@ -93,6 +102,8 @@ pub enum SamplerError {
     NotDoubleBuffered,
     #[error("watching the new-process ring buffer: {0}")]
     Watch(#[source] std::io::Error),
+    #[error("duplicating the unwinder's program fd for its tail-call slot: {0}")]
+    UnwinderFd(#[source] std::io::Error),
 }
 
 /// One drained counts-map entry.
@@ -168,6 +179,8 @@ pub struct Sampler {
     double_buffered: bool,
     /// The generation samples currently go to (`config::GENERATION`).
     generation: u32,
+    /// The unwinder is loaded and switched on.
+    unwinding: bool,
 }
 
 /// How long [`Sampler::flip`] waits for programs that started before the flip. A sample runs in
@@ -205,7 +218,22 @@ impl Sampler {
         } else {
             (1, 1)
         };
+        let (rows, pages, procs) = if cfg.unwind {
+            (
+                match cfg.unwind_rows {
+                    0 => agent_common::unwind::ROWS_ENTRIES,
+                    n => n,
+                },
+                agent_common::unwind::PAGES_ENTRIES,
+                agent_common::unwind::PROCESS_ENTRIES,
+            )
+        } else {
+            (1, 1, 1)
+        };
         let ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::UNWIND_ROWS, rows)
+            .map_max_entries(maps::UNWIND_PAGES, pages)
+            .map_max_entries(maps::PROCESS_MAPPINGS, procs)
             .map_max_entries(maps::COUNTS, counts)
             .map_max_entries(maps::STACKS, stacks)
             .map_max_entries(maps::COUNTS_B, counts_b)
@@ -224,8 +252,12 @@ impl Sampler {
             exec_link: None,
             double_buffered: cfg.double_buffered,
             generation: 0,
+            unwinding: false,
         };
         sampler.configure(cfg)?;
+        if cfg.unwind {
+            sampler.enable_unwinder()?;
+        }
         Ok(sampler)
     }
 
@@ -281,6 +313,61 @@ impl Sampler {
             result.map_err(|source| SamplerError::Verify { name, source })?;
         }
         Ok(())
+    }
+
+    /// Loads the unwinder, puts it in the tail-call array and switches table walking on.
+    fn enable_unwinder(&mut self) -> Result<(), SamplerError> {
+        let name = programs::UNWIND;
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(SamplerError::MissingProgram { name })?;
+        program
+            .load()
+            .map_err(|source| SamplerError::Verify { name, source })?;
+        let fd = program
+            .fd()
+            .map_err(|source| SamplerError::Verify { name, source })?
+            .try_clone()
+            .map_err(SamplerError::UnwinderFd)?;
+        let mut tail_calls: ProgramArray<&mut MapData> = self.map_mut(maps::UNWIND_PROGRAMS)?;
+        tail_calls
+            .set(0, &fd, 0)
+            .map_err(|source| SamplerError::Update {
+                name: maps::UNWIND_PROGRAMS,
+                source,
+            })?;
+        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
+        config
+            .set(config::UNWIND, 1, 0)
+            .map_err(|source| SamplerError::Update {
+                name: maps::CONFIG,
+                source,
+            })?;
+        self.unwinding = true;
+        Ok(())
+    }
+
+    /// The maps userspace fills with unwind tables and process mappings; they can be taken once,
+    /// by the table loader's thread. None when the sampler was loaded without `unwind`.
+    pub fn take_unwind_maps(&mut self) -> Result<Option<UnwindMaps>, SamplerError> {
+        if !self.unwinding {
+            return Ok(None);
+        }
+        let mut take =
+            |name: &'static str| self.ebpf.take_map(name).ok_or_else(|| missing_map(name));
+        let (rows, pages, processes) = (
+            take(maps::UNWIND_ROWS)?,
+            take(maps::UNWIND_PAGES)?,
+            take(maps::PROCESS_MAPPINGS)?,
+        );
+        let map_err = |name: &'static str| move |source| SamplerError::Map { name, source };
+        Ok(Some(UnwindMaps {
+            rows: Array::try_from(rows).map_err(map_err(maps::UNWIND_ROWS))?,
+            pages: BpfHashMap::try_from(pages).map_err(map_err(maps::UNWIND_PAGES))?,
+            processes: BpfHashMap::try_from(processes).map_err(map_err(maps::PROCESS_MAPPINGS))?,
+        }))
     }
 
     /// A map of the loaded object, by name.
@@ -554,6 +641,75 @@ impl Sampler {
             map.remove(&key).map_err(map_err)?;
         }
         Ok(())
+    }
+}
+
+/// The unwind maps, owned by whoever loads tables (see [`crate::unwind`]).
+pub struct UnwindMaps {
+    rows: Array<MapData, Row>,
+    pages: BpfHashMap<MapData, PageKey, PageRows>,
+    processes: BpfHashMap<MapData, u32, ProcessMappings>,
+}
+
+/// Why writing an unwind map failed.
+#[derive(Debug, thiserror::Error)]
+#[error("updating BPF map {name} failed: {source}")]
+pub struct UnwindMapError {
+    name: &'static str,
+    #[source]
+    source: MapError,
+}
+
+impl UnwindMaps {
+    /// Capacity of the row array.
+    pub fn row_capacity(&self) -> u32 {
+        self.rows.len()
+    }
+
+    /// Writes `rows` at `first..first + rows.len()`.
+    pub fn write_rows(&mut self, first: u32, rows: &[Row]) -> Result<(), UnwindMapError> {
+        for (i, row) in rows.iter().enumerate() {
+            let index = first.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+            self.rows
+                .set(index, *row, 0)
+                .map_err(|source| UnwindMapError {
+                    name: maps::UNWIND_ROWS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_page(&mut self, key: PageKey, rows: PageRows) -> Result<(), UnwindMapError> {
+        self.pages
+            .insert(key, rows, 0)
+            .map_err(|source| UnwindMapError {
+                name: maps::UNWIND_PAGES,
+                source,
+            })
+    }
+
+    pub fn remove_page(&mut self, key: &PageKey) {
+        // Absent already: nothing to remove.
+        let _ = self.pages.remove(key);
+    }
+
+    pub fn set_process(
+        &mut self,
+        pid: u32,
+        mappings: &ProcessMappings,
+    ) -> Result<(), UnwindMapError> {
+        self.processes
+            .insert(pid, mappings, 0)
+            .map_err(|source| UnwindMapError {
+                name: maps::PROCESS_MAPPINGS,
+                source,
+            })
+    }
+
+    pub fn remove_process(&mut self, pid: u32) {
+        // Absent already (never loaded, or removed): nothing to remove.
+        let _ = self.processes.remove(&pid);
     }
 }
 

@@ -147,3 +147,22 @@ fn cgroup_filter_follows_changes_while_sampling() {
         "{pids:?}"
     );
 }
+
+/// The table-walking unwinder passes this kernel's verifier, and its maps can be taken by a
+/// table loader.
+#[test]
+fn the_unwinder_loads_and_hands_out_its_maps() {
+    if !bpf_available("the_unwinder_loads_and_hands_out_its_maps") {
+        return;
+    }
+    let mut sampler = Sampler::load(&SamplerConfig {
+        frequency_hz: 99,
+        unwind: true,
+        unwind_rows: 1024,
+        ..SamplerConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
+    let maps = sampler.take_unwind_maps().unwrap().expect("unwind maps");
+    assert_eq!(maps.row_capacity(), 1024);
+    assert!(sampler.take_unwind_maps().is_err(), "taken once");
+}
