@@ -115,7 +115,8 @@ fn readme_record_command_profiles_a_host_without_tracefs() {
     let Some(fx) = fixture("readme_record_command_profiles_a_host_without_tracefs") else {
         return;
     };
-    let work = Workload::start(&fx.path, &["-duration", "10s", "-mode", "all"]);
+    // Long enough to outlast bellows' start however slow the machine (killed on drop).
+    let work = Workload::start(&fx.path, &["-duration", "60s", "-mode", "all"]);
     std::thread::sleep(Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
     let out = bellows_without_tracefs(
@@ -172,17 +173,19 @@ fn a_process_that_execs_is_symbolized_as_its_new_image() {
         "the same process before and after exec: {comms:?}"
     );
     assert_eq!(stacks.pids().len(), 1, "{:?}", stacks.pids());
-    let named = stacks.total_value("main.hotA");
-    let after_exec: i64 = stacks
-        .samples
-        .iter()
-        .filter(|s| s.comm == "cpuburn")
+    // After the exec, the workload's own functions are named: with the old image's mappings
+    // its addresses would name nothing.
+    let after_exec = stacks.samples.iter().filter(|s| s.comm == "cpuburn");
+    let total: i64 = after_exec.clone().map(|s| s.value).sum();
+    let named: i64 = after_exec
+        .filter(|s| s.frames.iter().any(|f| f.starts_with("main.")))
         .map(|s| s.value)
         .sum();
+    assert!(stacks.total_value("main.hotA") > 0);
     assert!(
-        named * 10 >= after_exec * 7,
-        "after exec, main.hotA named in {named} of {after_exec} ns sampled: the old image's \
-         mappings were used"
+        named * 10 >= total * 9,
+        "after exec, main.* named in {named} of {total} ns sampled: the old image's mappings \
+         were used"
     );
 }
 
@@ -193,7 +196,7 @@ fn record_command_follows_its_children_on_every_layout() {
     let Some(fx) = fixture("record_command_follows_its_children_on_every_layout") else {
         return;
     };
-    let outside = Workload::start(&fx.path, &["-duration", "10s", "-mode", "cpu"]);
+    let outside = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
     let dir = tempfile::tempdir().unwrap();
     let bin = fx.path.display();
     let script = format!("{bin} -duration 2s -mode cpu & {bin} -duration 2s -mode cpu & wait");

@@ -200,9 +200,9 @@ fn cgroup_filter_counts_only_the_selected_cgroup() {
         return;
     };
     let cg = TestCgroup::create("filter");
-    let inside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    let inside = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
     cg.add(inside.pid());
-    let outside = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    let outside = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
     std::thread::sleep(Duration::from_millis(200));
 
     // A cgroup v2 directory is selected in the kernel; on a v1-only host, a v1 one in userspace.
@@ -228,8 +228,8 @@ fn pid_filter_counts_only_the_selected_process() {
     let Some(fx) = one_fixture("pid_filter_counts_only_the_selected_process") else {
         return;
     };
-    let chosen = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
-    let other = Workload::start(&fx.path, &["-duration", "8s", "-mode", "cpu"]);
+    let chosen = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
+    let other = Workload::start(&fx.path, &["-duration", "60s", "-mode", "cpu"]);
     std::thread::sleep(Duration::from_millis(200));
     let pid = chosen.pid().to_string();
     let stacks = record_stacks(&["-p", &pid, "-d", "2"]);
@@ -248,7 +248,7 @@ fn whole_system_sees_a_running_workload_and_the_kernel() {
     let Some(fx) = one_fixture("whole_system_sees_a_running_workload_and_the_kernel") else {
         return;
     };
-    let w = Workload::start(&fx.path, &["-duration", "8s", "-mode", "all"]);
+    let w = Workload::start(&fx.path, &["-duration", "60s", "-mode", "all"]);
     std::thread::sleep(Duration::from_millis(200));
     let stacks = record_stacks(&["-d", "2s"]);
     assert!(stacks.pids().contains(&i64::from(w.pid())));
