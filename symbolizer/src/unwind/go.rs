@@ -5,8 +5,8 @@
 //! with a frame (compiled code, and assembly without `NOFRAME`), in one of two prologues seen in
 //! the fixtures' machine code:
 //! - Go ≤ 1.20: `sub $n, %rsp; mov %rbp, n-8(%rsp); lea n-8(%rsp), %rbp` (the first pcsp change
-//!   is to n, and the instruction right there is `mov %rbp, n-8(%rsp)`, `48 89 6c 24 d8` or
-//!   `48 89 ac 24 d32`): saved from the next instruction on;
+//!   is to n, and the instruction right there is `mov %rbp, n-8(%rsp)`: `48 89 2c 24` when
+//!   n = 8, `48 89 6c 24 d8` or `48 89 ac 24 d32`): saved from the next instruction on;
 //! - Go ≥ 1.21: `push %rbp; mov %rsp, %rbp; sub $n, %rsp` (the first pcsp change is to 8, and
 //!   the byte before it is `push %rbp`, `55`): saved from there.
 //!
@@ -57,6 +57,9 @@ fn rbp_saved_from(code: &Code<'_>, runs: &[PcRun]) -> Option<u64> {
         return Some(p);
     }
     let disp = i64::from(first.value) - 8;
+    if disp == 0 && code.bytes(p, 4) == Some(&[0x48, 0x89, 0x2c, 0x24]) {
+        return Some(p + 4);
+    }
     if let Some(&[0x48, 0x89, 0x6c, 0x24, d]) = code.bytes(p, 5) {
         if i64::from(d as i8) == disp {
             return Some(p + 5);
@@ -92,7 +95,7 @@ pub(super) fn collect(
     for f in table.sp_deltas(data) {
         runs.clear();
         let Some(table_runs) = f.runs else {
-            stats.go_damaged += 1;
+            stats.go_without_table += 1;
             continue;
         };
         let mut damaged = false;
@@ -102,8 +105,12 @@ pub(super) fn collect(
                 Err(_) => damaged = true,
             }
         }
-        if damaged || runs.is_empty() {
+        if damaged {
             stats.go_damaged += 1;
+            continue;
+        }
+        if runs.is_empty() {
+            stats.go_without_table += 1;
             continue;
         }
         stats.go_functions += 1;

@@ -131,11 +131,14 @@ pub enum UnwindError {
 pub struct UnwindStats {
     /// Go functions whose `pcsp` table was used.
     pub go_functions: usize,
-    /// Go functions without a `pcsp` table, or with a damaged one (left to other sources).
+    /// Go-table functions without a `pcsp` table: C code of cgo binaries (left to other sources).
+    pub go_without_table: usize,
+    /// Go functions whose `pcsp` table is damaged (left to other sources).
     pub go_damaged: usize,
     /// The Go table itself was present but unreadable.
     pub go_table_damaged: bool,
-    /// FDEs used, per source: `.eh_frame`, `.debug_frame`, the debug file's `.debug_frame`.
+    /// FDEs read, per source: `.eh_frame`, `.debug_frame`, the debug file's `.debug_frame`
+    /// (including those then dropped as covered).
     pub fdes: [usize; 3],
     /// FDEs dropped because a preferred source (or an earlier FDE) already covers them.
     pub fdes_covered: usize,
