@@ -5,6 +5,8 @@
 //! - native ELF files through `.symtab`/`.dynsym` (with Rust and C++ demangling) ([`elf`]);
 //! - the Linux kernel through `/proc/kallsyms` ([`kernel`]).
 //!
+//! [`unwind`] builds x86_64 unwind tables (CFA and rbp rules per address) from the same files.
+//!
 //! A miss is a normal outcome ([`Symbolized::Unknown`] with a [`Reason`]), never an error: one bad
 //! address never fails a batch. Errors are reserved for files that cannot be opened or parsed at
 //! all. Binaries read from containers are untrusted input: every parser is bounded and never panics.
@@ -13,6 +15,7 @@ pub mod elf;
 pub mod gopclntab;
 pub mod kernel;
 pub mod process;
+pub mod unwind;
 
 mod cache;
 

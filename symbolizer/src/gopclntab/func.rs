@@ -21,12 +21,16 @@ pub(super) struct FuncRecord {
     /// First address past the function (the next functab entry).
     pub end: u64,
     pub name_off: i32,
+    /// pc-value table of the stack-pointer delta (0: none).
+    pub pcsp: u32,
     pub pcfile: u32,
     pub pcln: u32,
     pub npcdata: u32,
     /// Index of the function's compilation unit in `cutab` (Go 1.16+; 0 before).
     pub cu_offset: u32,
     pub nfuncdata: u8,
+    /// `_func.flag` (Go 1.17+; the padding byte, zero, in Go 1.16; 0 before).
+    pub flag: u8,
     /// `_func.startLine` (Go 1.20+ tables; None before, or when not positive).
     pub start_line: Option<u32>,
 }
@@ -108,6 +112,7 @@ impl GoTable {
             entry,
             end,
             name_off: field(0)? as i32,
+            pcsp: field(3)?,
             pcfile: field(4)?,
             pcln: field(5)?,
             npcdata: field(6)?,
@@ -117,6 +122,11 @@ impl GoTable {
                 field(7)?
             },
             nfuncdata: b.u8(at + fixed - 1)?,
+            flag: if self.version == GoTableVersion::V12 {
+                0
+            } else {
+                b.u8(at + fixed - 3)?
+            },
             start_line: if self.version == GoTableVersion::V120 {
                 field(8)
                     .and_then(|l| u32::try_from(l as i32).ok())

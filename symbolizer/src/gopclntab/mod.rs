@@ -20,6 +20,7 @@ mod reader;
 use std::ops::Range;
 
 pub use buildinfo::build_info_version;
+pub use pcvalue::{DamagedTable, PcRun, PcRuns};
 
 use crate::{Error, Reason, Symbolized};
 use inline::FramesError;
@@ -106,6 +107,24 @@ pub struct GoFunc<'a> {
     pub name: &'a str,
 }
 
+/// One function's stack-pointer deltas, as listed by [`GoTable::sp_deltas`].
+#[derive(Debug, Clone)]
+pub struct GoFuncSp<'a> {
+    /// The function: entry, end (the next function's entry) and name.
+    pub func: GoFunc<'a>,
+    /// The runtime stops tracebacks here (`runtime.goexit`, `runtime.mstart`, `runtime.rt0_go`):
+    /// `_func.flag`'s TOPFRAME bit (Go 1.17+), or one of those names.
+    pub top_frame: bool,
+    /// The `pcsp` table: bytes the function has pushed below its return address, per pc range,
+    /// from the entry. None when the function has no table.
+    pub runs: Option<PcRuns<'a>>,
+}
+
+/// `_func.flag` bit: traceback stops at this function.
+const FUNC_FLAG_TOPFRAME: u8 = 1;
+/// Functions that end every stack, for tables without `_func.flag`.
+const TOP_FRAMES: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
+
 impl GoTable {
     /// Finds and validates the table in an ELF image: the `.gopclntab` or
     /// `.data.rel.ro.gopclntab` section, or, in a file without section headers, a table header
@@ -171,6 +190,25 @@ impl GoTable {
                 entry: f.entry,
                 end: f.end,
                 name: self.name(data, f.name_off)?,
+            })
+        })
+    }
+
+    /// Every function in address order with its stack-pointer delta table (`pcsp`), the
+    /// source of Go unwind rows. Damaged entries are skipped.
+    pub fn sp_deltas<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = GoFuncSp<'a>> + 'a {
+        let b = self.bytes(data);
+        (0..self.nfunc).filter_map(move |i| {
+            let f = self.record(b, i)?;
+            let name = self.name(data, f.name_off)?;
+            Some(GoFuncSp {
+                func: GoFunc {
+                    entry: f.entry,
+                    end: f.end,
+                    name,
+                },
+                top_frame: f.flag & FUNC_FLAG_TOPFRAME != 0 || TOP_FRAMES.contains(&name),
+                runs: self.pctab.runs(data, f.pcsp, f.entry, f.end),
             })
         })
     }

@@ -59,6 +59,112 @@ impl PcTab {
     }
 }
 
+/// One run of a pc-value table: `value` holds for `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcRun {
+    /// First address of the run (ELF virtual address).
+    pub start: u64,
+    /// First address past the run.
+    pub end: u64,
+    /// The table's value over the run.
+    pub value: i32,
+}
+
+/// The table ended in the middle of a pair, ran past its function, or never ended: its runs
+/// cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedTable;
+
+/// The runs of one pc-value table, in address order, from the function's entry; see
+/// [`PcTab::runs`]. Yields at most one `Err`, then ends.
+#[derive(Debug, Clone)]
+pub struct PcRuns<'a> {
+    table: &'a [u8],
+    quantum: u64,
+    value: i32,
+    pc: u64,
+    end: u64,
+    steps_left: u64,
+    first: bool,
+    done: bool,
+}
+
+impl Iterator for PcRuns<'_> {
+    type Item = Result<PcRun, DamagedTable>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.step() {
+                Ok(Some(run)) if run.start == run.end => continue,
+                Ok(Some(run)) => return Some(Ok(run)),
+                Ok(None) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl PcRuns<'_> {
+    /// Decodes the next pair: Ok(None) at the end of the table.
+    fn step(&mut self) -> Result<Option<PcRun>, DamagedTable> {
+        if self.steps_left == 0 {
+            return Err(DamagedTable);
+        }
+        self.steps_left -= 1;
+        let (uvdelta, n) = varint_prefix(self.table).ok_or(DamagedTable)?;
+        self.table = self.table.get(n..).ok_or(DamagedTable)?;
+        if uvdelta == 0 && !self.first {
+            return Ok(None);
+        }
+        self.first = false;
+        // Values are 32-bit in the Go runtime: truncation is the format's own arithmetic.
+        let half = (uvdelta >> 1) as i32;
+        let delta = if uvdelta & 1 != 0 { !half } else { half };
+        self.value = self.value.wrapping_add(delta);
+        let (pcdelta, n) = varint_prefix(self.table).ok_or(DamagedTable)?;
+        self.table = self.table.get(n..).ok_or(DamagedTable)?;
+        let start = self.pc;
+        let end = pcdelta
+            .checked_mul(self.quantum)
+            .and_then(|d| start.checked_add(d))
+            .filter(|&e| e <= self.end)
+            .ok_or(DamagedTable)?;
+        self.pc = end;
+        Ok(Some(PcRun {
+            start,
+            end,
+            value: self.value,
+        }))
+    }
+}
+
+impl PcTab {
+    /// Every run of the table at `off` for a function spanning `entry..end`; a run past `end`
+    /// is damage. None when the function has no table (`off == 0`) or the offset is outside
+    /// `pctab`. Bounded like [`Self::value`].
+    pub fn runs<'a>(&self, data: &'a [u8], off: u32, entry: u64, end: u64) -> Option<PcRuns<'a>> {
+        if off == 0 || end < entry {
+            return None;
+        }
+        let start = self.range.start.checked_add(usize::try_from(off).ok()?)?;
+        let table = data.get(start..self.range.end.min(data.len()))?;
+        Some(PcRuns {
+            table,
+            quantum: self.quantum,
+            value: -1,
+            pc: entry,
+            end,
+            steps_left: ((end - entry) / self.quantum).saturating_add(SLACK_STEPS),
+            first: true,
+            done: false,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +233,35 @@ mod tests {
             2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
         ]);
         assert_eq!(t.value(&d, 1, u64::MAX - 1, u64::MAX, u64::MAX), None);
+    }
+
+    #[test]
+    fn runs_list_the_same_values() {
+        let (t, d) = tab(&[22, 4, 4, 6, 0]);
+        let runs: Vec<_> = t.runs(&d, 1, 0x100, 0x200).unwrap().collect();
+        let run = |start, end, value| Ok(PcRun { start, end, value });
+        assert_eq!(runs, [run(0x100, 0x104, 10), run(0x104, 0x10a, 12)]);
+        for r in runs.iter().flatten() {
+            for pc in r.start..r.end {
+                assert_eq!(t.value(&d, 1, 0x100, 0x200, pc), Some(r.value));
+            }
+        }
+        // Past the function's end, truncated, or endless: one error, then nothing.
+        let runs: Vec<_> = t.runs(&d, 1, 0x100, 0x108).unwrap().collect();
+        assert_eq!(runs, [run(0x100, 0x104, 10), Err(DamagedTable)]);
+        let (t, d) = tab(&[22]);
+        assert_eq!(
+            t.runs(&d, 1, 0, 100).unwrap().collect::<Vec<_>>(),
+            [Err(DamagedTable)]
+        );
+        let mut bytes = vec![2, 0];
+        bytes.extend(std::iter::repeat_n([2u8, 0], 10_000).flatten());
+        let (t, d) = tab(&bytes);
+        assert_eq!(
+            t.runs(&d, 1, 0, 16).unwrap().last(),
+            Some(Err(DamagedTable))
+        );
+        assert!(t.runs(&d, 0, 0, 16).is_none(), "no table");
     }
 
     #[test]
