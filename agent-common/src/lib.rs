@@ -138,7 +138,12 @@ pub mod config {
     pub const SELF_TGID: u32 = 4;
     /// Nonzero: walk user stacks with the unwind tables where a process has them.
     pub const UNWIND: u32 = 5;
-    pub const LEN: u32 = 6;
+    /// Offset of `task_struct.stack` (from BTF); 0 when unknown. With it, samples taken in
+    /// kernel mode find the user registers at the top of the task's kernel stack.
+    pub const TASK_STACK_OFFSET: u32 = 6;
+    /// Size of a task's kernel stack (x86_64: 16 KiB, 32 KiB with KASAN).
+    pub const THREAD_SIZE: u32 = 7;
+    pub const LEN: u32 = 8;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.

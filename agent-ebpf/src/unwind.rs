@@ -7,6 +7,7 @@
 //! `bellows_sample` would have. Every step reads only map memory and user memory through
 //! `bpf_probe_read_user`, so a bad row or a corrupt stack ends the walk, never the program.
 
+use agent_common::config;
 use agent_common::{
     unwind::{
         kind, Mapping, PageKey, ProcessMappings, Row, FRAMES_PER_CALL, MAX_MAPPINGS,
@@ -15,7 +16,9 @@ use agent_common::{
     ErrorKind, SampleKey, Stack, MAX_STACK_DEPTH, TRUNCATED_FRAME,
 };
 use aya_ebpf::{
-    bindings::bpf_perf_event_data, helpers::bpf_probe_read_user, programs::PerfEventContext,
+    bindings::bpf_perf_event_data,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
+    programs::PerfEventContext,
     EbpfContext,
 };
 
@@ -48,21 +51,70 @@ const SIGCONTEXT_RBP: u64 = 80;
 const SIGCONTEXT_RSP: u64 = 120;
 const SIGCONTEXT_RIP: u64 = 128;
 
-/// Begins walking this sample's user stack with tables. Returns (doing nothing) when it cannot:
-/// the sample was taken in kernel mode, the process has no known mappings, or the tail call
-/// failed; the caller then takes the frame-pointer stack.
+/// Size of `struct pt_regs` and the offsets of the registers we need (x86_64).
+const PT_REGS_SIZE: u64 = 21 * 8;
+const PT_REGS_RBP: u64 = 4 * 8;
+const PT_REGS_RIP: u64 = 16 * 8;
+const PT_REGS_CS: u64 = 17 * 8;
+const PT_REGS_RSP: u64 = 19 * 8;
+
+/// User registers (ip, sp, bp) of the sampled task.
+struct UserRegs {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// The sampled registers when the sample was taken in user mode; in kernel mode, the user
+/// registers saved at the top of the task's kernel stack, when the loader told us where the
+/// stack is (BTF).
 #[inline(always)]
-pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
+fn user_regs(ctx: &PerfEventContext) -> Option<UserRegs> {
     // SAFETY: a perf_event program's context is a `bpf_perf_event_data`.
     let regs = unsafe { &(*(ctx.as_ptr() as *const bpf_perf_event_data)).regs };
-    if regs.cs & 3 != 3 {
-        // Kernel mode: these are kernel registers.
-        return;
+    if regs.cs & 3 == 3 {
+        return Some(UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        });
     }
+    let stack_offset = u64::from(crate::config(config::TASK_STACK_OFFSET));
+    let thread_size = u64::from(crate::config(config::THREAD_SIZE));
+    if stack_offset == 0 || thread_size == 0 {
+        return None;
+    }
+    // SAFETY: the helper returns the current task; it is only read through the helper below.
+    let task = unsafe { bpf_get_current_task() };
+    let read = |addr: u64| {
+        // SAFETY: bpf_probe_read_kernel checks the address; a fault is an error.
+        unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
+    };
+    let stack = read(task.wrapping_add(stack_offset))?;
+    let pt_regs = stack.wrapping_add(thread_size).wrapping_sub(PT_REGS_SIZE);
+    // A kernel thread, or a layout we do not know: no user mode saved there.
+    if read(pt_regs.wrapping_add(PT_REGS_CS))? & 3 != 3 {
+        return None;
+    }
+    Some(UserRegs {
+        ip: read(pt_regs.wrapping_add(PT_REGS_RIP))?,
+        sp: read(pt_regs.wrapping_add(PT_REGS_RSP))?,
+        bp: read(pt_regs.wrapping_add(PT_REGS_RBP))?,
+    })
+}
+
+/// Begins walking this sample's user stack with tables. Returns (doing nothing) when it cannot:
+/// the process has no known mappings, its user registers cannot be had (a kernel-mode sample
+/// without BTF), or the tail call failed; the caller then takes the frame-pointer stack.
+#[inline(always)]
+pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
     // SAFETY: presence test only.
     if unsafe { PROCESS_MAPPINGS.get(&key.tgid) }.is_none() {
         return;
     }
+    let Some(regs) = user_regs(ctx) else {
+        return;
+    };
     let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return;
     };
@@ -71,9 +123,9 @@ pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
     state.key = *key;
     state.generation = generation;
     state.tail_calls = 0;
-    state.ip = regs.rip;
-    state.sp = regs.rsp;
-    state.bp = regs.rbp;
+    state.ip = regs.ip;
+    state.sp = regs.sp;
+    state.bp = regs.bp;
     state.exact_ip = 1;
     state.stack.len = 0;
     // SAFETY: on success control never comes back; on failure it returns here.

@@ -150,6 +150,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_kernel: bool,
 
+    /// Walk user stacks by frame pointers only, without unwind tables (as before tables
+    /// existed; for comparison).
+    #[arg(long)]
+    pub frame_pointers: bool,
+
     /// How many functions the summary's top table lists.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,

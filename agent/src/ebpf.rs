@@ -161,11 +161,20 @@ impl DropCounts {
         self.0[kind as usize]
     }
 
-    /// Nonzero drop and degradation reasons (everything but `counted` and `filtered`).
+    /// Nonzero drop and degradation reasons (everything but the totals: `counted`, `filtered`,
+    /// and how user stacks were walked).
     pub fn problems(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
         ErrorKind::ALL
             .into_iter()
-            .filter(|k| !matches!(k, ErrorKind::Counted | ErrorKind::Filtered))
+            .filter(|k| {
+                !matches!(
+                    k,
+                    ErrorKind::Counted
+                        | ErrorKind::Filtered
+                        | ErrorKind::Unwound
+                        | ErrorKind::FramePointerStacks
+                )
+            })
             .map(|k| (k, self.get(k)))
             .filter(|(_, n)| *n > 0)
     }
@@ -182,6 +191,11 @@ pub struct Sampler {
     /// The unwinder is loaded and switched on.
     unwinding: bool,
 }
+
+/// A task's kernel stack on x86_64 without KASAN (`THREAD_SIZE`). With KASAN it is twice that;
+/// the kernel side then finds no user-mode registers where it looks and falls back to frame
+/// pointers.
+const X86_64_THREAD_SIZE: u32 = 16 * 1024;
 
 /// How long [`Sampler::flip`] waits for programs that started before the flip. A sample runs in
 /// microseconds; this is three orders of magnitude more.
@@ -338,13 +352,28 @@ impl Sampler {
                 name: maps::UNWIND_PROGRAMS,
                 source,
             })?;
+        // Kernel-mode samples find the user registers on the task's kernel stack where BTF says
+        // where that is; elsewhere they keep frame-pointer stacks (counted).
+        let task_stack = crate::btf::task_stack_offset().unwrap_or(0);
+        if task_stack == 0 {
+            tracing::info!(
+                "no BTF (/sys/kernel/btf/vmlinux): samples taken in kernel mode keep \
+                 frame-pointer user stacks"
+            );
+        }
         let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
-        config
-            .set(config::UNWIND, 1, 0)
-            .map_err(|source| SamplerError::Update {
-                name: maps::CONFIG,
-                source,
-            })?;
+        for (index, value) in [
+            (config::TASK_STACK_OFFSET, task_stack),
+            (config::THREAD_SIZE, X86_64_THREAD_SIZE),
+            (config::UNWIND, 1),
+        ] {
+            config
+                .set(index, value, 0)
+                .map_err(|source| SamplerError::Update {
+                    name: maps::CONFIG,
+                    source,
+                })?;
+        }
         self.unwinding = true;
         Ok(())
     }

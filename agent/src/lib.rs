@@ -7,6 +7,7 @@
 //! flags and [`cgroup`] the cgroup v2 helpers. [`symbolize`] serves `bellows symbolize`; [`target`] maps cgroup paths to
 //! containers and Pods.
 
+pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod ebpf;
@@ -20,3 +21,4 @@ pub mod resolve;
 pub mod run;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;

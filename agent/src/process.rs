@@ -39,6 +39,13 @@ pub struct Mapped {
     pub vdso: bool,
 }
 
+impl Mapped {
+    /// The opened file, until it is parsed (at first sight, for the unwind-table loader).
+    pub fn file(&self) -> Option<&File> {
+        self.pending.as_ref().map(|(file, _)| file)
+    }
+}
+
 /// A process as first seen.
 #[derive(Default)]
 pub struct ProcessInfo {
@@ -207,16 +214,23 @@ impl<S: ProcSource> ProcessTable<S> {
     }
 
     /// Observes every process the kernel side announced in its ring buffer (one `u32` tgid per
-    /// record) since the last call.
-    pub fn observe_announced(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+    /// record) since the last call; returns those whose mappings were captured.
+    pub fn observe_announced(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    ) -> Vec<u32> {
+        let mut captured = Vec::new();
         while let Some(item) = ring.next() {
             let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
                 continue;
             };
             let pid = u32::from_ne_bytes(bytes);
             drop(item);
-            self.observe(pid);
+            if self.observe(pid) {
+                captured.push(pid);
+            }
         }
+        captured
     }
 
     /// Releases a process that has exited (its mappings and file references). Returns whether

@@ -18,6 +18,7 @@ use crate::{
     process::{ProcessStats, ProcessTable},
     profile::Recording,
     resolve::{resolve, ResolveStats},
+    unwind::{ExecMapping, LoaderStats, TableLoader},
 };
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct RecordConfig {
     pub flamegraph: Option<PathBuf>,
     pub folded: Option<PathBuf>,
     pub kernel_stacks: bool,
+    /// Walk user stacks with unwind tables (else frame pointers only).
+    pub unwind_tables: bool,
     pub top: usize,
     pub command: Vec<OsString>,
 }
@@ -109,6 +112,7 @@ impl RecordConfig {
             flamegraph: args.flamegraph,
             folded: args.folded,
             kernel_stacks: !args.no_kernel,
+            unwind_tables: !args.frame_pointers,
             top: args.top,
             command: args.command,
         })
@@ -158,6 +162,8 @@ pub struct Report {
     pub kernel_symbols_error: Option<String>,
     /// Set when the selection was applied in userspace (cgroup v1 directories).
     pub userspace_selection: Option<SelectionStats>,
+    /// What the unwind-table loader did; None with frame pointers only.
+    pub unwind_tables: Option<LoaderStats>,
     /// Binaries parsed, and the memory their resolvers hold.
     pub symbol_files: usize,
     pub symbol_memory: symbolizer::MemoryUse,
@@ -234,15 +240,29 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         kernel_stacks: cfg.kernel_stacks,
         cgroups,
         pids,
+        unwind: cfg.unwind_tables,
         ..SamplerConfig::default()
     })?;
     let mut new_pids = sampler.take_new_pids()?;
+    let loader = match sampler.take_unwind_maps()? {
+        Some(maps) => Some(
+            TableLoader::start(maps, symbolizer::unwind::UnwindLimits::default()).map_err(
+                |source| RecordError::Io {
+                    what: "starting the unwind-table loader",
+                    source,
+                },
+            )?,
+        ),
+        None => None,
+    };
     let mut table = ProcessTable::new();
     table
         .symbolizer_mut()
         .set_dwarf_budget(crate::resolve::DWARF_BUDGET);
     for &pid in &cfg.pids {
-        table.observe(pid);
+        if table.observe(pid) {
+            load_tables(loader.as_ref(), &table, &[pid]);
+        }
     }
     // Read kernel symbols before sampling so that reading them is not what we profile.
     let (kernel, kernel_symbols_error) = if cfg.kernel_stacks {
@@ -292,8 +312,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             }
             guard = new_pids.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
-                table.observe_announced(guard.get_inner_mut());
+                let captured = table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
+                load_tables(loader.as_ref(), &table, &captured);
                 if in_userspace {
                     selection.classify(table.pids());
                 }
@@ -315,6 +336,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         eprint!("\r\x1b[2K");
     }
     table.observe_announced(new_pids.get_mut());
+    let unwind_tables = loader.map(TableLoader::finish);
     let drops = sampler.drop_counts()?;
     let mut drained = sampler.drain()?;
     drop(sampler);
@@ -367,9 +389,35 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         resolve: resolve_stats,
         kernel_symbols_error,
         userspace_selection,
+        unwind_tables,
         written,
         cpus,
     })
+}
+
+/// Hands the executable mappings of newly captured processes to the unwind-table loader.
+fn load_tables(loader: Option<&TableLoader>, table: &ProcessTable, pids: &[u32]) {
+    let Some(loader) = loader else {
+        return;
+    };
+    for &pid in pids {
+        let Some(info) = table.get(pid) else {
+            continue;
+        };
+        let mappings = info
+            .mappings
+            .iter()
+            .filter_map(|m| {
+                Some(ExecMapping {
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    file: m.file()?.try_clone().ok()?,
+                })
+            })
+            .collect();
+        loader.process(pid, mappings);
+    }
 }
 
 /// The selection `record` applies in userspace when the kernel cannot: cgroup v1 directories,
@@ -556,6 +604,23 @@ pub fn render_summary(report: &Report, top: usize) -> String {
     let _ = writeln!(s);
     if let Some(err) = &report.kernel_symbols_error {
         let _ = writeln!(s, "Kernel symbols unavailable: {err}");
+    }
+    if let Some(u) = &report.unwind_tables {
+        let walked = report.drops.get(agent_common::ErrorKind::Unwound);
+        let fp = report
+            .drops
+            .get(agent_common::ErrorKind::FramePointerStacks);
+        let _ = writeln!(
+            s,
+            "User stacks: {walked} walked with unwind tables, {fp} by frame pointers (kernel-mode \
+             samples, processes not loaded yet); tables of {} binaries ({} rows) loaded in \
+             {:.2} s, {} without a table, {} did not fit",
+            u.tables_loaded,
+            u.rows_loaded,
+            u.build_time.as_secs_f64(),
+            u.tables_unavailable,
+            u.tables_not_fitting,
+        );
     }
     if let Some(sel) = &report.userspace_selection {
         let _ = writeln!(

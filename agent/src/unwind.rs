@@ -1,0 +1,472 @@
+//! Unwind tables for the kernel's stack walker: built per binary, loaded off the event loop.
+//!
+//! At first sight of a process, its executable mappings (files already opened by the process
+//! table) are handed to [`TableLoader`]'s thread. For each file not seen before (by identity:
+//! device, inode, size, mtime) it builds the table with [`symbolizer::unwind`], converts it to
+//! the kernel's page-indexed rows ([`KernelTable`]), and writes it into the unwind maps once;
+//! then it writes the process's mappings (address range, bias, file id). Every process and
+//! container that maps the same file shares its rows. What does not fit, or has no table, is
+//! left to frame pointers, and counted.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    sync::mpsc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use agent_common::unwind::{
+    kind, Mapping, PageKey, PageRows, ProcessMappings, Row, MAX_MAPPINGS, MAX_PAGE_ROWS, PAGE_SHIFT,
+};
+use symbolizer::unwind::{Cfa, Rbp, UnwindLimits, UnwindRow, UnwindTable};
+
+use crate::ebpf::UnwindMaps;
+
+/// A binary's table in the kernel's layout: rows grouped by 64 KiB page, each page's rows sorted
+/// and starting at `pc_low` 0, pages that only say "unknown" left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelTable {
+    pub rows: Vec<Row>,
+    /// (page, index of its first row in `rows`, number of rows), by page.
+    pub pages: Vec<(u32, u32, u32)>,
+}
+
+/// Converts one row's rule; rules the kernel cannot express become [`kind::UNKNOWN`].
+fn kernel_rule(row: &UnwindRow) -> (u8, i32, i8) {
+    let rbp_slot = match row.rbp {
+        Rbp::Unchanged => Some(0),
+        Rbp::At(offset) if offset % 8 == 0 && offset != 0 => i8::try_from(offset / 8).ok(),
+        Rbp::At(_) => None,
+    };
+    let Some(rbp_slot) = rbp_slot else {
+        return (kind::UNKNOWN, 0, 0);
+    };
+    match row.cfa {
+        Cfa::Rsp(n) => (kind::CFA_RSP, n, rbp_slot),
+        Cfa::Rbp(n) => (kind::CFA_RBP, n, rbp_slot),
+        Cfa::Plt => (kind::PLT, 0, 0),
+        Cfa::Signal => (kind::SIGNAL, 0, 0),
+        Cfa::Undefined => (kind::END, 0, 0),
+        Cfa::Unknown => (kind::UNKNOWN, 0, 0),
+    }
+}
+
+impl KernelTable {
+    /// Lays out `rows` (sorted by pc, each holding until the next) page by page.
+    pub fn from_rows(rows: &[UnwindRow]) -> Self {
+        let mut out = KernelTable::default();
+        // The page being filled: its number and rows.
+        let mut current: Option<(u64, Vec<Row>)> = None;
+        let flush = |out: &mut KernelTable, page: u64, rows: Vec<Row>| {
+            let useful = rows.iter().any(|r| r.kind != kind::UNKNOWN);
+            let (Ok(page), Ok(first), Ok(count)) = (
+                u32::try_from(page),
+                u32::try_from(out.rows.len()),
+                u32::try_from(rows.len()),
+            ) else {
+                return;
+            };
+            if useful && count <= MAX_PAGE_ROWS {
+                out.pages.push((page, first, count));
+                out.rows.extend(rows);
+            }
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let (kind, cfa_offset, rbp_slot) = kernel_rule(row);
+            let start = row.pc;
+            // The last row holds to the end of its page.
+            let end = rows
+                .get(i + 1)
+                .map_or((start | ((1 << PAGE_SHIFT) - 1)).saturating_add(1), |r| {
+                    r.pc
+                });
+            if end <= start {
+                continue;
+            }
+            let first_page = start >> PAGE_SHIFT;
+            let last_page = (end - 1) >> PAGE_SHIFT;
+            // A rule over many whole pages is written into each of them, unless it says
+            // nothing: then only its partial first and last pages need it.
+            let pages: &mut dyn Iterator<Item = u64> = if kind == kind::UNKNOWN {
+                &mut [first_page, last_page].into_iter().filter({
+                    let mut last = None;
+                    move |p| last.replace(*p) != Some(*p)
+                })
+            } else {
+                &mut (first_page..=last_page)
+            };
+            for page in pages {
+                let pc_low = if page == first_page {
+                    (start & ((1 << PAGE_SHIFT) - 1)) as u16
+                } else {
+                    0
+                };
+                let entry = Row {
+                    pc_low,
+                    kind,
+                    rbp_slot,
+                    cfa_offset,
+                };
+                if current.as_ref().is_some_and(|(p, _)| *p != page) {
+                    let (p, r) = current.take().expect("checked");
+                    flush(&mut out, p, r);
+                }
+                let (_, page_rows) = current.get_or_insert_with(|| {
+                    // A page begins at pc_low 0: before its first rule, nothing is known.
+                    let mut v = Vec::new();
+                    if pc_low != 0 {
+                        v.push(Row {
+                            pc_low: 0,
+                            kind: kind::UNKNOWN,
+                            ..Row::default()
+                        });
+                    }
+                    (page, v)
+                });
+                match page_rows.last_mut() {
+                    // Two rules at one address: the later one holds.
+                    Some(last) if last.pc_low == pc_low => *last = entry,
+                    Some(last)
+                        if (last.kind, last.cfa_offset, last.rbp_slot)
+                            == (kind, cfa_offset, rbp_slot) => {}
+                    _ => page_rows.push(entry),
+                }
+            }
+        }
+        if let Some((p, r)) = current.take() {
+            flush(&mut out, p, r);
+        }
+        out
+    }
+}
+
+/// One executable mapping handed to the loader.
+pub struct ExecMapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub file: File,
+}
+
+/// What the loader did; reported at the end of `record` and in `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderStats {
+    /// Binaries whose tables are in the kernel.
+    pub tables_loaded: u64,
+    /// Rows they take.
+    pub rows_loaded: u64,
+    /// Binaries with no usable table (not ELF, not x86_64, no CFI, over the limits).
+    pub tables_unavailable: u64,
+    /// Binaries whose tables did not fit in the row array: frame pointers for them.
+    pub tables_not_fitting: u64,
+    /// Processes whose mappings the kernel was given.
+    pub processes_loaded: u64,
+    /// Mappings left out because a process had more than the kernel's per-process limit.
+    pub mappings_over_limit: u64,
+    /// Writes to the maps that failed (full maps).
+    pub map_errors: u64,
+    /// Time spent building and loading tables.
+    pub build_time: Duration,
+}
+
+enum Request {
+    Process {
+        pid: u32,
+        mappings: Vec<ExecMapping>,
+    },
+    Exited(u32),
+}
+
+/// The table loader's thread: build and load requests go in; it never blocks the caller.
+pub struct TableLoader {
+    tx: mpsc::Sender<Request>,
+    handle: JoinHandle<LoaderStats>,
+}
+
+impl TableLoader {
+    /// Starts the loader's thread, which owns the unwind maps.
+    pub fn start(maps: UnwindMaps, limits: UnwindLimits) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("bellows-unwind".into())
+            .spawn(move || {
+                let mut state = LoaderState::new(maps, limits);
+                while let Ok(request) = rx.recv() {
+                    match request {
+                        Request::Process { pid, mappings } => state.load_process(pid, mappings),
+                        Request::Exited(pid) => state.maps.remove_process(pid),
+                    }
+                }
+                state.stats
+            })?;
+        Ok(TableLoader { tx, handle })
+    }
+
+    /// Loads a process's tables (or replaces them, after exec).
+    pub fn process(&self, pid: u32, mappings: Vec<ExecMapping>) {
+        // The thread only ends when the sender is dropped.
+        let _ = self.tx.send(Request::Process { pid, mappings });
+    }
+
+    /// Forgets an exited process.
+    pub fn exited(&self, pid: u32) {
+        let _ = self.tx.send(Request::Exited(pid));
+    }
+
+    /// Waits for the requests sent so far and ends the thread.
+    pub fn finish(self) -> LoaderStats {
+        drop(self.tx);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// A file's identity: the same binary seen through any path, container or process.
+type FileKey = (u64, u64, u64, i64);
+
+fn file_key(file: &File) -> Option<FileKey> {
+    let m = file.metadata().ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime()))
+}
+
+struct LoadedFile {
+    file_id: u32,
+    /// Loadable segments: (file offset, file size, virtual address).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl LoadedFile {
+    /// The bias of a mapping of this file at `start` from file offset `offset`: ELF virtual
+    /// address = address - bias, through the loadable segment that holds the offset.
+    fn bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let &(seg_offset, _, vaddr) = self
+            .segments
+            .iter()
+            .find(|&&(off, size, _)| off <= offset && offset < off.saturating_add(size.max(1)))?;
+        Some(
+            start
+                .wrapping_sub(offset)
+                .wrapping_add(seg_offset)
+                .wrapping_sub(vaddr),
+        )
+    }
+}
+
+struct LoaderState {
+    maps: UnwindMaps,
+    limits: UnwindLimits,
+    /// Files seen: Some when their table is loaded, None when they have none.
+    files: HashMap<FileKey, Option<LoadedFile>>,
+    next_file_id: u32,
+    /// Rows in use: a bump allocator over the row array.
+    next_row: u32,
+    stats: LoaderStats,
+}
+
+impl LoaderState {
+    fn new(maps: UnwindMaps, limits: UnwindLimits) -> Self {
+        LoaderState {
+            maps,
+            limits,
+            files: HashMap::new(),
+            next_file_id: 1,
+            next_row: 0,
+            stats: LoaderStats::default(),
+        }
+    }
+
+    fn load_process(&mut self, pid: u32, mappings: Vec<ExecMapping>) {
+        let started = Instant::now();
+        let mut value = ProcessMappings::default();
+        let mut entries: Vec<Mapping> = Vec::new();
+        for m in &mappings {
+            let Some(key) = file_key(&m.file) else {
+                continue;
+            };
+            if !self.files.contains_key(&key) {
+                let loaded = self.load_file(&m.file);
+                self.files.insert(key, loaded);
+            }
+            let Some(Some(loaded)) = self.files.get(&key) else {
+                continue;
+            };
+            let (file_id, Some(bias)) = (loaded.file_id, loaded.bias(m.start, m.offset)) else {
+                continue;
+            };
+            entries.push(Mapping {
+                start: m.start,
+                end: m.end,
+                bias,
+                file_id,
+                _pad: 0,
+            });
+        }
+        entries.sort_by_key(|e| e.start);
+        if entries.len() > MAX_MAPPINGS {
+            self.stats.mappings_over_limit += (entries.len() - MAX_MAPPINGS) as u64;
+            entries.truncate(MAX_MAPPINGS);
+        }
+        self.stats.build_time += started.elapsed();
+        if entries.is_empty() {
+            self.maps.remove_process(pid);
+            return;
+        }
+        value.len = entries.len() as u32;
+        value.entries[..entries.len()].copy_from_slice(&entries);
+        match self.maps.set_process(pid, &value) {
+            Ok(()) => self.stats.processes_loaded += 1,
+            Err(err) => {
+                self.stats.map_errors += 1;
+                tracing::debug!(pid, "cannot load mappings for unwinding: {err}");
+            }
+        }
+    }
+
+    /// Builds and writes one file's table; None when it has none or it does not fit.
+    fn load_file(&mut self, file: &File) -> Option<LoadedFile> {
+        // SAFETY: the file is mapped read-only; another process truncating it meanwhile would
+        // fault (SIGBUS), a risk every reader of mapped binaries takes.
+        let data = match unsafe { memmap2::Mmap::map(file) } {
+            Ok(d) => d,
+            Err(_) => {
+                self.stats.tables_unavailable += 1;
+                return None;
+            }
+        };
+        let table = match UnwindTable::from_elf(&data, None, &self.limits) {
+            Ok(t) => t,
+            Err(err) => {
+                tracing::debug!("no unwind table: {err}");
+                self.stats.tables_unavailable += 1;
+                return None;
+            }
+        };
+        let segments = match object::File::parse(&*data) {
+            Ok(obj) => {
+                use object::{Object, ObjectSegment};
+                obj.segments()
+                    .map(|s| {
+                        let (off, size) = s.file_range();
+                        (off, size, s.address())
+                    })
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let kernel = KernelTable::from_rows(table.rows());
+        if kernel.rows.is_empty() {
+            self.stats.tables_unavailable += 1;
+            return None;
+        }
+        let count = u32::try_from(kernel.rows.len()).ok()?;
+        let first = self.next_row;
+        if first
+            .checked_add(count)
+            .is_none_or(|end| end > self.maps.row_capacity())
+        {
+            self.stats.tables_not_fitting += 1;
+            return None;
+        }
+        let file_id = self.next_file_id;
+        if let Err(err) = self.maps.write_rows(first, &kernel.rows) {
+            tracing::debug!("cannot load unwind rows: {err}");
+            self.stats.map_errors += 1;
+            return None;
+        }
+        self.next_row += count;
+        for &(page, rel, n) in &kernel.pages {
+            let key = PageKey { file_id, page };
+            if let Err(err) = self.maps.insert_page(
+                key,
+                PageRows {
+                    first: first + rel,
+                    count: n,
+                },
+            ) {
+                tracing::debug!("cannot load unwind pages: {err}");
+                self.stats.map_errors += 1;
+                for &(page, _, _) in &kernel.pages {
+                    self.maps.remove_page(&PageKey { file_id, page });
+                }
+                return None;
+            }
+        }
+        self.next_file_id += 1;
+        self.stats.tables_loaded += 1;
+        self.stats.rows_loaded += u64::from(count);
+        Some(LoadedFile { file_id, segments })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pc: u64, cfa: Cfa, rbp: Rbp) -> UnwindRow {
+        UnwindRow { pc, cfa, rbp }
+    }
+
+    fn find(t: &KernelTable, vaddr: u64) -> Option<&Row> {
+        let page = u32::try_from(vaddr >> PAGE_SHIFT).unwrap();
+        let &(_, first, count) = t.pages.iter().find(|p| p.0 == page)?;
+        let rows = &t.rows[first as usize..(first + count) as usize];
+        let low = (vaddr & 0xffff) as u16;
+        rows.iter().rev().find(|r| r.pc_low <= low)
+    }
+
+    #[test]
+    fn rows_are_laid_out_by_page_and_found_at_every_address() {
+        let rows = [
+            row(0x1_0010, Cfa::Rsp(8), Rbp::Unchanged),
+            row(0x1_0011, Cfa::Rsp(16), Rbp::At(-16)),
+            row(0x1_0014, Cfa::Rbp(16), Rbp::At(-16)),
+            // A function spanning three pages.
+            row(0x1_fff0, Cfa::Rsp(8), Rbp::Unchanged),
+            row(0x3_0004, Cfa::Unknown, Rbp::Unchanged),
+            row(0x9_0000, Cfa::Plt, Rbp::Unchanged),
+            row(0x9_0040, Cfa::Undefined, Rbp::Unchanged),
+            row(0x9_0050, Cfa::Unknown, Rbp::Unchanged),
+        ];
+        let t = KernelTable::from_rows(&rows);
+        let pages: Vec<u32> = t.pages.iter().map(|p| p.0).collect();
+        assert_eq!(pages, [1, 2, 3, 9], "the unknown gap's pages are left out");
+        for &(_, first, _) in &t.pages {
+            assert_eq!(t.rows[first as usize].pc_low, 0, "each page starts at 0");
+        }
+        let k = |vaddr| find(&t, vaddr).map(|r| (r.kind, r.cfa_offset, r.rbp_slot));
+        assert_eq!(k(0x1_0000), Some((kind::UNKNOWN, 0, 0)));
+        assert_eq!(k(0x1_0010), Some((kind::CFA_RSP, 8, 0)));
+        assert_eq!(k(0x1_0012), Some((kind::CFA_RSP, 16, -2)));
+        assert_eq!(k(0x1_8000), Some((kind::CFA_RBP, 16, -2)));
+        assert_eq!(k(0x1_fff8), Some((kind::CFA_RSP, 8, 0)));
+        assert_eq!(k(0x2_8000), Some((kind::CFA_RSP, 8, 0)));
+        assert_eq!(k(0x3_0003), Some((kind::CFA_RSP, 8, 0)));
+        assert_eq!(k(0x3_0004), Some((kind::UNKNOWN, 0, 0)));
+        assert_eq!(k(0x5_0000), None);
+        assert_eq!(k(0x9_0010), Some((kind::PLT, 0, 0)));
+        assert_eq!(k(0x9_0048), Some((kind::END, 0, 0)));
+    }
+
+    #[test]
+    fn equal_neighbours_merge_and_inexpressible_rules_are_unknown() {
+        let rows = [
+            row(0x100, Cfa::Rsp(8), Rbp::Unchanged),
+            row(0x104, Cfa::Rsp(8), Rbp::Unchanged),
+            row(0x108, Cfa::Rsp(8), Rbp::At(-12)),
+            row(0x10c, Cfa::Rsp(8), Rbp::At(-8 * 200)),
+            row(0x110, Cfa::Unknown, Rbp::Unchanged),
+        ];
+        let t = KernelTable::from_rows(&rows);
+        let kinds: Vec<(u16, u8)> = t.rows.iter().map(|r| (r.pc_low, r.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, kind::UNKNOWN),
+                (0x100, kind::CFA_RSP),
+                (0x108, kind::UNKNOWN)
+            ]
+        );
+    }
+}
