@@ -145,7 +145,7 @@ async fn run_watch(
 
 /// Appends the watch's metric families.
 pub fn render_metrics(s: &WatchStats, out: &mut String) {
-    use crate::run::metrics::family;
+    use crate::metrics::family;
     family(
         out,
         "bellows_kubernetes_pods",

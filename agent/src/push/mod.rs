@@ -327,7 +327,7 @@ fn finish(shared: &Shared, item: &Item, count: impl FnOnce(&mut PushStats)) {
 
 /// Appends the push metric families.
 pub fn render_metrics(s: &PushStats, out: &mut String) {
-    use crate::run::metrics::family;
+    use crate::metrics::family;
     family(
         out,
         "bellows_push_total",
