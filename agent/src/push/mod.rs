@@ -218,12 +218,6 @@ impl Pusher {
     }
 }
 
-impl crate::run::collector::Sink for Pusher {
-    fn submit(&self, labels: &crate::run::targets::SeriesLabels, recording: &Recording) {
-        Pusher::submit(self, labels.clone(), recording);
-    }
-}
-
 /// Exponential backoff with jitter between `min` and `max`.
 struct Backoff {
     min: Duration,
