@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::selection::LabelSelector;
+use super::selection::{LabelSelector, Selection};
 
 /// Whether to watch the Kubernetes API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,8 +48,10 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub exclude_namespaces: Vec<String>,
-    /// Kubernetes label selector syntax: `app in (web,api),tier!=db`.
-    pub label_selector: Option<String>,
+    /// Kubernetes label selector syntax: `app in (web,api),tier!=db`; parsed as the file is
+    /// read, so a bad one is reported with its line.
+    #[serde(default, deserialize_with = "label_selector")]
+    pub label_selector: Option<LabelSelector>,
     /// Pod labels copied into series labels; `["*"]` for all.
     #[serde(default)]
     pub pod_labels: Vec<String>,
@@ -58,9 +60,6 @@ pub struct KubernetesConfig {
 impl KubernetesConfig {
     /// Checks every value; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(sel) = &self.label_selector {
-            LabelSelector::parse(sel).map_err(|e| format!("kubernetes.label-selector: {e}"))?;
-        }
         for ns in self.namespaces.iter().chain(&self.exclude_namespaces) {
             let ok = !ns.is_empty()
                 && ns.len() <= 63
@@ -83,6 +82,15 @@ impl KubernetesConfig {
         Ok(())
     }
 
+    /// The configured choice of Pods.
+    pub fn selection(&self) -> Selection {
+        Selection::new(
+            self.namespaces.clone(),
+            self.exclude_namespaces.clone(),
+            self.label_selector.clone().unwrap_or_default(),
+        )
+    }
+
     /// None when the API is not to be used; Some(required) otherwise (`required` false for
     /// `auto`: failing to reach it is then not an error).
     pub fn wanted(&self) -> Option<bool> {
@@ -97,6 +105,15 @@ impl KubernetesConfig {
             }
         }
     }
+}
+
+fn label_selector<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LabelSelector>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    LabelSelector::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("kubernetes.label-selector: {e}")))
 }
 
 #[cfg(test)]
@@ -121,11 +138,13 @@ mod tests {
         assert_eq!(on.enabled, Enabled::On);
         assert_eq!(on.wanted(), Some(true));
         assert!(toml::from_str::<KubernetesConfig>("enabled = \"maybe\"").is_err());
-        let bad: KubernetesConfig = toml::from_str("label-selector = \"app in web\"").unwrap();
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .starts_with("kubernetes.label-selector"));
+        let bad =
+            toml::from_str::<KubernetesConfig>("label-selector = \"app in web\"").unwrap_err();
+        assert!(
+            bad.message().starts_with("kubernetes.label-selector: "),
+            "{bad}"
+        );
+        assert!(!cfg.selection().is_everything());
         let bad: KubernetesConfig = toml::from_str("namespaces = [\"Shop\"]").unwrap();
         assert!(bad.validate().is_err());
     }

@@ -11,5 +11,5 @@ pub mod watch;
 pub use config::{Enabled, KubernetesConfig};
 pub use labels::series_labels;
 pub use pods::{Found, PodIndex, PodMeta};
-pub use selection::{LabelSelector, Selection};
+pub use selection::{LabelSelector, Selection, SelectorError};
 pub use watch::{client, render_metrics, spawn_watch, K8sError, WatchHandle, WatchStats};

@@ -346,6 +346,12 @@ mod tests {
         assert!(!err.contains('\n'));
         let err = parse_file("frequency = \"fast\"").unwrap_err();
         assert!(err.starts_with("line 1:"), "{err}");
+        // The label selector is parsed once, as the file is read.
+        let err = parse_file("[kubernetes]\nlabel-selector = \"app in web\"\n").unwrap_err();
+        assert!(
+            err.starts_with("line 2: kubernetes.label-selector: "),
+            "{err}"
+        );
         let err = parse_file("outside-pods = \"sometimes\"").unwrap_err();
         assert!(
             err.contains("sometimes") || err.contains("variant"),

@@ -271,11 +271,10 @@ async fn start_kubernetes(
         let stats = watch.stats_handle();
         metrics.add_source(move |out| k8s::render_metrics(&stats(), out));
     }
-    let selection = k8s::Selection::from_config(k).map_err(RunError::Kubernetes)?;
     Ok(Some((
         Pods {
             index,
-            selection,
+            selection: k.selection(),
             config: k.clone(),
             node: cfg.node_name.clone(),
             _watch: watch,
