@@ -27,7 +27,7 @@ use crate::{
     ebpf::{Sampler, SamplerConfig, SamplerError},
     k8s,
     process::ProcessTable,
-    push::{PushStats, Pusher},
+    push::{ClientError, PushStats, Pusher},
 };
 
 /// How long the final push may take after SIGTERM before what is left is counted as dropped.
@@ -47,7 +47,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("Pyroscope client: {0}")]
-    Push(String),
+    Push(#[from] ClientError),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
 }
@@ -111,7 +111,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         None => None,
     };
 
-    let pusher = Pusher::start(&cfg.pyroscope).map_err(|e| RunError::Push(e.to_string()))?;
+    let pusher = Pusher::start(&cfg.pyroscope)?;
     {
         let stats_of = pusher.stats_handle();
         metrics.add_source(move |out| crate::push::render_metrics(&stats_of(), out));
