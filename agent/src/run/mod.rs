@@ -49,7 +49,7 @@ pub enum RunError {
     #[error("Pyroscope client: {0}")]
     Push(#[from] ClientError),
     #[error("Kubernetes: {0}")]
-    Kubernetes(String),
+    Kubernetes(#[from] k8s::K8sError),
 }
 
 /// What `run` did, for the last log line.
@@ -261,7 +261,7 @@ async fn start_kubernetes(
             tracing::info!("no Kubernetes API ({err}); labelling containers by id only");
             return Ok(None);
         }
-        Err(err) => return Err(RunError::Kubernetes(err.to_string())),
+        Err(err) => return Err(err.into()),
     };
     let index = k8s::PodIndex::default();
     let watch = k8s::spawn_watch(client, cfg.node_name.clone(), index.clone());
