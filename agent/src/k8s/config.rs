@@ -35,6 +35,16 @@ impl<'de> Deserialize<'de> for Enabled {
     }
 }
 
+/// A `[kubernetes]` value that is wrong; each message starts with the key. (A bad
+/// `label-selector` is refused as the file is read.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubernetesConfigError {
+    #[error("kubernetes.namespaces: {namespace:?} is not a namespace name")]
+    Namespace { namespace: String },
+    #[error("kubernetes.enabled: false, but namespaces or label-selector select Pods")]
+    DisabledButSelecting,
+}
+
 /// Which Pods to profile and how to label them.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -58,8 +68,8 @@ pub struct KubernetesConfig {
 }
 
 impl KubernetesConfig {
-    /// Checks every value; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), KubernetesConfigError> {
         for ns in self.namespaces.iter().chain(&self.exclude_namespaces) {
             let ok = !ns.is_empty()
                 && ns.len() <= 63
@@ -67,17 +77,15 @@ impl KubernetesConfig {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
-                return Err(format!(
-                    "kubernetes.namespaces: {ns:?} is not a namespace name"
-                ));
+                return Err(KubernetesConfigError::Namespace {
+                    namespace: ns.clone(),
+                });
             }
         }
         if self.enabled == Enabled::Off
             && (!self.namespaces.is_empty() || self.label_selector.is_some())
         {
-            return Err(
-                "kubernetes.enabled: false, but namespaces or label-selector select Pods".into(),
-            );
+            return Err(KubernetesConfigError::DisabledButSelecting);
         }
         Ok(())
     }
@@ -146,6 +154,11 @@ mod tests {
         );
         assert!(!cfg.selection().is_everything());
         let bad: KubernetesConfig = toml::from_str("namespaces = [\"Shop\"]").unwrap();
-        assert!(bad.validate().is_err());
+        assert_eq!(
+            bad.validate(),
+            Err(KubernetesConfigError::Namespace {
+                namespace: "Shop".into()
+            })
+        );
     }
 }

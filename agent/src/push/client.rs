@@ -11,7 +11,7 @@ use prost::Message;
 use reqwest::{header, StatusCode};
 
 use super::{
-    config::{Api, PushConfig},
+    config::{Api, PushConfig, UrlError},
     proto, Item,
 };
 
@@ -52,9 +52,6 @@ pub enum SendError {
         message: String,
     },
 }
-
-/// What `reqwest::Url::parse` fails with (the `url` crate's `ParseError`).
-pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -19,7 +19,7 @@ use std::{
 };
 
 pub use client::{ClientError, SendError};
-pub use config::{Api, PushConfig};
+pub use config::{Api, PushConfig, PushConfigError};
 use tokio::sync::Notify;
 
 use self::{
