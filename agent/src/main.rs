@@ -1,6 +1,6 @@
 //! `bellows`: parse flags, validate, hand over to the library, map errors to exit codes.
 
-use std::{io::Write, process::ExitCode};
+use std::{error::Error, io::Write, process::ExitCode};
 
 use agent::{
     cli::{Cli, Command},
@@ -10,78 +10,123 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Run(args) = cli.command {
-        return run(args, cli.log.as_deref());
+    let log = cli.log.as_deref();
+    let result = match cli.command {
+        Command::Record(args) => record(args, log),
+        Command::Run(args) => run(args, log),
+        Command::Symbolize(args) => symbolize(args, log),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
     }
-    init_logging(cli.log.as_deref(), "warn", false);
-    match cli.command {
-        Command::Record(args) => {
-            let top = args.top;
-            let cfg = match RecordConfig::from_args(args) {
-                Ok(cfg) => cfg,
-                Err(err) => {
-                    eprintln!("bellows: {err}");
-                    return ExitCode::from(2);
-                }
-            };
-            let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
-                return ExitCode::FAILURE;
-            };
-            match runtime.block_on(record::record(cfg)) {
-                Ok(report) => {
-                    let summary = record::render_summary(&report, top);
-                    // A closed pipe (e.g. `| head`) is not an error.
-                    let _ = std::io::stdout().write_all(summary.as_bytes());
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("bellows: {}", error_chain(&err));
-                    ExitCode::FAILURE
-                }
+}
+
+/// Why a command failed. Its exit code and how it is shown are decided here, for every command.
+#[derive(Debug)]
+enum Failure {
+    /// The flags, the configuration or the input are wrong, so nothing was started: exit 2, one
+    /// line.
+    Usage(Box<dyn Error>),
+    /// The work itself failed (the agent could not start, or failed while running): exit 1, the
+    /// message with its causes.
+    Failed(Box<dyn Error>),
+}
+
+impl Failure {
+    fn report(self) -> ExitCode {
+        match self {
+            Failure::Usage(err) => {
+                eprintln!("bellows: {err}");
+                ExitCode::from(2)
+            }
+            Failure::Failed(err) => {
+                eprintln!("bellows: {}", error_chain(err.as_ref()));
+                ExitCode::FAILURE
             }
         }
-        Command::Symbolize(args) => symbolize(args),
-        Command::Run(_) => unreachable!("handled above"),
     }
+}
+
+impl From<record::ConfigError> for Failure {
+    fn from(err: record::ConfigError) -> Self {
+        Failure::Usage(err.into())
+    }
+}
+
+impl From<agent::run::config::ConfigError> for Failure {
+    fn from(err: agent::run::config::ConfigError) -> Self {
+        Failure::Usage(err.into())
+    }
+}
+
+impl From<record::RecordError> for Failure {
+    fn from(err: record::RecordError) -> Self {
+        Failure::Failed(err.into())
+    }
+}
+
+impl From<agent::run::RunError> for Failure {
+    fn from(err: agent::run::RunError) -> Self {
+        Failure::Failed(err.into())
+    }
+}
+
+impl From<agent::symbolize::SymbolizeError> for Failure {
+    fn from(err: agent::symbolize::SymbolizeError) -> Self {
+        use agent::symbolize::SymbolizeError;
+        match err {
+            SymbolizeError::BadAddress(_) => Failure::Usage(err.into()),
+            _ => Failure::Failed(err.into()),
+        }
+    }
+}
+
+/// The async runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the async runtime: {0}")]
+struct RuntimeError(#[source] std::io::Error);
+
+impl From<RuntimeError> for Failure {
+    fn from(err: RuntimeError) -> Self {
+        Failure::Failed(err.into())
+    }
+}
+
+fn record(args: agent::cli::RecordArgs, log: Option<&str>) -> Result<(), Failure> {
+    init_logging(log, "warn", false);
+    let top = args.top;
+    let cfg = RecordConfig::from_args(args)?;
+    let runtime = runtime(&mut tokio::runtime::Builder::new_current_thread())?;
+    let report = runtime.block_on(record::record(cfg))?;
+    let summary = record::render_summary(&report, top);
+    // A closed pipe (e.g. `| head`) is not an error.
+    let _ = std::io::stdout().write_all(summary.as_bytes());
+    Ok(())
 }
 
 /// `bellows run`: exit 2 for a bad configuration, 1 when the agent cannot start or fails, 0
 /// after a clean shutdown (SIGTERM/SIGINT).
-fn run(args: agent::cli::RunArgs, log: Option<&str>) -> ExitCode {
+fn run(args: agent::cli::RunArgs, log: Option<&str>) -> Result<(), Failure> {
     use agent::run::config::{LogFormat, RunConfig};
-    let cfg = match RunConfig::from_args(args) {
-        Ok(cfg) => cfg,
-        Err(err) => {
-            eprintln!("bellows: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    let cfg = RunConfig::from_args(args)?;
     let filter = log.map(str::to_string).or_else(|| cfg.log_level.clone());
     init_logging(filter.as_deref(), "info", cfg.log_format == LogFormat::Json);
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
-    else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(agent::run::run(cfg)) {
-        Ok(summary) => {
-            tracing::info!(
-                collections = summary.collections,
-                pushed = summary.push.pushed,
-                dropped = summary.push.dropped(),
-                kernel_drops = %summary.kernel_drops,
-                "stopped"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bellows: {}", error_chain(&err));
-            ExitCode::FAILURE
-        }
-    }
+    let runtime = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))?;
+    let summary = runtime.block_on(agent::run::run(cfg))?;
+    tracing::info!(
+        collections = summary.collections,
+        pushed = summary.push.pushed,
+        dropped = summary.push.dropped(),
+        kernel_drops = %summary.kernel_drops,
+        "stopped"
+    );
+    Ok(())
 }
 
-fn symbolize(args: agent::cli::SymbolizeArgs) -> ExitCode {
+fn symbolize(args: agent::cli::SymbolizeArgs, log: Option<&str>) -> Result<(), Failure> {
     use agent::symbolize::{self as sym, SymbolizeError, Target};
+    init_logging(log, "warn", false);
     let target = match (args.elf, args.pid) {
         (Some(path), None) => Target::Elf(path),
         (None, Some(pid)) => Target::Pid(pid),
@@ -97,24 +142,14 @@ fn symbolize(args: agent::cli::SymbolizeArgs) -> ExitCode {
         .and_then(|a| sym::symbolize_each(&target, &a, |addr, s| out.write(addr, &s)))
         .and_then(|()| out.finish().map(drop).map_err(SymbolizeError::Output));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
         // A reader that stopped early (`| head`) is not an error, as in other Unix filters.
-        Err(SymbolizeError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
-        Err(err @ SymbolizeError::BadAddress(_)) => {
-            eprintln!("bellows: {err}");
-            ExitCode::from(2)
-        }
-        Err(err) => {
-            eprintln!("bellows: {}", error_chain(&err));
-            ExitCode::FAILURE
-        }
+        Err(SymbolizeError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
 }
 
 /// "outer: inner: innermost", skipping repeats (thiserror messages often embed their source).
-fn error_chain(err: &dyn std::error::Error) -> String {
+fn error_chain(err: &dyn Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
@@ -128,15 +163,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Builds the async runtime, or says why it cannot in one line.
-fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
-    match builder.enable_all().build() {
-        Ok(rt) => Some(rt),
-        Err(err) => {
-            eprintln!("bellows: cannot start the async runtime: {err}");
-            None
-        }
-    }
+fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, RuntimeError> {
+    builder.enable_all().build().map_err(RuntimeError)
 }
 
 /// Logs to stderr. The filter comes from `--log`, else RUST_LOG, else `default`.

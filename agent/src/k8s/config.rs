@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::selection::LabelSelector;
+use super::selection::{LabelSelector, Selection};
 
 /// Whether to watch the Kubernetes API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +35,16 @@ impl<'de> Deserialize<'de> for Enabled {
     }
 }
 
+/// A `[kubernetes]` value that is wrong; each message starts with the key. (A bad
+/// `label-selector` is refused as the file is read.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubernetesConfigError {
+    #[error("kubernetes.namespaces: {namespace:?} is not a namespace name")]
+    Namespace { namespace: String },
+    #[error("kubernetes.enabled: false, but namespaces or label-selector select Pods")]
+    DisabledButSelecting,
+}
+
 /// Which Pods to profile and how to label them.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -48,19 +58,18 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub exclude_namespaces: Vec<String>,
-    /// Kubernetes label selector syntax: `app in (web,api),tier!=db`.
-    pub label_selector: Option<String>,
+    /// Kubernetes label selector syntax: `app in (web,api),tier!=db`; parsed as the file is
+    /// read, so a bad one is reported with its line.
+    #[serde(default, deserialize_with = "label_selector")]
+    pub label_selector: Option<LabelSelector>,
     /// Pod labels copied into series labels; `["*"]` for all.
     #[serde(default)]
     pub pod_labels: Vec<String>,
 }
 
 impl KubernetesConfig {
-    /// Checks every value; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(sel) = &self.label_selector {
-            LabelSelector::parse(sel).map_err(|e| format!("kubernetes.label-selector: {e}"))?;
-        }
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), KubernetesConfigError> {
         for ns in self.namespaces.iter().chain(&self.exclude_namespaces) {
             let ok = !ns.is_empty()
                 && ns.len() <= 63
@@ -68,19 +77,26 @@ impl KubernetesConfig {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
-                return Err(format!(
-                    "kubernetes.namespaces: {ns:?} is not a namespace name"
-                ));
+                return Err(KubernetesConfigError::Namespace {
+                    namespace: ns.clone(),
+                });
             }
         }
         if self.enabled == Enabled::Off
             && (!self.namespaces.is_empty() || self.label_selector.is_some())
         {
-            return Err(
-                "kubernetes.enabled: false, but namespaces or label-selector select Pods".into(),
-            );
+            return Err(KubernetesConfigError::DisabledButSelecting);
         }
         Ok(())
+    }
+
+    /// The configured choice of Pods.
+    pub fn selection(&self) -> Selection {
+        Selection::new(
+            self.namespaces.clone(),
+            self.exclude_namespaces.clone(),
+            self.label_selector.clone().unwrap_or_default(),
+        )
     }
 
     /// None when the API is not to be used; Some(required) otherwise (`required` false for
@@ -97,6 +113,15 @@ impl KubernetesConfig {
             }
         }
     }
+}
+
+fn label_selector<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LabelSelector>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    LabelSelector::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("kubernetes.label-selector: {e}")))
 }
 
 #[cfg(test)]
@@ -121,12 +146,19 @@ mod tests {
         assert_eq!(on.enabled, Enabled::On);
         assert_eq!(on.wanted(), Some(true));
         assert!(toml::from_str::<KubernetesConfig>("enabled = \"maybe\"").is_err());
-        let bad: KubernetesConfig = toml::from_str("label-selector = \"app in web\"").unwrap();
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .starts_with("kubernetes.label-selector"));
+        let bad =
+            toml::from_str::<KubernetesConfig>("label-selector = \"app in web\"").unwrap_err();
+        assert!(
+            bad.message().starts_with("kubernetes.label-selector: "),
+            "{bad}"
+        );
+        assert!(!cfg.selection().is_everything());
         let bad: KubernetesConfig = toml::from_str("namespaces = [\"Shop\"]").unwrap();
-        assert!(bad.validate().is_err());
+        assert_eq!(
+            bad.validate(),
+            Err(KubernetesConfigError::Namespace {
+                namespace: "Shop".into()
+            })
+        );
     }
 }

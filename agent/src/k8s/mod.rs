@@ -8,8 +8,8 @@ pub mod pods;
 pub mod selection;
 pub mod watch;
 
-pub use config::{Enabled, KubernetesConfig};
+pub use config::{Enabled, KubernetesConfig, KubernetesConfigError};
 pub use labels::series_labels;
 pub use pods::{Found, PodIndex, PodMeta};
-pub use selection::{LabelSelector, Selection};
+pub use selection::{LabelSelector, Selection, SelectorError};
 pub use watch::{client, render_metrics, spawn_watch, K8sError, WatchHandle, WatchStats};

@@ -2,7 +2,24 @@
 
 use std::collections::BTreeMap;
 
-use super::{config::KubernetesConfig, pods::PodMeta};
+use super::pods::PodMeta;
+
+/// Why a label selector does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("unbalanced parentheses in {selector:?}")]
+    Unbalanced { selector: String },
+    #[error("empty requirement in {selector:?}")]
+    EmptyRequirement { selector: String },
+    #[error("invalid label key {key:?}")]
+    InvalidKey { key: String },
+    #[error("invalid label value {value:?}")]
+    InvalidValue { value: String },
+    #[error("{requirement:?}: the set must be in parentheses")]
+    SetWithoutParentheses { requirement: String },
+    #[error("cannot parse requirement {requirement:?}")]
+    Unparsable { requirement: String },
+}
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +61,11 @@ fn valid_value(v: &str) -> bool {
 }
 
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
+        let unbalanced = || SelectorError::Unbalanced {
+            selector: text.to_string(),
+        };
         // Split at commas outside parentheses.
         let mut depth = 0i32;
         let mut parts = Vec::new();
@@ -61,11 +81,11 @@ impl LabelSelector {
                 _ => {}
             }
             if !(0..=1).contains(&depth) {
-                return Err(format!("unbalanced parentheses in {text:?}"));
+                return Err(unbalanced());
             }
         }
         if depth != 0 {
-            return Err(format!("unbalanced parentheses in {text:?}"));
+            return Err(unbalanced());
         }
         parts.push(&text[start..]);
         for part in parts {
@@ -74,19 +94,21 @@ impl LabelSelector {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(format!("empty requirement in {text:?}"));
+                return Err(SelectorError::EmptyRequirement {
+                    selector: text.to_string(),
+                });
             }
             reqs.push(Self::requirement(part)?);
         }
         Ok(LabelSelector(reqs))
     }
 
-    fn requirement(part: &str) -> Result<Requirement, String> {
+    fn requirement(part: &str) -> Result<Requirement, SelectorError> {
         let key_ok = |k: &str| {
             if valid_key(k) {
                 Ok(k.to_string())
             } else {
-                Err(format!("invalid label key {k:?}"))
+                Err(SelectorError::InvalidKey { key: k.to_string() })
             }
         };
         let value_ok = |v: &str| {
@@ -94,7 +116,9 @@ impl LabelSelector {
             if valid_value(v) {
                 Ok(v.to_string())
             } else {
-                Err(format!("invalid label value {v:?}"))
+                Err(SelectorError::InvalidValue {
+                    value: v.to_string(),
+                })
             }
         };
         if let Some(key) = part.strip_prefix('!') {
@@ -106,7 +130,9 @@ impl LabelSelector {
                 let inner = set
                     .strip_prefix('(')
                     .and_then(|s| s.strip_suffix(')'))
-                    .ok_or_else(|| format!("{part:?}: the set must be in parentheses"))?;
+                    .ok_or_else(|| SelectorError::SetWithoutParentheses {
+                        requirement: part.to_string(),
+                    })?;
                 let values = inner
                     .split(',')
                     .map(value_ok)
@@ -131,7 +157,9 @@ impl LabelSelector {
             }
         }
         if part.contains([' ', '(', ')', '<', '>']) {
-            return Err(format!("cannot parse requirement {part:?}"));
+            return Err(SelectorError::Unparsable {
+                requirement: part.to_string(),
+            });
         }
         Ok(Requirement::Exists(key_ok(part)?))
     }
@@ -161,15 +189,13 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn from_config(cfg: &KubernetesConfig) -> Result<Self, String> {
-        Ok(Selection {
-            namespaces: cfg.namespaces.clone(),
-            exclude: cfg.exclude_namespaces.clone(),
-            selector: match &cfg.label_selector {
-                Some(s) => LabelSelector::parse(s)?,
-                None => LabelSelector::default(),
-            },
-        })
+    /// Pods in `namespaces` (empty: any), not in `exclude`, whose labels match `selector`.
+    pub fn new(namespaces: Vec<String>, exclude: Vec<String>, selector: LabelSelector) -> Self {
+        Selection {
+            namespaces,
+            exclude,
+            selector,
+        }
     }
 
     pub fn selects(&self, pod: &PodMeta) -> bool {
@@ -234,12 +260,11 @@ mod tests {
             namespace: ns.into(),
             ..PodMeta::default()
         };
-        let s = Selection::from_config(&KubernetesConfig {
-            namespaces: vec!["shop".into(), "kube-system".into()],
-            exclude_namespaces: vec!["kube-system".into()],
-            ..KubernetesConfig::default()
-        })
-        .unwrap();
+        let s = Selection::new(
+            vec!["shop".into(), "kube-system".into()],
+            vec!["kube-system".into()],
+            LabelSelector::default(),
+        );
         assert!(s.selects(&pod("shop")));
         assert!(!s.selects(&pod("kube-system")));
         assert!(!s.selects(&pod("other")));

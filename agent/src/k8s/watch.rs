@@ -1,7 +1,7 @@
 //! The Pod watch: list, then watch, Pods of this node, restarting with backoff.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -17,34 +17,37 @@ use super::pods::{PodIndex, PodMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    #[error("kubeconfig {path}: {message}")]
-    Kubeconfig { path: String, message: String },
+    /// The kubeconfig given (`--kubeconfig`, `[kubernetes] kubeconfig`) cannot be read or used.
+    #[error("kubeconfig {}: {source}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
     #[error(
         "no Kubernetes configuration: tried KUBECONFIG and the in-cluster service account ({0})"
     )]
-    Infer(String),
+    Infer(#[source] kube::config::InferConfigError),
     #[error("creating the Kubernetes client: {0}")]
-    Client(String),
+    Client(#[source] kube::Error),
 }
 
 /// A client from `kubeconfig` if given, else `KUBECONFIG`, else the in-cluster service account.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
     let config = match kubeconfig {
         Some(path) => {
-            let err = |message: String| K8sError::Kubeconfig {
-                path: path.display().to_string(),
-                message,
+            let err = |source| K8sError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
             };
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(err)?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| K8sError::Infer(e.to_string()))?,
+        None => kube::Config::infer().await.map_err(K8sError::Infer)?,
     };
-    Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+    Client::try_from(config).map_err(K8sError::Client)
 }
 
 /// Watch counters, for /metrics.
@@ -145,7 +148,7 @@ async fn run_watch(
 
 /// Appends the watch's metric families.
 pub fn render_metrics(s: &WatchStats, out: &mut String) {
-    use crate::run::metrics::family;
+    use crate::metrics::family;
     family(
         out,
         "bellows_kubernetes_pods",
@@ -174,4 +177,24 @@ pub fn render_metrics(s: &WatchStats, out: &mut String) {
         "1 once the first full list of Pods is applied.",
         &[("", u64::from(s.synced))],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_kubeconfig_names_its_path() {
+        let path = Path::new("/nonexistent/kubeconfig");
+        let err = client(Some(path)).await.err().expect("an error");
+        assert!(
+            matches!(&err, K8sError::Kubeconfig { path: p, .. } if p == path),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("kubeconfig /nonexistent/kubeconfig: "),
+            "{err}"
+        );
+    }
 }

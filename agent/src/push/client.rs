@@ -11,7 +11,7 @@ use prost::Message;
 use reqwest::{header, StatusCode};
 
 use super::{
-    config::{Api, PushConfig},
+    config::{Api, PushConfig, UrlError},
     proto, Item,
 };
 
@@ -19,21 +19,52 @@ use super::{
 const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// What became of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     Delivered,
-    /// Worth retrying: 5xx, 408, 429, connection errors, timeouts.
-    Retry(String),
+    /// Worth retrying: 5xx, 408, 429, connection errors, timeouts, a secret file not readable
+    /// (yet).
+    Retry(SendError),
     /// The server refused the profile itself; sending it again cannot help.
-    Rejected(String),
+    Rejected(SendError),
+}
+
+/// Why one profile was not delivered (this time).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A secret file named by the configuration (`key`) cannot be read; a mounted secret may
+    /// still appear.
+    #[error("{key} {}: {source}", path.display())]
+    Secret {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer: connection refused, timeout, TLS... (reqwest's message names the URL).
+    #[error("{}", describe(.0))]
+    Transport(#[source] reqwest::Error),
+    /// The server answered with an error status; `message` is its explanation, bounded.
+    #[error("HTTP {} from {url}: {message}", status.as_u16())]
+    Status {
+        url: reqwest::Url,
+        status: StatusCode,
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("building the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
-    #[error("pyroscope.url: {0}")]
-    Url(String),
+    #[error("pyroscope.url: required")]
+    MissingUrl,
+    #[error("pyroscope.url: {url:?}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: UrlError,
+    },
 }
 
 pub struct Client {
@@ -56,17 +87,18 @@ impl Client {
             .user_agent(concat!("bellows/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ClientError::Build)?;
-        let base = cfg
-            .url
-            .as_deref()
-            .ok_or_else(|| ClientError::Url("required".into()))?;
+        let base = cfg.url.as_deref().ok_or(ClientError::MissingUrl)?;
         let base = base.trim_end_matches('/');
         let path = match cfg.api {
             Api::Push => "/push.v1.PusherService/Push",
             Api::Ingest => "/ingest",
         };
-        let endpoint = reqwest::Url::parse(&format!("{base}{path}"))
-            .map_err(|e| ClientError::Url(format!("{base:?}: {e}")))?;
+        let endpoint = reqwest::Url::parse(&format!("{base}{path}")).map_err(|source| {
+            ClientError::BadUrl {
+                url: base.to_string(),
+                source,
+            }
+        })?;
         Ok(Client {
             http,
             endpoint,
@@ -85,11 +117,11 @@ impl Client {
         let request = match self.authorize(request) {
             Ok(r) => r,
             // A secret file that cannot be read may appear later (a mounted secret).
-            Err(msg) => return Outcome::Retry(msg),
+            Err(err) => return Outcome::Retry(err),
         };
         let mut response = match request.send().await {
             Ok(r) => r,
-            Err(err) => return Outcome::Retry(describe(&err)),
+            Err(err) => return Outcome::Retry(SendError::Transport(err)),
         };
         let status = response.status();
         if status.is_success() {
@@ -102,11 +134,15 @@ impl Client {
                 break;
             }
         }
-        let msg = format!("HTTP {}: {}", status.as_u16(), error_message(&body));
+        let err = SendError::Status {
+            url: self.endpoint.clone(),
+            status,
+            message: error_message(&body),
+        };
         if retryable(status) {
-            Outcome::Retry(msg)
+            Outcome::Retry(err)
         } else {
-            Outcome::Rejected(msg)
+            Outcome::Rejected(err)
         }
     }
 
@@ -156,7 +192,7 @@ impl Client {
     fn authorize(
         &self,
         mut req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    ) -> Result<reqwest::RequestBuilder, SendError> {
         if let Some(tenant) = &self.cfg.tenant_id {
             req = req.header("X-Scope-OrgID", tenant);
         }
@@ -166,7 +202,7 @@ impl Client {
         if let Some(auth) = &self.cfg.basic_auth {
             let password = match (&auth.password, &auth.password_file) {
                 (Some(p), _) => p.clone(),
-                (None, Some(path)) => read_secret(path)?,
+                (None, Some(path)) => read_secret("password-file", path)?,
                 (None, None) => String::new(),
             };
             req = req.basic_auth(&auth.username, Some(password));
@@ -180,29 +216,39 @@ impl Client {
     }
 
     /// The token file's contents, re-read only when its modification time changes.
-    fn token_from_file(&self, path: &PathBuf) -> Result<String, String> {
+    fn token_from_file(&self, path: &Path) -> Result<String, SendError> {
+        const KEY: &str = "bearer-token-file";
         let mtime = std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .map_err(|e| format!("bearer-token-file {}: {e}", path.display()))?;
+            .map_err(|source| SendError::Secret {
+                key: KEY,
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut cache = self.token_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, token)) = cache.as_ref() {
             if *seen == mtime {
                 return Ok(token.clone());
             }
         }
-        let token = read_secret(path)?;
+        let token = read_secret(KEY, path)?;
         *cache = Some((mtime, token.clone()));
         Ok(token)
     }
 }
 
-/// A secret file's first line; bounded, since the path is configuration, not ours.
-fn read_secret(path: &Path) -> Result<String, String> {
+/// A secret file's first line; bounded, since the path is configuration, not ours. `key` is the
+/// setting that names the file.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, SendError> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| SendError::Secret {
+            key,
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -271,6 +317,28 @@ mod tests {
             ("pod".to_string(), "web-1,x}".to_string()),
         ];
         assert_eq!(ingest_name(&labels), "ebpf/shop/web{pod=web-1_x_}");
+    }
+
+    #[test]
+    fn errors_name_the_setting_the_file_and_the_url() {
+        let err = read_secret("password-file", Path::new("/nonexistent/secret")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("password-file /nonexistent/secret: "),
+            "{err}"
+        );
+        let no_url = Client::new(&PushConfig::default()).err().unwrap();
+        assert!(matches!(no_url, ClientError::MissingUrl));
+        assert_eq!(no_url.to_string(), "pyroscope.url: required");
+        let status = SendError::Status {
+            url: reqwest::Url::parse("http://p:4040/ingest").unwrap(),
+            status: StatusCode::UNAUTHORIZED,
+            message: "no tenant".into(),
+        };
+        assert_eq!(
+            status.to_string(),
+            "HTTP 401 from http://p:4040/ingest: no tenant"
+        );
     }
 
     #[test]

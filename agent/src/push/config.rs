@@ -127,48 +127,80 @@ impl fmt::Debug for PushConfig {
     }
 }
 
+/// What `reqwest::Url::parse` fails with (the `url` crate's `ParseError`).
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+
+/// A `[pyroscope]` value that is wrong; each message starts with the key.
+#[derive(Debug, thiserror::Error)]
+pub enum PushConfigError {
+    #[error("pyroscope.url: required")]
+    MissingUrl,
+    #[error("pyroscope.url: {url:?} is not a URL ({source})")]
+    NotAUrl {
+        url: String,
+        #[source]
+        source: UrlError,
+    },
+    #[error("pyroscope.url: {url:?} must be http:// or https:// with a host")]
+    NotHttp { url: String },
+    #[error("pyroscope.basic-auth: set exactly one of password and password-file")]
+    BasicAuthPassword,
+    #[error("pyroscope: set at most one of bearer-token and bearer-token-file")]
+    TwoBearerTokens,
+    #[error("pyroscope: basic-auth and a bearer token exclude each other")]
+    BasicAuthAndBearer,
+    #[error("pyroscope.headers: {name:?} is not a header name")]
+    HeaderName { name: String },
+    #[error("pyroscope.headers.{name}: not a valid header value")]
+    HeaderValue { name: String },
+    #[error("pyroscope.min-backoff: larger than max-backoff")]
+    Backoff,
+    #[error("pyroscope.queue-max-bytes: {bytes} is too small: use at least {MIN_QUEUE_BYTES}")]
+    QueueTooSmall { bytes: usize },
+}
+
+/// The smallest `queue-max-bytes`: a few profiles.
+const MIN_QUEUE_BYTES: usize = 64 << 10;
+
 impl PushConfig {
-    /// Checks every value; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let url = self
-            .url
-            .as_deref()
-            .ok_or_else(|| "pyroscope.url: required".to_string())?;
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| format!("pyroscope.url: {url:?} is not a URL ({e})"))?;
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), PushConfigError> {
+        use PushConfigError as E;
+        let url = self.url.as_deref().ok_or(E::MissingUrl)?;
+        let parsed = reqwest::Url::parse(url).map_err(|source| E::NotAUrl {
+            url: url.to_string(),
+            source,
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(format!(
-                "pyroscope.url: {url:?} must be http:// or https:// with a host"
-            ));
+            return Err(E::NotHttp {
+                url: url.to_string(),
+            });
         }
         if let Some(auth) = &self.basic_auth {
             if auth.password.is_some() == auth.password_file.is_some() {
-                return Err(
-                    "pyroscope.basic-auth: set exactly one of password and password-file".into(),
-                );
+                return Err(E::BasicAuthPassword);
             }
         }
         let bearer = self.bearer_token.is_some() || self.bearer_token_file.is_some();
         if self.bearer_token.is_some() && self.bearer_token_file.is_some() {
-            return Err("pyroscope: set at most one of bearer-token and bearer-token-file".into());
+            return Err(E::TwoBearerTokens);
         }
         if bearer && self.basic_auth.is_some() {
-            return Err("pyroscope: basic-auth and a bearer token exclude each other".into());
+            return Err(E::BasicAuthAndBearer);
         }
         for (name, value) in &self.headers {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("pyroscope.headers: {name:?} is not a header name"))?;
+                .map_err(|_| E::HeaderName { name: name.clone() })?;
             reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| format!("pyroscope.headers.{name}: not a valid header value"))?;
+                .map_err(|_| E::HeaderValue { name: name.clone() })?;
         }
         if self.min_backoff > self.max_backoff {
-            return Err("pyroscope.min-backoff: larger than max-backoff".into());
+            return Err(E::Backoff);
         }
-        if self.queue_max_bytes < 64 << 10 {
-            return Err(format!(
-                "pyroscope.queue-max-bytes: {} is too small: use at least 65536",
-                self.queue_max_bytes
-            ));
+        if self.queue_max_bytes < MIN_QUEUE_BYTES {
+            return Err(E::QueueTooSmall {
+                bytes: self.queue_max_bytes,
+            });
         }
         Ok(())
     }
@@ -185,7 +217,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<PushConfig, String> {
         let cfg: PushConfig = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }
 

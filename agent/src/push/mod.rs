@@ -18,11 +18,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use config::{Api, PushConfig};
+pub use client::{ClientError, SendError};
+pub use config::{Api, PushConfig, PushConfigError};
 use tokio::sync::Notify;
 
 use self::{
-    client::{Client, ClientError, Outcome},
+    client::{Client, Outcome},
     limits::Trimmed,
 };
 use crate::profile::{encode_gzip, Recording};
@@ -218,12 +219,6 @@ impl Pusher {
     }
 }
 
-impl crate::run::collector::Sink for Pusher {
-    fn submit(&self, labels: &crate::run::targets::SeriesLabels, recording: &Recording) {
-        Pusher::submit(self, labels.clone(), recording);
-    }
-}
-
 /// Exponential backoff with jitter between `min` and `max`.
 struct Backoff {
     min: Duration,
@@ -287,20 +282,20 @@ async fn send_loop(shared: Arc<Shared>, client: Client, mut backoff: Backoff, ma
                     s.pushed_bytes += item.profile.len() as u64;
                 });
             }
-            Outcome::Rejected(msg) => {
-                tracing::warn!("Pyroscope rejected a profile, dropping it: {msg}");
+            Outcome::Rejected(err) => {
+                tracing::warn!("Pyroscope rejected a profile, dropping it: {err}");
                 finish(&shared, &item, |s| {
                     s.rejected += 1;
-                    s.last_error = Some(msg.clone());
+                    s.last_error = Some(err.to_string());
                 });
             }
-            Outcome::Retry(msg) => {
+            Outcome::Retry(err) => {
                 let wait = backoff.step();
-                tracing::debug!("push failed, retrying in {wait:?}: {msg}");
+                tracing::debug!("push failed, retrying in {wait:?}: {err}");
                 {
                     let mut s = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
                     s.retries += 1;
-                    s.last_error = Some(msg);
+                    s.last_error = Some(err.to_string());
                 }
                 // While closing, retrying continues until shutdown's deadline aborts us.
                 tokio::time::sleep(wait).await;
@@ -327,7 +322,7 @@ fn finish(shared: &Shared, item: &Item, count: impl FnOnce(&mut PushStats)) {
 
 /// Appends the push metric families.
 pub fn render_metrics(s: &PushStats, out: &mut String) {
-    use crate::run::metrics::family;
+    use crate::metrics::family;
     family(
         out,
         "bellows_push_total",

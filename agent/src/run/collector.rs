@@ -19,6 +19,7 @@ use crate::{
     ebpf::{DropCounts, Sampler, SamplerError},
     process::ProcessTable,
     profile::Recording,
+    push::Pusher,
     resolve::resolve,
     target::parse_proc_cgroup,
 };
@@ -27,6 +28,13 @@ use crate::{
 pub trait Sink {
     /// Takes one series' profile of one interval. Must not block.
     fn submit(&self, labels: &SeriesLabels, recording: &Recording);
+}
+
+/// The adapter lives beside the trait: `push/` knows nothing of series or collections.
+impl Sink for Pusher {
+    fn submit(&self, labels: &SeriesLabels, recording: &Recording) {
+        Pusher::submit(self, labels.clone(), recording);
+    }
 }
 
 /// How often at most an unknown cgroup id triggers a rescan of the hierarchy.

@@ -2,12 +2,20 @@
 //! start. Precedence: flag, then environment variable (clap reads both), then file, then default.
 //! Every problem is one line naming the key; the caller exits with code 2.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use super::targets::OutsidePods;
-use crate::cli::{parse_duration, RunArgs};
+use crate::{
+    cli::{parse_duration, RunArgs},
+    k8s::KubernetesConfigError,
+    push::PushConfigError,
+};
 
 pub const DEFAULT_FREQUENCY_HZ: u64 = 97;
 pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(15);
@@ -122,10 +130,62 @@ pub struct RunConfig {
     pub kubernetes: crate::k8s::KubernetesConfig,
 }
 
-/// One line saying what is wrong and where.
+/// What is wrong with the configuration, in one line naming the key or the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// The file named by `--config` cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: larger than {MAX_CONFIG_BYTES} bytes; is this the configuration file?", path.display())]
+    TooLarge { path: PathBuf },
+    /// Not TOML, an unknown key, a wrong type, or a value refused as it was read.
+    #[error("{}: {source}", path.display())]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: SyntaxError,
+    },
+    #[error(
+        "frequency: {hz} is out of range: use 1 to {max} Hz (kernel.perf_event_max_sample_rate)"
+    )]
+    Frequency { hz: u64, max: u64 },
+    #[error("collect-interval: {0:?} is out of range: use 1s to 10m")]
+    CollectInterval(Duration),
+    #[error("node-name: must not be empty")]
+    EmptyNodeName,
+    #[error(
+        "metrics-address: {value:?} is not an address:port ({source}); use e.g. 0.0.0.0:9464 or off"
+    )]
+    MetricsAddress {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error(
+        "pyroscope.url: required: set --pyroscope-url, BELLOWS_PYROSCOPE_URL or [pyroscope] url"
+    )]
+    NoPyroscopeUrl,
+    /// A value its parser refused (a duration, a log format, an outside-pods policy); the
+    /// parser's message says why.
+    #[error("{key}: {reason}")]
+    Value { key: &'static str, reason: String },
+    #[error(transparent)]
+    Pyroscope(#[from] PushConfigError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesConfigError),
+}
+
+/// A TOML error as one line: the line it is on (when known) and the parser's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct SyntaxError {
+    pub line: Option<usize>,
+    pub message: String,
+}
 
 impl RunConfig {
     /// Reads the file named by `--config`/`BELLOWS_CONFIG` (if any) and merges the flags.
@@ -138,7 +198,7 @@ impl RunConfig {
     }
 
     fn merge(args: RunArgs, file: FileConfig) -> Result<Self, ConfigError> {
-        let err = |key: &str, msg: String| ConfigError(format!("{key}: {msg}"));
+        let value = |key: &'static str| move |reason: String| ConfigError::Value { key, reason };
         let max_rate = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -148,48 +208,43 @@ impl RunConfig {
             .or(file.frequency)
             .unwrap_or(DEFAULT_FREQUENCY_HZ);
         if frequency_hz == 0 || frequency_hz > max_rate {
-            return Err(err(
-                "frequency",
-                format!(
-                    "{frequency_hz} is out of range: use 1 to {max_rate} Hz \
-                     (kernel.perf_event_max_sample_rate)"
-                ),
-            ));
+            return Err(ConfigError::Frequency {
+                hz: frequency_hz,
+                max: max_rate,
+            });
         }
         let collect_interval = match (args.collect_interval, &file.collect_interval) {
             (Some(d), _) => d,
-            (None, Some(s)) => parse_duration(s).map_err(|e| err("collect-interval", e))?,
+            (None, Some(s)) => parse_duration(s).map_err(value("collect-interval"))?,
             (None, None) => DEFAULT_COLLECT_INTERVAL,
         };
         if !(MIN_COLLECT_INTERVAL..=MAX_COLLECT_INTERVAL).contains(&collect_interval) {
-            return Err(err(
-                "collect-interval",
-                format!("{:?} is out of range: use 1s to 10m", collect_interval),
-            ));
+            return Err(ConfigError::CollectInterval(collect_interval));
         }
         let node_name = match args.node_name.or(file.node_name) {
-            Some(n) if n.trim().is_empty() => {
-                return Err(err("node-name", "must not be empty".into()))
-            }
+            Some(n) if n.trim().is_empty() => return Err(ConfigError::EmptyNodeName),
             Some(n) => n,
             None => hostname(),
         };
         let metrics_address = match args.metrics_address.or(file.metrics_address) {
             None => Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
             Some(a) if a == "off" => None,
-            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
-                err(
-                    "metrics-address",
-                    format!("{a:?} is not an address:port ({e}); use e.g. 0.0.0.0:9464 or off"),
+            Some(a) => {
+                Some(
+                    a.parse::<SocketAddr>()
+                        .map_err(|source| ConfigError::MetricsAddress {
+                            value: a.clone(),
+                            source,
+                        })?,
                 )
-            })?),
+            }
         };
         let log_format = match args.log_format {
-            Some(s) => s.parse().map_err(|e| err("log-format", e))?,
+            Some(s) => s.parse().map_err(value("log-format"))?,
             None => file.log_format.unwrap_or_default(),
         };
         let outside_pods = match args.outside_pods {
-            Some(s) => s.parse().map_err(|e| err("outside-pods", e))?,
+            Some(s) => s.parse().map_err(value("outside-pods"))?,
             None => file.outside_pods.unwrap_or_default(),
         };
         let mut pyroscope = file.pyroscope;
@@ -197,17 +252,14 @@ impl RunConfig {
             pyroscope.url = Some(url);
         }
         if pyroscope.url.is_none() {
-            return Err(err(
-                "pyroscope.url",
-                "required: set --pyroscope-url, BELLOWS_PYROSCOPE_URL or [pyroscope] url".into(),
-            ));
+            return Err(ConfigError::NoPyroscopeUrl);
         }
-        pyroscope.validate().map_err(ConfigError)?;
+        pyroscope.validate()?;
         let mut kubernetes = file.kubernetes;
         if let Some(path) = args.kubeconfig {
             kubernetes.kubeconfig = Some(path);
         }
-        kubernetes.validate().map_err(ConfigError)?;
+        kubernetes.validate()?;
         Ok(RunConfig {
             frequency_hz,
             collect_interval,
@@ -227,31 +279,33 @@ impl RunConfig {
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     use std::io::Read;
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+    let read = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
-        .map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        .map_err(read)?;
     if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError(format!(
-            "{shown}: larger than {MAX_CONFIG_BYTES} bytes; is this the configuration file?"
-        )));
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
-    parse_file(&text).map_err(|msg| ConfigError(format!("{shown}: {msg}")))
+    parse_file(&text).map_err(|source| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parses the TOML text; errors are one line with the line number.
-fn parse_file(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e: toml::de::Error| {
-        let line = e
+fn parse_file(text: &str) -> Result<FileConfig, SyntaxError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| SyntaxError {
+        line: e
             .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-        let msg = e.message().trim().replace('\n', " ");
-        match line {
-            Some(line) => format!("line {line}: {msg}"),
-            None => msg,
-        }
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().replace('\n', " "),
     })
 }
 
@@ -283,7 +337,11 @@ mod tests {
         assert!(cfg.kernel_stacks);
         assert!(!cfg.node_name.is_empty());
         let err = RunConfig::merge(RunArgs::default(), FileConfig::default()).unwrap_err();
-        assert!(err.0.starts_with("pyroscope.url: required"), "{err}");
+        assert!(matches!(err, ConfigError::NoPyroscopeUrl), "{err}");
+        assert!(
+            err.to_string().starts_with("pyroscope.url: required"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -332,25 +390,54 @@ mod tests {
         ];
         for (text, want) in cases {
             let file = parse_file(text).unwrap();
-            let err = RunConfig::merge(args(), file).unwrap_err().0;
+            let err = RunConfig::merge(args(), file).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
     }
 
     #[test]
-    fn unknown_keys_and_bad_types_name_the_line() {
-        let err = parse_file("frequency = 97\nfrequncy = 3\n").unwrap_err();
-        assert!(err.starts_with("line 2:"), "{err}");
-        assert!(err.contains("frequncy"), "{err}");
-        assert!(!err.contains('\n'));
-        let err = parse_file("frequency = \"fast\"").unwrap_err();
-        assert!(err.starts_with("line 1:"), "{err}");
-        let err = parse_file("outside-pods = \"sometimes\"").unwrap_err();
+    fn errors_carry_the_file_and_the_table_they_come_from() {
+        let err = read_file(Path::new("/nonexistent.toml")).unwrap_err();
         assert!(
-            err.contains("sometimes") || err.contains("variant"),
+            matches!(&err, ConfigError::Read { path, .. } if path == Path::new("/nonexistent.toml")),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("/nonexistent.toml: "), "{err}");
+        let mut a = args();
+        a.pyroscope_url = Some("ftp://x".into());
+        let err = RunConfig::merge(a, FileConfig::default()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Pyroscope(PushConfigError::NotHttp { .. })),
+            "{err:?}"
+        );
+        let file =
+            parse_file("[pyroscope]\nurl = \"http://x\"\n[kubernetes]\nnamespaces = [\"A\"]\n")
+                .unwrap();
+        let err = RunConfig::merge(RunArgs::default(), file).unwrap_err();
+        assert!(matches!(err, ConfigError::Kubernetes(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("kubernetes.namespaces: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_line() {
+        let err = |text: &str| parse_file(text).unwrap_err();
+        let e = err("frequency = 97\nfrequncy = 3\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = e.to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(e.contains("frequncy"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = err("frequency = \"fast\"").to_string();
+        assert!(e.starts_with("line 1:"), "{e}");
+        // The label selector is parsed once, as the file is read.
+        let e = err("[kubernetes]\nlabel-selector = \"app in web\"\n").to_string();
+        assert!(e.starts_with("line 2: kubernetes.label-selector: "), "{e}");
+        let e = err("outside-pods = \"sometimes\"").to_string();
+        assert!(e.contains("sometimes") || e.contains("variant"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! `/metrics` (Prometheus text format 0.0.4) and `/healthz` for `bellows run`.
+//! `/metrics` (Prometheus text format 0.0.4, rendered through [`crate::metrics`]) and `/healthz`
+//! for `bellows run`.
 //!
 //! The collection loop updates one [`Snapshot`] per interval; live sources (the push queue, the
 //! pod watch) render themselves at scrape time through [`Metrics::add_source`].
 
 use std::{
     convert::Infallible,
-    fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
+
+use crate::metrics::{family, family_owned, gauge_f64};
 
 /// Counters the collection loop maintains. Totals are since start.
 #[derive(Debug, Default, Clone)]
@@ -311,27 +313,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Appends one metric family.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in values {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    }
-}
-
-fn family_owned(out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, u64)]) {
-    let borrowed: Vec<(&str, u64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    family(out, name, kind, help, &borrowed);
-}
-
-fn gauge_f64(out: &mut String, name: &str, help: &str, v: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 
 /// Resident set size from `/proc/self/statm` (pages → bytes).

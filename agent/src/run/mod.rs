@@ -27,7 +27,7 @@ use crate::{
     ebpf::{Sampler, SamplerConfig, SamplerError},
     k8s,
     process::ProcessTable,
-    push::{PushStats, Pusher},
+    push::{ClientError, PushStats, Pusher},
 };
 
 /// How long the final push may take after SIGTERM before what is left is counted as dropped.
@@ -47,9 +47,9 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("Pyroscope client: {0}")]
-    Push(String),
+    Push(#[from] ClientError),
     #[error("Kubernetes: {0}")]
-    Kubernetes(String),
+    Kubernetes(#[from] k8s::K8sError),
 }
 
 /// What `run` did, for the last log line.
@@ -111,7 +111,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         None => None,
     };
 
-    let pusher = Pusher::start(&cfg.pyroscope).map_err(|e| RunError::Push(e.to_string()))?;
+    let pusher = Pusher::start(&cfg.pyroscope)?;
     {
         let stats_of = pusher.stats_handle();
         metrics.add_source(move |out| crate::push::render_metrics(&stats_of(), out));
@@ -261,7 +261,7 @@ async fn start_kubernetes(
             tracing::info!("no Kubernetes API ({err}); labelling containers by id only");
             return Ok(None);
         }
-        Err(err) => return Err(RunError::Kubernetes(err.to_string())),
+        Err(err) => return Err(err.into()),
     };
     let index = k8s::PodIndex::default();
     let watch = k8s::spawn_watch(client, cfg.node_name.clone(), index.clone());
@@ -271,11 +271,10 @@ async fn start_kubernetes(
         let stats = watch.stats_handle();
         metrics.add_source(move |out| k8s::render_metrics(&stats(), out));
     }
-    let selection = k8s::Selection::from_config(k).map_err(RunError::Kubernetes)?;
     Ok(Some((
         Pods {
             index,
-            selection,
+            selection: k.selection(),
             config: k.clone(),
             node: cfg.node_name.clone(),
             _watch: watch,
