@@ -707,7 +707,7 @@ fn objdump_bp_saves(path: &Path) -> BTreeMap<u64, Option<u64>> {
         let Ok(addr) = u64::from_str_radix(addr, 16) else {
             continue;
         };
-        if let Some(_) = pending_save.take() {
+        if pending_save.take().is_some() {
             saves.insert(*entry, Some(addr));
         }
         *seen += 1;

@@ -33,6 +33,16 @@ fn targets(root: &Path) -> Vec<(&'static str, Vec<PathBuf>, usize)> {
             ],
             1 << 20,
         ),
+        (
+            "unwind",
+            vec![
+                root.join("symbolizer/fuzz/seeds/unwind/eh_frame.elf"),
+                root.join("symbolizer/fuzz/seeds/unwind/debug_frame.elf"),
+                fixtures.join("native/nodwarf"),
+                go("go1.19.8"),
+            ],
+            2 << 20,
+        ),
         ("text", Vec::new(), 64 << 10),
     ]
 }

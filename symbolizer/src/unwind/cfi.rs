@@ -30,7 +30,8 @@ const PLT_EXPRESSION: &[u8] = &[
     0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22,
 ];
 
-/// Reads every FDE of `section` into `b` (one block each); returns the number of FDEs read.
+/// Reads every FDE of `section` into `b` (one block each), skipping those an earlier source
+/// covers; returns the number of FDEs read.
 pub(super) fn collect<'a, S: UnwindSection<R<'a>>>(
     section: &S,
     bases: &BaseAddresses,
@@ -59,6 +60,10 @@ pub(super) fn collect<'a, S: UnwindSection<R<'a>>>(
         let Some(end) = start.checked_add(fde.len()).filter(|&e| e > start) else {
             continue;
         };
+        fdes += 1;
+        if b.covered(start, end) {
+            continue;
+        }
         let signal = fde.is_signal_trampoline();
         let Ok(mut table) = fde.rows(section, bases, &mut ctx) else {
             stats.fdes_damaged += 1;
@@ -88,7 +93,6 @@ pub(super) fn collect<'a, S: UnwindSection<R<'a>>>(
             b.abandon();
         } else {
             b.end();
-            fdes += 1;
         }
     }
     Ok(fdes)

@@ -318,6 +318,15 @@ impl Builder {
         }
     }
 
+    /// True when an earlier source's kept block overlaps `[start, end)`: the block would be
+    /// dropped, so its rows need not be evaluated. Counts it as dropped.
+    fn covered(&mut self, start: u64, end: u64) -> bool {
+        let i = self.kept.partition_point(|k| k.end <= start);
+        let covered = self.kept.get(i).is_some_and(|k| k.start < end);
+        self.dropped += usize::from(covered);
+        covered
+    }
+
     /// Starts a block over `[start, end)`.
     fn begin(&mut self, start: u64, end: u64) {
         self.open = Some((self.runs.len(), start, end));
