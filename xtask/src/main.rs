@@ -3,7 +3,8 @@
 //! - `setup`: install every prerequisite, idempotently (apt packages, nightly rust-src,
 //!   bpf-linker linked to LLVM 22, Go toolchains for the test workloads).
 //! - `fixtures`: build the Go test workloads with every Go toolchain, in every variant.
-//! - `test`: fmt, clippy, fixtures, then every test (unit and real-kernel integration).
+//! - `test`: fmt, clippy, fixtures, then every test (unit and real-kernel integration), then the
+//!   real-kernel tests again in VMs booting other kernels and cgroup layouts.
 //! - `vm-test`: the real-kernel integration tests inside Debian kernels booted in QEMU.
 //! - `record`: build `bellows` in release and profile this machine.
 
@@ -466,6 +467,8 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
             .env("BELLOWS_FIXTURES", root.join("target/fixtures"))
             .env("BELLOWS_PYTHONPATH", setup::python_tools_dir(root)),
     )?;
+    eprintln!("\n=== vm-test (other kernels and cgroup layouts; `cargo xtask vm-test` alone)");
+    vm::vm_test(root, &vm::Options::default_matrix()).context("step 'vm-test' failed")?;
     eprintln!("\n=== fuzz (short run; `cargo xtask fuzz` for longer)");
     fuzz::fuzz(root, 20, &[]).context("step 'fuzz' failed")?;
     eprintln!("\nall checks and tests passed");

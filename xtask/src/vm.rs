@@ -142,8 +142,21 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// Per-VM limit unless `--timeout` says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+impl Options {
+    /// The default matrix with [`GUEST_TESTS`].
+    pub fn default_matrix() -> Self {
+        Options {
+            kernels: Vec::new(),
+            layouts: Vec::new(),
+            filters: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Per-VM limit unless `--timeout` says otherwise: about three times the slowest VM measured
+/// (200 s for boot and tests, 6.1 hybrid, TCG on 2 cores).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// A kernel ready to boot.
 struct KernelImage {
@@ -928,6 +941,9 @@ esac
 echo "init: kernel $(uname -r), layout $layout, mounts:"
 cat /proc/mounts
 
+# Kernel warnings (hrtimer, perf throttling) would split the tests' lines: during the tests only
+# errors reach the console, and the whole kernel log follows them.
+dmesg -n 4
 cd /tmp
 echo "{tests_marker}"
 env -i \
@@ -940,7 +956,10 @@ env -i \
     PATH="$PATH" \
     RUST_BACKTRACE=1 \
     /{bin}/integration --test-threads=1 {filters}
-result $?
+status=$?
+echo "init: kernel log:"
+dmesg
+result $status
 "#,
         bin = GUEST_BIN_DIR,
         fixtures = GUEST_FIXTURES,
@@ -965,6 +984,10 @@ struct Console {
     passed: usize,
     failed: usize,
     failed_tests: Vec<String>,
+    /// Inside libtest's closing `failures:` list of names.
+    in_failure_list: bool,
+    /// The previous line was `failures:`.
+    after_failures_header: bool,
     panic: Option<String>,
 }
 
@@ -972,6 +995,26 @@ impl Console {
     /// Notes what one console line says.
     fn line(&mut self, line: &str) {
         let now = Instant::now();
+        // libtest prints `failures:` twice: before the failed tests' output (then an empty line
+        // follows) and before the list of their names, one per line indented by four spaces.
+        // The list is read rather than the `test NAME ... FAILED` lines, which a kernel message
+        // can split.
+        if std::mem::take(&mut self.after_failures_header) {
+            self.in_failure_list = line.starts_with("    ");
+        }
+        if self.in_failure_list {
+            match line.strip_prefix("    ") {
+                Some(name) if !name.trim().is_empty() => {
+                    self.failed_tests.push(name.trim().to_string());
+                    return;
+                }
+                _ => self.in_failure_list = false,
+            }
+        }
+        if line == "failures:" {
+            self.after_failures_header = true;
+            return;
+        }
         if line.contains(INIT_MARKER) && self.init.is_none() {
             self.init = Some(now);
         } else if line.contains(TESTS_MARKER) {
@@ -983,11 +1026,6 @@ impl Console {
         } else if let Some((passed, failed)) = libtest_counts(line) {
             self.passed += passed;
             self.failed += failed;
-        } else if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
-        {
-            self.failed_tests.push(name.to_string());
         } else if line.contains("Kernel panic - not syncing") {
             self.panic = Some(line.trim().to_string());
         }
@@ -1018,7 +1056,6 @@ struct VmReport {
     status: Option<i32>,
     passed: usize,
     expected: usize,
-    failed_tests: Vec<String>,
     /// Why the VM failed, when it did.
     error: Option<String>,
 }
@@ -1069,7 +1106,6 @@ fn run_vm(
         status: None,
         passed: 0,
         expected,
-        failed_tests: Vec::new(),
         error: None,
     };
     eprintln!(
@@ -1088,7 +1124,6 @@ fn run_vm(
                 .map(|(a, b)| b - a);
             report.status = console.status;
             report.passed = console.passed;
-            report.failed_tests = console.failed_tests.clone();
             report.error = judge(&console, &outcome, expected, options.timeout);
         }
         Err(e) => report.error = Some(format!("{e:#}")),
@@ -1145,7 +1180,7 @@ fn judge(
         let names = if console.failed_tests.is_empty() {
             String::new()
         } else {
-            format!(": {}", console.failed_tests.join(", "))
+            format!(":\n    {}", console.failed_tests.join("\n    "))
         };
         return Some(format!(
             "tests exited with status {status}, {} failed{names}",
@@ -1254,7 +1289,7 @@ fn stream(
     })
 }
 
-/// The table printed after the matrix.
+/// The table printed after the matrix, then why each failed VM failed.
 fn print_summary(reports: &[VmReport], total: Duration) {
     println!("\nvm-test summary ({:.0}s in all)", total.as_secs_f64());
     println!(
@@ -1271,10 +1306,16 @@ fn print_summary(reports: &[VmReport], total: Duration) {
             seconds(r.tests),
             seconds(Some(r.total)),
             format!("{}/{}", r.passed, r.expected),
-            match &r.error {
-                None => "ok".to_string(),
-                Some(e) => format!("FAILED: {e} (log {})", r.log.display()),
-            }
+            if r.passed() { "ok" } else { "FAILED" }
+        );
+    }
+    for r in reports.iter().filter(|r| !r.passed()) {
+        println!(
+            "\n{} {} FAILED: {}\n  log: {}",
+            r.series,
+            r.layout,
+            r.error.as_deref().unwrap_or(""),
+            r.log.display()
         );
     }
 }
@@ -1360,7 +1401,17 @@ mod tests {
         c.line(INIT_MARKER);
         c.line(TESTS_MARKER);
         c.line("test sampler::a ... ok");
-        c.line("test sampler::b ... FAILED");
+        c.line("test sampler::b ... [   78.071467] hrtimer: interrupt took 8715480 ns");
+        c.line("FAILED");
+        c.line("");
+        c.line("failures:");
+        c.line("");
+        c.line("---- sampler::b stdout ----");
+        c.line("    indented output of the test");
+        c.line("");
+        c.line("failures:");
+        c.line("    sampler::b");
+        c.line("");
         c.line("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 9 filtered out; finished in 3.2s");
         c.line(&format!("{RESULT_MARKER}101@@"));
         assert!(c.init.is_some() && c.tests_started.is_some() && c.finished.is_some());
