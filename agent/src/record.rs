@@ -281,8 +281,18 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
 
     let mut child = match cfg.command.split_first() {
         Some((program, args)) => {
+            if let (Some(loader), Some(file)) = (&loader, open_program(program)) {
+                loader.preload(file);
+            }
             let procs = scratch.as_ref().map(|cg| cg.path().join("cgroup.procs"));
             let child = spawn_in_cgroup(program, args, procs.as_deref())?;
+            // Read the command at once, not at its first sample: its tables are then loaded
+            // before most of its samples are taken.
+            if let Some(pid) = child.id() {
+                if table.observe(pid) {
+                    load_tables(loader.as_ref(), &table, &[pid]);
+                }
+            }
             if scratch.is_none() {
                 if let Some(pid) = child.id() {
                     sampler.add_pid(pid)?;
@@ -393,6 +403,18 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         written,
         cpus,
     })
+}
+
+/// The file `program` names, as the command would be found (through `PATH` without a slash).
+fn open_program(program: &OsString) -> Option<std::fs::File> {
+    let path = std::path::Path::new(program);
+    if path.components().count() > 1 {
+        return std::fs::File::open(path).ok();
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .find_map(|dir| std::fs::File::open(std::path::Path::new(dir).join(path)).ok())
 }
 
 /// Hands the executable mappings of newly captured processes to the unwind-table loader.

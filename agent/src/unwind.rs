@@ -178,6 +178,7 @@ enum Request {
         mappings: Vec<ExecMapping>,
     },
     Exited(u32),
+    Preload(File),
 }
 
 /// The table loader's thread: build and load requests go in; it never blocks the caller.
@@ -198,6 +199,7 @@ impl TableLoader {
                     match request {
                         Request::Process { pid, mappings } => state.load_process(pid, mappings),
                         Request::Exited(pid) => state.maps.remove_process(pid),
+                        Request::Preload(file) => state.ensure_loaded(&file),
                     }
                 }
                 state.stats
@@ -209,6 +211,12 @@ impl TableLoader {
     pub fn process(&self, pid: u32, mappings: Vec<ExecMapping>) {
         // The thread only ends when the sender is dropped.
         let _ = self.tx.send(Request::Process { pid, mappings });
+    }
+
+    /// Loads a binary's table before any process of it is seen (the command `record` starts),
+    /// so that its first samples already find it.
+    pub fn preload(&self, file: File) {
+        let _ = self.tx.send(Request::Preload(file));
     }
 
     /// Forgets an exited process.
@@ -278,17 +286,13 @@ impl LoaderState {
     }
 
     fn load_process(&mut self, pid: u32, mappings: Vec<ExecMapping>) {
-        let started = Instant::now();
         let mut value = ProcessMappings::default();
         let mut entries: Vec<Mapping> = Vec::new();
         for m in &mappings {
             let Some(key) = file_key(&m.file) else {
                 continue;
             };
-            if !self.files.contains_key(&key) {
-                let loaded = self.load_file(&m.file);
-                self.files.insert(key, loaded);
-            }
+            self.ensure_loaded(&m.file);
             let Some(Some(loaded)) = self.files.get(&key) else {
                 continue;
             };
@@ -308,7 +312,6 @@ impl LoaderState {
             self.stats.mappings_over_limit += (entries.len() - MAX_MAPPINGS) as u64;
             entries.truncate(MAX_MAPPINGS);
         }
-        self.stats.build_time += started.elapsed();
         if entries.is_empty() {
             self.maps.remove_process(pid);
             return;
@@ -321,6 +324,19 @@ impl LoaderState {
                 self.stats.map_errors += 1;
                 tracing::debug!(pid, "cannot load mappings for unwinding: {err}");
             }
+        }
+    }
+
+    /// Loads a file's table unless it was tried before.
+    fn ensure_loaded(&mut self, file: &File) {
+        let Some(key) = file_key(file) else {
+            return;
+        };
+        if !self.files.contains_key(&key) {
+            let started = Instant::now();
+            let loaded = self.load_file(file);
+            self.files.insert(key, loaded);
+            self.stats.build_time += started.elapsed();
         }
     }
 

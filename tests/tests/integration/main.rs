@@ -8,3 +8,4 @@ mod record;
 mod run;
 mod sampler;
 mod symbolize;
+mod unwinding;
