@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use crate::{ElfResolver, Error, KernelResolver, Result};
+use crate::{elf::DwarfClock, ElfResolver, Error, KernelResolver, Result};
 
 /// What makes two opened files the same file: device, inode, size and modification time.
 /// Paths are not identity: the same binary is seen through many paths (containers, map_files).
@@ -72,7 +72,10 @@ pub struct Symbolizer {
     /// Bound on [`MemoryUse::dwarf`] across all files, enforced by [`Self::enforce_budget`].
     dwarf_budget: Option<usize>,
     dwarf_released: AtomicU64,
-    /// DWARF loads (all resolvers) when the budget was last enforced.
+    /// Orders the DWARF uses of this symbolizer's files and counts the contexts they build:
+    /// each symbolizer's budget is its own.
+    dwarf_clock: Arc<DwarfClock>,
+    /// DWARF loads ([`Self::dwarf_clock`]) when the budget was last enforced.
     enforced_at: AtomicU64,
     /// DWARF reloads of resolvers no longer cached, so that the total never goes down.
     reloads_forgotten: u64,
@@ -100,7 +103,8 @@ impl Symbolizer {
             self.elfs.insert(id, Arc::clone(&r));
             return Ok(r);
         }
-        let mut r = ElfResolver::from_file(file, display)?;
+        let mut r =
+            ElfResolver::from_file(file, display)?.with_dwarf_clock(Arc::clone(&self.dwarf_clock));
         if let Some(max) = self.max_dwarf_bytes {
             r = r.with_max_dwarf_bytes(max);
         }
@@ -133,7 +137,7 @@ impl Symbolizer {
         if let Some(v) = &self.vdso {
             return Ok(Arc::clone(v));
         }
-        let v = Arc::new(load_own_vdso()?);
+        let v = Arc::new(load_own_vdso()?.with_dwarf_clock(Arc::clone(&self.dwarf_clock)));
         self.vdso = Some(Arc::clone(&v));
         Ok(v)
     }
@@ -177,7 +181,7 @@ impl Symbolizer {
         let Some(budget) = self.dwarf_budget else {
             return 0;
         };
-        let loads = crate::elf::dwarf_loads_everywhere();
+        let loads = self.dwarf_clock.loads();
         if self.enforced_at.swap(loads, Ordering::Relaxed) == loads {
             return 0;
         }
@@ -519,6 +523,35 @@ mod tests {
         c.symbolize(addr);
         assert_eq!(unbounded.enforce_budget(), 0);
         assert!(c.dwarf_bytes() > 0);
+    }
+
+    #[test]
+    fn each_symbolizer_keeps_its_own_dwarf_clock() {
+        use object::{Object, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let obj = object::File::parse(&*bytes).unwrap();
+        let addr = obj
+            .symbols()
+            .find(|s| s.kind() == object::SymbolKind::Text && s.size() > 64)
+            .map(|s| s.address() + 8)
+            .unwrap();
+        let mut first = Symbolizer::new();
+        first.set_dwarf_budget(1);
+        let a = first.elf(File::open(&exe).unwrap(), "a").unwrap();
+        a.symbolize(addr);
+        let mut second = Symbolizer::new();
+        second.set_dwarf_budget(1);
+        let b = second.elf(File::open(&exe).unwrap(), "b").unwrap();
+        b.symbolize(addr);
+        b.symbolize(addr);
+        // Each clock starts at the first use, whatever other symbolizers (or tests) did.
+        assert_eq!(a.dwarf_last_used(), 1);
+        assert_eq!(b.dwarf_last_used(), 2);
+        // DWARF built by one symbolizer's files is no work for the other's budget.
+        assert_eq!(first.enforce_budget(), 0);
+        assert_eq!(second.enforce_budget(), 0);
+        assert!(a.dwarf_bytes() > 0 && b.dwarf_bytes() > 0);
     }
 
     #[test]

@@ -83,15 +83,27 @@ struct DwarfSlot {
     too_large: bool,
 }
 
-/// Orders DWARF uses across all resolvers, for least-recently-used release.
-static DWARF_CLOCK: AtomicU64 = AtomicU64::new(1);
+/// The DWARF clock of one [`crate::Symbolizer`], shared by the resolvers it opens: it orders
+/// their DWARF uses (for least-recently-used release) and counts the contexts they build (loaded
+/// DWARF only grows when that count does). A resolver opened on its own has a clock of its own.
+#[derive(Debug, Default)]
+pub(crate) struct DwarfClock {
+    /// The last time handed out; 0 before the first use.
+    now: AtomicU64,
+    /// DWARF contexts built by the resolvers on this clock.
+    loads: AtomicU64,
+}
 
-/// DWARF contexts built by all resolvers: loaded DWARF only grows when this does.
-static DWARF_LOADS: AtomicU64 = AtomicU64::new(0);
+impl DwarfClock {
+    /// The next time: later than every earlier one, never 0.
+    fn tick(&self) -> u64 {
+        self.now.fetch_add(1, Ordering::Relaxed) + 1
+    }
 
-/// [`DWARF_LOADS`], for [`crate::Symbolizer::enforce_budget`].
-pub(crate) fn dwarf_loads_everywhere() -> u64 {
-    DWARF_LOADS.load(Ordering::Relaxed)
+    /// DWARF contexts built so far by the resolvers on this clock.
+    pub(crate) fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
 }
 
 /// The DWARF of one file (the binary's own, or its separate debug file's) and its lifecycle.
@@ -106,7 +118,9 @@ pub(super) struct DwarfState {
     max_bytes: u64,
     /// The context, built at the first lookup that needs it.
     slot: Mutex<DwarfSlot>,
-    /// [`DWARF_CLOCK`] at the last DWARF lookup; 0 for never.
+    /// Orders uses and counts builds with the other files of the same symbolizer.
+    clock: Arc<DwarfClock>,
+    /// [`Self::clock`] at the last DWARF lookup; 0 for never.
     used: AtomicU64,
     /// How many times the context was built.
     loads: AtomicU64,
@@ -123,9 +137,15 @@ impl DwarfState {
             size: usize::try_from(size).unwrap_or(usize::MAX),
             max_bytes: MAX_DWARF_BYTES,
             slot: Mutex::default(),
+            clock: Arc::default(),
             used: AtomicU64::new(0),
             loads: AtomicU64::new(0),
         }
+    }
+
+    /// Puts this file's DWARF on `clock` (that of the symbolizer that opened it).
+    pub(super) fn set_clock(&mut self, clock: Arc<DwarfClock>) {
+        self.clock = clock;
     }
 
     pub(super) fn present(&self) -> bool {
@@ -205,14 +225,11 @@ impl DwarfState {
             }
             if slot.loaded.is_some() {
                 self.loads.fetch_add(1, Ordering::Relaxed);
-                DWARF_LOADS.fetch_add(1, Ordering::Relaxed);
+                self.clock.loads.fetch_add(1, Ordering::Relaxed);
             }
         }
         let dwarf = slot.loaded.clone()?;
-        self.used.store(
-            DWARF_CLOCK.fetch_add(1, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.used.store(self.clock.tick(), Ordering::Relaxed);
         Some(dwarf)
     }
 

@@ -23,7 +23,7 @@ use object::{Object, ObjectSegment};
 use crate::{gopclntab::GoTable, Error, Frame, Reason, Result, Symbolized};
 
 pub use debug_file::DEFAULT_DEBUG_ROOT;
-pub(crate) use dwarf::dwarf_loads_everywhere;
+pub(crate) use dwarf::DwarfClock;
 pub use symbols::demangle;
 
 use dwarf::DwarfState;
@@ -238,8 +238,8 @@ impl ElfResolver {
         self.dwarf.size()
     }
 
-    /// When DWARF was last used, on a clock shared by all resolvers (larger is later); 0 for
-    /// never.
+    /// When DWARF was last used, on the clock of the [`crate::Symbolizer`] that opened this file
+    /// (larger is later); 0 for never.
     pub fn dwarf_last_used(&self) -> u64 {
         self.dwarf.last_used()
     }
@@ -322,6 +322,12 @@ impl ElfResolver {
     /// lines or inlined frames. Applies before the first lookup.
     pub fn with_max_dwarf_bytes(mut self, bytes: u64) -> Self {
         self.dwarf.set_max_bytes(bytes);
+        self
+    }
+
+    /// Orders this file's DWARF uses with those of the other files on `clock`.
+    pub(crate) fn with_dwarf_clock(mut self, clock: Arc<DwarfClock>) -> Self {
+        self.dwarf.set_clock(clock);
         self
     }
 
