@@ -96,15 +96,23 @@ impl Symbolizer {
         if let Some(r) = self.elfs.get(&id) {
             return Ok(Arc::clone(r));
         }
-        let build_id = peek_build_id(&file).map(|b| (b, id.size));
+        // Mapped and parsed once: the build id comes from the same parse that indexes the file.
+        let data = crate::elf::map_file(&file, display)?;
+        let obj = crate::elf::parse_elf(&data, display)?;
+        let build_id = {
+            use object::Object;
+            obj.build_id().ok().flatten().map(|b| (b.to_vec(), id.size))
+        };
         if let Some(r) = build_id.as_ref().and_then(|k| self.by_build_id.get(k)) {
             let r = Arc::clone(r);
             self.build_id_hits += 1;
             self.elfs.insert(id, Arc::clone(&r));
             return Ok(r);
         }
-        let mut r =
-            ElfResolver::from_file(file, display)?.with_dwarf_clock(Arc::clone(&self.dwarf_clock));
+        let debug_root = std::path::Path::new(crate::elf::DEFAULT_DEBUG_ROOT);
+        let mut r = ElfResolver::from_parsed(&data, &obj, display, debug_root)
+            .with_dwarf_clock(Arc::clone(&self.dwarf_clock));
+        drop(obj);
         if let Some(max) = self.max_dwarf_bytes {
             r = r.with_max_dwarf_bytes(max);
         }
@@ -309,17 +317,6 @@ impl Symbolizer {
 /// Times a resolver built its DWARF context again after a release.
 fn reloads(r: &Arc<ElfResolver>) -> u64 {
     r.dwarf_loads().saturating_sub(1)
-}
-
-/// The build id of an ELF file, read from its notes without indexing anything; None when it has
-/// none or is not ELF.
-fn peek_build_id(file: &File) -> Option<Vec<u8>> {
-    // SAFETY: a read-only private map of a file we hold open, dropped before we return (see
-    // ElfResolver for why truncation during the map is not a concern).
-    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
-    let obj = object::File::parse(&map[..]).ok()?;
-    use object::Object;
-    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 /// Copies this process's vDSO image (found in /proc/self/maps, read through /proc/self/mem)

@@ -11,15 +11,91 @@ use std::{
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
+use super::{
+    dwarf::DwarfState,
+    symbols::{SymbolIndex, SymbolSource},
+};
+
 /// Where separate debug files are looked for (by build id, and by debuglink).
 pub const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// Largest MiniDebugInfo we decompress (real ones are a few MiB at most).
 const MAX_MINI_DEBUGINFO: usize = 64 << 20;
 
+/// What a binary has of its own.
+pub(super) struct Own {
+    pub symbols: SymbolIndex,
+    pub dwarf: DwarfState,
+}
+
+/// The symbols and DWARF a binary is symbolized with, from wherever they were found.
+pub(super) struct Found {
+    pub symbols: SymbolIndex,
+    pub dwarf: DwarfState,
+    /// The separate debug file, when one was looked for and found.
+    pub debug_file: Option<(PathBuf, Arc<Mmap>)>,
+    /// The decompressed MiniDebugInfo, when its symbols are the ones used.
+    pub mini_debuginfo: Option<Vec<u8>>,
+}
+
+/// Completes what a binary (`obj`, named `display`) lacks: without DWARF of its own, a separate
+/// debug file's DWARF (and its symbols, when the binary has none); without any symbols, the
+/// MiniDebugInfo's.
+pub(super) fn complete(
+    own: Own,
+    obj: &object::File<'_>,
+    build_id: Option<&[u8]>,
+    display: &str,
+    debug_root: &Path,
+) -> Found {
+    let Own {
+        mut symbols,
+        mut dwarf,
+    } = own;
+    // MiniDebugInfo is only needed when the binary has no symbol table of its own.
+    let mini_debuginfo = if symbols.is_empty() {
+        decompress_mini_debuginfo(obj)
+    } else {
+        None
+    };
+    let mut debug_file = None;
+    if !dwarf.present() {
+        let debuglink = obj.gnu_debuglink().ok().flatten();
+        debug_file = find_debug_file(build_id, debuglink, Path::new(display).parent(), debug_root);
+        if let Some((_, debug)) = &debug_file {
+            if let Ok(dobj) = object::File::parse(&debug[..]) {
+                dwarf = DwarfState::new(debug, &dobj);
+                if symbols.is_empty() {
+                    let found = SymbolIndex::build(&dobj, debug, SymbolSource::DebugFile);
+                    if !found.is_empty() {
+                        symbols = found;
+                    }
+                }
+            }
+        }
+    }
+    if symbols.is_empty() {
+        if let Some(mini) = &mini_debuginfo {
+            if let Ok(mobj) = object::File::parse(&mini[..]) {
+                let found = SymbolIndex::build(&mobj, mini, SymbolSource::MiniDebugInfo);
+                if !found.is_empty() {
+                    symbols = found;
+                }
+            }
+        }
+    }
+    let mini_debuginfo = mini_debuginfo.filter(|_| symbols.source() == SymbolSource::MiniDebugInfo);
+    Found {
+        symbols,
+        dwarf,
+        debug_file,
+        mini_debuginfo,
+    }
+}
+
 /// The decompressed `.gnu_debugdata` section, if present, valid and within
 /// [`MAX_MINI_DEBUGINFO`].
-pub(super) fn decompress_mini_debuginfo(obj: &object::File<'_>) -> Option<Vec<u8>> {
+fn decompress_mini_debuginfo(obj: &object::File<'_>) -> Option<Vec<u8>> {
     /// A writer that refuses to grow past a limit: bounds a decompression bomb.
     struct Bounded(Vec<u8>);
     impl std::io::Write for Bounded {
@@ -43,7 +119,7 @@ pub(super) fn decompress_mini_debuginfo(obj: &object::File<'_>) -> Option<Vec<u8
 /// A separate debug file: by build id under `root/.build-id/`, else by debuglink next to the
 /// binary, in its `.debug/` directory, or under `root` + the binary's directory; a debuglink
 /// match must also match its CRC-32.
-pub(super) fn find_debug_file(
+fn find_debug_file(
     build_id: Option<&[u8]>,
     debuglink: Option<(&[u8], u32)>,
     binary_dir: Option<&Path>,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use memmap2::Mmap;
-use object::{Object, ObjectSection};
+use object::{CompressedFileRange, Object, ObjectSection};
 
 use crate::Frame;
 
@@ -106,10 +106,17 @@ impl DwarfClock {
     }
 }
 
+/// Where each DWARF section is in its file (and how it is compressed), read at open so that
+/// building a context never parses the file again; None for a section that is absent.
+type SectionRanges = gimli::DwarfSections<Option<CompressedFileRange>>;
+
 /// The DWARF of one file (the binary's own, or its separate debug file's) and its lifecycle.
 pub(super) struct DwarfState {
     /// The file holding the sections.
     map: Arc<Mmap>,
+    /// The sections' places in [`Self::map`].
+    ranges: SectionRanges,
+    endian: gimli::RunTimeEndian,
     /// True when the file has `.debug_info`.
     present: bool,
     /// Bytes of the DWARF sections as they will be in memory (see [`section_bytes`]).
@@ -131,8 +138,26 @@ impl DwarfState {
     pub(super) fn new(map: &Arc<Mmap>, obj: &object::File<'_>) -> Self {
         let present = obj.section_by_name(".debug_info").is_some();
         let size = if present { section_bytes(obj) } else { 0 };
+        let ranges = SectionRanges::load(|id| {
+            Ok::<_, std::convert::Infallible>(
+                present
+                    .then(|| obj.section_by_name(id.name()))
+                    .flatten()
+                    .and_then(|s| s.compressed_file_range().ok()),
+            )
+        });
+        let ranges = match ranges {
+            Ok(ranges) => ranges,
+            Err(never) => match never {},
+        };
         DwarfState {
             map: Arc::clone(map),
+            ranges,
+            endian: if obj.is_little_endian() {
+                gimli::RunTimeEndian::Little
+            } else {
+                gimli::RunTimeEndian::Big
+            },
             present,
             size: usize::try_from(size).unwrap_or(usize::MAX),
             max_bytes: MAX_DWARF_BYTES,
@@ -221,7 +246,7 @@ impl DwarfState {
             // The sections' size, read at open, decides before anything is loaded.
             slot.too_large = self.too_big();
             if !slot.too_large {
-                slot.loaded = load(&self.map).map(Arc::new);
+                slot.loaded = self.load().map(Arc::new);
             }
             if slot.loaded.is_some() {
                 self.loads.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +256,51 @@ impl DwarfState {
         let dwarf = slot.loaded.clone()?;
         self.used.store(self.clock.tick(), Ordering::Relaxed);
         Some(dwarf)
+    }
+
+    /// Builds an addr2line context over the DWARF sections (plain ones read in place from the
+    /// map, compressed ones decompressed onto the heap); None when they are damaged.
+    fn load(&self) -> Option<Dwarf> {
+        let data: &[u8] = &self.map;
+        let base = data.as_ptr() as usize;
+        let mut decompressed_bytes = 0usize;
+        let dwarf = self.ranges.borrow(|range| {
+            let bytes = range
+                .and_then(|range| {
+                    let compressed = range.data(data).ok()?;
+                    if compressed.uncompressed_size > MAX_DWARF_BYTES {
+                        return None;
+                    }
+                    compressed.decompress().ok()
+                })
+                .unwrap_or(Cow::Borrowed(&[]));
+            let section = match bytes {
+                // Stored plainly: a window on the map. object hands out sub-slices of `data`,
+                // so the position is the pointer difference; checked all the same.
+                Cow::Borrowed(b) => {
+                    let start = (b.as_ptr() as usize).wrapping_sub(base);
+                    if b.is_empty() || data.get(start..start.saturating_add(b.len())).is_none() {
+                        SectionBytes::Owned(Arc::from(&[][..]))
+                    } else {
+                        SectionBytes::Mapped {
+                            map: Arc::clone(&self.map),
+                            start,
+                            len: b.len(),
+                        }
+                    }
+                }
+                Cow::Owned(v) => {
+                    decompressed_bytes = decompressed_bytes.saturating_add(v.len());
+                    SectionBytes::Owned(Arc::from(v))
+                }
+            };
+            gimli::EndianReader::new(section, self.endian)
+        });
+        let context = addr2line::Context::from_dwarf(dwarf).ok()?;
+        Some(Dwarf {
+            context: Mutex::new(context),
+            decompressed_bytes,
+        })
     }
 
     /// DWARF frames for `va`, innermost first; None when DWARF does not cover it. A frame
@@ -286,57 +356,4 @@ fn section_bytes(obj: &object::File<'_>) -> u64 {
                 .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
         })
         .fold(0u64, u64::saturating_add)
-}
-
-/// Builds an addr2line context over the file's DWARF sections (plain ones read in place from
-/// the map, compressed ones decompressed onto the heap); None when they are absent or damaged.
-fn load(map: &Arc<Mmap>) -> Option<Dwarf> {
-    let data: &[u8] = map;
-    let obj = object::File::parse(data).ok()?;
-    let endian = if obj.is_little_endian() {
-        gimli::RunTimeEndian::Little
-    } else {
-        gimli::RunTimeEndian::Big
-    };
-    let base = data.as_ptr() as usize;
-    let mut decompressed_bytes = 0usize;
-    let mut load = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
-        let bytes = obj
-            .section_by_name(id.name())
-            .and_then(|s| {
-                let compressed = s.compressed_data().ok()?;
-                if compressed.uncompressed_size > MAX_DWARF_BYTES {
-                    return None;
-                }
-                compressed.decompress().ok()
-            })
-            .unwrap_or(Cow::Borrowed(&[]));
-        let section = match bytes {
-            // Stored plainly: a window on the map. object hands out sub-slices of `data`, so
-            // the position is the pointer difference; checked all the same.
-            Cow::Borrowed(b) => {
-                let start = (b.as_ptr() as usize).wrapping_sub(base);
-                if b.is_empty() || data.get(start..start.saturating_add(b.len())).is_none() {
-                    SectionBytes::Owned(Arc::from(&[][..]))
-                } else {
-                    SectionBytes::Mapped {
-                        map: Arc::clone(map),
-                        start,
-                        len: b.len(),
-                    }
-                }
-            }
-            Cow::Owned(v) => {
-                decompressed_bytes = decompressed_bytes.saturating_add(v.len());
-                SectionBytes::Owned(Arc::from(v))
-            }
-        };
-        Ok(gimli::EndianReader::new(section, endian))
-    };
-    let dwarf = gimli::Dwarf::load(&mut load).ok()?;
-    let context = addr2line::Context::from_dwarf(dwarf).ok()?;
-    Some(Dwarf {
-        context: Mutex::new(context),
-        decompressed_bytes,
-    })
 }

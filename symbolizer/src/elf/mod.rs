@@ -89,90 +89,45 @@ impl ElfResolver {
     /// [`Self::from_file`], looking for separate debug files under `debug_root` instead of
     /// `/usr/lib/debug`.
     pub fn from_file_with_debug_root(file: File, display: &str, debug_root: &Path) -> Result<Self> {
-        // SAFETY: see the type's documentation: read-only private map of a file we hold open.
-        let data = Arc::new(unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
-            path: display.to_string(),
-            source,
-        })?);
-        let bad = |reason: String| Error::BadElf {
-            path: display.to_string(),
-            reason,
-        };
-        let obj = object::File::parse(&data[..]).map_err(|e| bad(e.to_string()))?;
-        if !matches!(obj.format(), object::BinaryFormat::Elf) {
-            return Err(bad("not ELF".into()));
-        }
-        let loads = loads(&obj);
+        let data = map_file(&file, display)?;
+        let obj = parse_elf(&data, display)?;
+        Ok(Self::from_parsed(&data, &obj, display, debug_root))
+    }
+
+    /// Indexes an ELF file mapped as `data` and parsed from it as `obj`: everything read at
+    /// open comes from this one parse (the debug file and MiniDebugInfo are parsed once each).
+    pub(crate) fn from_parsed(
+        data: &Arc<Mmap>,
+        obj: &object::File<'_>,
+        display: &str,
+        debug_root: &Path,
+    ) -> Self {
         let build_id = obj.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let mut symbols = SymbolIndex::build(&obj, &data, SymbolSource::Binary);
-        let mut dwarf = DwarfState::new(&data, &obj);
-        let debuglink = obj
-            .gnu_debuglink()
-            .ok()
-            .flatten()
-            .map(|(name, crc)| (name.to_vec(), crc));
-        // MiniDebugInfo: only needed when the binary has no symbol table of its own.
-        let mut mini_debuginfo = if symbols.is_empty() {
-            debug_file::decompress_mini_debuginfo(&obj)
-        } else {
-            None
+        let own = debug_file::Own {
+            symbols: SymbolIndex::build(obj, data, SymbolSource::Binary),
+            dwarf: DwarfState::new(data, obj),
         };
-        drop(obj);
-        let mut debug_file = None;
-        if !dwarf.present() {
-            debug_file = debug_file::find_debug_file(
-                build_id.as_deref(),
-                debuglink.as_ref().map(|(n, c)| (n.as_slice(), *c)),
-                Path::new(display).parent(),
-                debug_root,
-            );
-            if let Some((_, debug)) = &debug_file {
-                if let Ok(dobj) = object::File::parse(&debug[..]) {
-                    dwarf = DwarfState::new(debug, &dobj);
-                    if symbols.is_empty() {
-                        let found = SymbolIndex::build(&dobj, debug, SymbolSource::DebugFile);
-                        if !found.is_empty() {
-                            symbols = found;
-                        }
-                    }
-                }
-            }
-        }
-        if symbols.is_empty() {
-            if let Some(mini) = &mini_debuginfo {
-                if let Ok(mobj) = object::File::parse(&mini[..]) {
-                    let found = SymbolIndex::build(&mobj, mini, SymbolSource::MiniDebugInfo);
-                    if !found.is_empty() {
-                        symbols = found;
-                    }
-                }
-            }
-        }
-        if symbols.source() != SymbolSource::MiniDebugInfo {
-            mini_debuginfo = None;
-        }
-        let go = GoTable::from_elf(&data).unwrap_or_else(|err| {
+        let found = debug_file::complete(own, obj, build_id.as_deref(), display, debug_root);
+        let go = GoTable::from_object(obj, data).unwrap_or_else(|err| {
             // A damaged Go table still leaves the ELF symbols usable.
             let _ = err;
             None
         });
-        let go_version = if go.is_some() {
-            crate::gopclntab::build_info_version(&data)
-        } else {
-            None
-        };
-        Ok(ElfResolver {
-            data,
+        let go_version = go
+            .as_ref()
+            .and_then(|_| crate::gopclntab::build_info_version_in(obj, data));
+        ElfResolver {
+            data: Arc::clone(data),
             display: display.to_string(),
-            symbols,
-            loads,
+            symbols: found.symbols,
+            loads: loads(obj),
             build_id,
             go,
             go_version,
-            dwarf,
-            debug_file,
-            mini_debuginfo,
-        })
+            dwarf: found.dwarf,
+            debug_file: found.debug_file,
+            mini_debuginfo: found.mini_debuginfo,
+        }
     }
 
     /// The separate debug file in use, if any.
@@ -349,6 +304,29 @@ impl ElfResolver {
         };
         self.symbols.name_at(va, names)
     }
+}
+
+/// Maps an opened file.
+pub(crate) fn map_file(file: &File, display: &str) -> Result<Arc<Mmap>> {
+    // SAFETY: see [`ElfResolver`]'s documentation: read-only private map of a file we hold open.
+    let map = unsafe { Mmap::map(file) }.map_err(|source| Error::Io {
+        path: display.to_string(),
+        source,
+    })?;
+    Ok(Arc::new(map))
+}
+
+/// Parses mapped bytes as ELF (and nothing else).
+pub(crate) fn parse_elf<'d>(data: &'d [u8], display: &str) -> Result<object::File<'d>> {
+    let bad = |reason: String| Error::BadElf {
+        path: display.to_string(),
+        reason,
+    };
+    let obj = object::File::parse(data).map_err(|e| bad(e.to_string()))?;
+    if !matches!(obj.format(), object::BinaryFormat::Elf) {
+        return Err(bad("not ELF".into()));
+    }
+    Ok(obj)
 }
 
 /// The loadable segments with file data.
