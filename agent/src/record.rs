@@ -460,6 +460,13 @@ pub fn render_summary(report: &Report, top: usize) -> String {
             crate::resolve::DWARF_BUDGET >> 20
         );
     }
+    if m.go_tables_damaged > 0 {
+        let _ = write!(
+            s,
+            "; {} damaged Go tables (named from ELF symbols)",
+            m.go_tables_damaged
+        );
+    }
     let _ = writeln!(s);
     if let Some(err) = &report.kernel_symbols_error {
         let _ = writeln!(s, "Kernel symbols unavailable: {err}");

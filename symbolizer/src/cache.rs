@@ -54,6 +54,9 @@ pub struct MemoryUse {
     /// DWARF contexts built again after a release, since the start: a budget too small for
     /// the binaries in use shows here.
     pub dwarf_reloads: u64,
+    /// Files opened since the start whose Go table was too damaged to use (their code was
+    /// named from ELF symbols, if at all); each file counted once.
+    pub go_tables_damaged: u64,
 }
 
 /// Owns the resolvers of every file and the kernel, each parsed once.
@@ -79,6 +82,8 @@ pub struct Symbolizer {
     enforced_at: AtomicU64,
     /// DWARF reloads of resolvers no longer cached, so that the total never goes down.
     reloads_forgotten: u64,
+    /// Files parsed whose Go table was damaged ([`MemoryUse::go_tables_damaged`]).
+    go_tables_damaged: u64,
 }
 
 impl Symbolizer {
@@ -116,6 +121,7 @@ impl Symbolizer {
         if let Some(max) = self.max_dwarf_bytes {
             r = r.with_max_dwarf_bytes(max);
         }
+        self.go_tables_damaged += u64::from(r.go_table_damaged());
         let r = Arc::new(r);
         self.elfs.insert(id, Arc::clone(&r));
         if let Some(key) = build_id {
@@ -300,6 +306,7 @@ impl Symbolizer {
                 heap: kernel,
                 dwarf_released: self.dwarf_released.load(Ordering::Relaxed),
                 dwarf_reloads: self.reloads_forgotten,
+                go_tables_damaged: self.go_tables_damaged,
                 ..MemoryUse::default()
             },
             |m, r| MemoryUse {

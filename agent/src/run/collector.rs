@@ -265,6 +265,7 @@ impl Collector {
             s.symbolizer_dwarf_bytes = memory.dwarf as u64;
             s.symbolizer_dwarf_released = memory.dwarf_released;
             s.symbolizer_dwarf_reloads = memory.dwarf_reloads;
+            s.symbolizer_go_tables_damaged = memory.go_tables_damaged;
             s.cgroups_indexed = cgroups as u64;
         });
     }

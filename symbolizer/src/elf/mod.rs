@@ -51,6 +51,8 @@ pub struct ElfResolver {
     build_id: Option<Vec<u8>>,
     go: Option<GoTable>,
     go_version: Option<String>,
+    /// The file has a Go table too damaged to use.
+    go_table_damaged: bool,
     /// The DWARF in use: the binary's own, else its separate debug file's.
     dwarf: DwarfState,
     /// A separate debug file, when the binary's own DWARF is absent.
@@ -108,11 +110,16 @@ impl ElfResolver {
             dwarf: DwarfState::new(data, obj),
         };
         let found = debug_file::complete(own, obj, build_id.as_deref(), display, debug_root);
-        let go = GoTable::from_object(obj, data).unwrap_or_else(|err| {
-            // A damaged Go table still leaves the ELF symbols usable.
-            let _ = err;
-            None
-        });
+        let (go, go_table_damaged) = match GoTable::from_object(obj, data) {
+            Ok(go) => (go, false),
+            Err(err) => {
+                // A damaged Go table still leaves the ELF symbols usable. Said once per file:
+                // a file is opened once (per identity and build id) by a symbolizer.
+                let file = display;
+                tracing::warn!(file, "{err}; naming its code from the ELF symbols");
+                (None, true)
+            }
+        };
         let go_version = go
             .as_ref()
             .and_then(|_| crate::gopclntab::build_info_version_in(obj, data));
@@ -124,6 +131,7 @@ impl ElfResolver {
             build_id,
             go,
             go_version,
+            go_table_damaged,
             dwarf: found.dwarf,
             debug_file: found.debug_file,
             mini_debuginfo: found.mini_debuginfo,
@@ -160,6 +168,12 @@ impl ElfResolver {
     /// True when the file has a Go pclntab.
     pub fn is_go(&self) -> bool {
         self.go.is_some()
+    }
+
+    /// True when the file has a Go table too damaged to use (its code is then named from the
+    /// ELF symbols, when it has any).
+    pub fn go_table_damaged(&self) -> bool {
+        self.go_table_damaged
     }
 
     /// The Go release that built the file, from its build info (e.g. `go1.22.5`).
