@@ -145,6 +145,11 @@ impl Symbolizer {
         Ok(k)
     }
 
+    /// Kernel symbols if [`Self::kernel`] read them.
+    pub(crate) fn kernel_symbols(&self) -> Option<&KernelResolver> {
+        self.kernel.as_deref()
+    }
+
     /// The vDSO. Every process of this kernel (and ABI) maps the same image, so ours serves
     /// for all: read once from our own memory, then parsed like any ELF file.
     pub fn vdso(&mut self) -> Result<Arc<ElfResolver>> {
@@ -188,9 +193,9 @@ impl Symbolizer {
     /// it alone exceeds the budget (the per-file limit bounds that one). Returns how many
     /// were released.
     ///
-    /// Cheap when no DWARF was loaded since the last call (one atomic load), so callers may
-    /// call it after every lookup: loaded DWARF then never exceeds the budget by more than the
-    /// context just built.
+    /// Cheap when no DWARF was loaded since the last call (one atomic load), so
+    /// [`Self::symbolize`] calls it after every lookup: loaded DWARF then never exceeds the
+    /// budget by more than the context just built.
     pub fn enforce_budget(&self) -> usize {
         let Some(budget) = self.dwarf_budget else {
             return 0;
