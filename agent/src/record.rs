@@ -220,13 +220,15 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         table.observe(pid);
     }
     // Read kernel symbols before sampling so that reading them is not what we profile.
-    let (kernel, kernel_symbols_error) = if cfg.kernel_stacks {
-        match table.symbolizer_mut().kernel() {
-            Ok(k) => (Some(k), None),
-            Err(err) => (None, Some(err.to_string())),
-        }
+    // Kernel frames are named from the symbolizer's kernel symbols.
+    let kernel_symbols_error = if cfg.kernel_stacks {
+        table
+            .symbolizer_mut()
+            .kernel()
+            .err()
+            .map(|err| err.to_string())
     } else {
-        (None, None)
+        None
     };
 
     let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(0);
@@ -294,7 +296,6 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     let (recording, resolve_stats) = resolve(
         &drained,
         &mut table,
-        kernel.as_deref(),
         Recording {
             frequency_hz: cfg.frequency_hz,
             start: wall_start,

@@ -8,7 +8,6 @@ use std::{
 };
 
 use agent_common::ErrorKind;
-use symbolizer::KernelResolver;
 
 use super::{
     cgroups::CgroupIndex,
@@ -48,8 +47,8 @@ pub struct Collected {
 /// The continuously sampling side of `bellows run`.
 pub struct Collector {
     pub sampler: Sampler,
+    /// Processes, and the symbolizer (with the kernel symbols, when read).
     pub table: ProcessTable,
-    pub kernel: Option<Arc<KernelResolver>>,
     pub cgroups: CgroupIndex,
     pub metrics: Arc<Metrics>,
     pub frequency_hz: u64,
@@ -73,7 +72,6 @@ impl Collector {
     pub fn new(
         sampler: Sampler,
         table: ProcessTable,
-        kernel: Option<Arc<KernelResolver>>,
         cgroups: CgroupIndex,
         metrics: Arc<Metrics>,
         frequency_hz: u64,
@@ -81,7 +79,6 @@ impl Collector {
         Collector {
             sampler,
             table,
-            kernel,
             cgroups,
             metrics,
             frequency_hz,
@@ -128,7 +125,6 @@ impl Collector {
         let (recording, stats) = resolve(
             &drained,
             &mut self.table,
-            self.kernel.as_deref(),
             Recording {
                 frequency_hz: self.frequency_hz,
                 start: window_start,
