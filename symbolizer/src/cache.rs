@@ -196,7 +196,7 @@ impl Symbolizer {
     /// Cheap when no DWARF was loaded since the last call (one atomic load), so
     /// [`Self::symbolize`] calls it after every lookup: loaded DWARF then never exceeds the
     /// budget by more than the context just built.
-    pub fn enforce_budget(&self) -> usize {
+    pub(crate) fn enforce_budget(&self) -> usize {
         let Some(budget) = self.dwarf_budget else {
             return 0;
         };
@@ -239,7 +239,7 @@ impl Symbolizer {
     /// used contexts of other files until the loaded DWARF plus `next`'s would fit the budget.
     /// Releasing first keeps two large contexts from being held at once. Returns how many were
     /// released.
-    pub fn make_room_for(&self, next: &ElfResolver) -> usize {
+    pub(crate) fn make_room_for(&self, next: &ElfResolver) -> usize {
         let Some(budget) = self.dwarf_budget else {
             return 0;
         };
