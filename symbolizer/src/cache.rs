@@ -181,9 +181,11 @@ impl Symbolizer {
         self.max_dwarf_bytes = Some(bytes);
     }
 
-    /// Bounds the DWARF loaded across all files: [`Self::enforce_budget`] releases the least
-    /// recently used DWARF contexts beyond `bytes`. Files stay open, with their symbols and Go
-    /// tables; a released context is built again when an address needs it.
+    /// Bounds the DWARF loaded across all files: [`Self::symbolize`] releases the least recently
+    /// used DWARF contexts beyond `bytes` (making room before a binary's DWARF may be built, and
+    /// checking after every lookup). Files stay open, with their symbols and Go tables; a
+    /// released context is built again when an address needs it. Lookups made on a resolver
+    /// directly ([`ElfResolver::symbolize`]) are outside the budget.
     pub fn set_dwarf_budget(&mut self, bytes: u64) {
         self.dwarf_budget = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
