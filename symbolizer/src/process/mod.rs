@@ -1,5 +1,6 @@
-//! Processes: their mappings ([`maps`]: `/proc/PID/maps`, opening mapped files from outside)
-//! and the [`Process`] handle that [`crate::Source::Process`] symbolizes.
+//! Processes: their mappings (`/proc/PID/maps` through [`parse_maps`], mapped files opened
+//! from outside through [`open_mapped_file`]) and the [`Process`] handle that
+//! [`crate::Source::Process`] symbolizes.
 //!
 //! A sampled absolute address becomes a file offset through its mapping
 //! (`addr - start + offset`); [`crate::ElfResolver::file_offset_to_va`] then gives the virtual
