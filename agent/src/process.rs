@@ -17,49 +17,27 @@ use std::{
 
 use symbolizer::{
     process::{MapEntry, MapPath},
-    ElfResolver, Symbolizer,
+    Process, Symbolizer,
 };
 
 use crate::profile::Mapping;
 
-/// One executable mapping of a process.
-pub struct Mapped {
-    pub start: u64,
-    pub end: u64,
-    /// File offset of `start`.
-    pub offset: u64,
-    /// The file's symbols; None when it could not be opened or parsed, or before
-    /// [`ProcessTable::prepare`].
-    pub resolver: Option<Arc<ElfResolver>>,
-    /// The opened file, until it is parsed.
-    pending: Option<(File, String)>,
-    /// What pprof gets for this mapping.
-    pub mapping: Arc<Mapping>,
-    /// `[vdso]`: symbolized from the vdso image of the process when readable.
-    pub vdso: bool,
-}
-
-impl Mapped {
-    /// The opened file, until it is parsed (at first sight, for the unwind-table loader).
-    pub fn file(&self) -> Option<&File> {
-        self.pending.as_ref().map(|(file, _)| file)
-    }
-}
-
-/// A process as first seen.
-#[derive(Default)]
+/// A process as first seen: the symbolizer's handle (executable mappings, pinned files, vDSO)
+/// and what pprof gets for each of its mappings.
 pub struct ProcessInfo {
     pub pid: u32,
-    /// Executable mappings, sorted by start address.
-    pub mappings: Vec<Mapped>,
+    /// Mappings and the files behind them; symbolized through
+    /// [`symbolizer::Source::Process`].
+    pub process: Process,
+    /// The pprof mapping of each of [`Process::mappings`], in the same order (with its build
+    /// id once the file is parsed).
+    pub mappings: Vec<Arc<Mapping>>,
 }
 
 impl ProcessInfo {
-    /// The executable mapping holding `addr`.
-    pub fn find(&self, addr: u64) -> Option<&Mapped> {
-        let i = self.mappings.partition_point(|m| m.start <= addr);
-        let m = self.mappings.get(i.checked_sub(1)?)?;
-        (addr < m.end).then_some(m)
+    /// The pprof mapping holding `addr`.
+    pub fn mapping(&self, addr: u64) -> Option<&Arc<Mapping>> {
+        self.mappings.get(self.process.find(addr)?)
     }
 }
 
@@ -174,39 +152,33 @@ impl<S: ProcSource> ProcessTable<S> {
                 return false;
             }
         };
-        let mut info = ProcessInfo {
-            pid,
-            mappings: Vec::new(),
-        };
-        for entry in entries.iter().filter(|e| e.is_executable()) {
-            let pending = match &entry.path {
-                MapPath::File(name) => match self.source.open(pid, entry) {
-                    Ok(opened) => Some(opened),
-                    Err(err) => {
-                        tracing::debug!(pid, file = %name, "cannot open: {err}");
-                        self.stats.unreadable_files += 1;
-                        None
-                    }
-                },
-                _ => None,
-            };
-            info.mappings.push(Mapped {
-                start: entry.start,
-                end: entry.end,
-                offset: entry.offset,
-                mapping: Arc::new(Mapping {
+        let (source, stats) = (&self.source, &mut self.stats);
+        let process = Process::from_maps(pid, entries, |entry| {
+            let opened = source.open(pid, entry);
+            if let Err(err) = &opened {
+                tracing::debug!(pid, file = %entry.path, "cannot open: {err}");
+                stats.unreadable_files += 1;
+            }
+            opened
+        });
+        let mappings = process
+            .mappings()
+            .iter()
+            .map(|entry| {
+                Arc::new(Mapping {
                     start: entry.start,
                     limit: entry.end,
                     offset: entry.offset,
                     file: entry.path.to_string(),
                     build_id: None,
-                }),
-                resolver: None,
-                pending,
-                vdso: matches!(entry.path, MapPath::Vdso),
-            });
-        }
-        info.mappings.sort_by_key(|m| m.start);
+                })
+            })
+            .collect();
+        let info = ProcessInfo {
+            pid,
+            process,
+            mappings,
+        };
         self.procs.insert(pid, info);
         self.vanished.remove(&pid);
         self.stats.captured += 1;
@@ -262,28 +234,23 @@ impl<S: ProcSource> ProcessTable<S> {
         let Some(info) = self.procs.get_mut(&pid) else {
             return;
         };
-        for m in &mut info.mappings {
-            if m.vdso && m.resolver.is_none() {
-                match self.symbolizer.vdso() {
-                    Ok(vdso) => m.resolver = Some(vdso),
-                    Err(err) => tracing::debug!(pid, "vDSO symbols unavailable: {err}"),
-                }
+        for (path, err) in self.symbolizer.prepare(&mut info.process) {
+            if path == MapPath::Vdso {
+                tracing::debug!(pid, "vDSO symbols unavailable: {err}");
+            } else {
+                tracing::debug!(pid, file = %path, "cannot parse: {err}");
+                self.stats.unreadable_files += 1;
             }
-            let Some((file, name)) = m.pending.take() else {
+        }
+        for (i, mapping) in info.mappings.iter_mut().enumerate() {
+            if mapping.build_id.is_some() {
                 continue;
-            };
-            match self.symbolizer.elf(file, &name) {
-                Ok(resolver) => {
-                    m.mapping = Arc::new(Mapping {
-                        build_id: resolver.build_id_hex(),
-                        ..(*m.mapping).clone()
-                    });
-                    m.resolver = Some(resolver);
-                }
-                Err(err) => {
-                    tracing::debug!(pid, file = %name, "cannot parse: {err}");
-                    self.stats.unreadable_files += 1;
-                }
+            }
+            if let Some(build_id) = info.process.resolver(i).and_then(|r| r.build_id_hex()) {
+                *mapping = Arc::new(Mapping {
+                    build_id: Some(build_id),
+                    ..(**mapping).clone()
+                });
             }
         }
     }
@@ -326,7 +293,7 @@ mod tests {
         assert!(!table.observe(8), "still gone");
         assert!(table.vanished(8));
         assert!(
-            table.get(7).unwrap().mappings[0].resolver.is_none(),
+            table.get(7).unwrap().process.resolver(0).is_none(),
             "files are parsed only when prepared"
         );
         table.prepare(7);
@@ -337,15 +304,16 @@ mod tests {
 
         let info = table.get(7).unwrap();
         assert_eq!(info.mappings.len(), 3, "only r-x mappings are kept");
-        let m = info.find(0x0040_0010).unwrap();
-        assert!(m.resolver.is_some());
-        assert_eq!(m.mapping.offset, 0x1000);
+        assert!(info.process.resolver(0).is_some());
+        let m = info.mapping(0x0040_0010).unwrap();
+        assert_eq!(m.offset, 0x1000);
+        assert!(m.build_id.is_some(), "the test binary has a build id");
         assert!(
-            m.mapping.build_id.is_some(),
-            "the test binary has a build id"
+            info.mapping(0x0050_0000).is_none(),
+            "rw-p mapping is not kept"
         );
-        assert!(info.find(0x0050_0000).is_none(), "rw-p mapping is not kept");
-        assert!(info.find(0x7ffd_0001).unwrap().vdso);
-        assert!(info.find(0x10).is_none());
+        assert_eq!(info.mapping(0x7ffd_0001).unwrap().file, "[vdso]");
+        assert!(info.process.resolver(2).is_some(), "the vDSO");
+        assert!(info.mapping(0x10).is_none());
     }
 }

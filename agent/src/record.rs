@@ -265,13 +265,15 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         }
     }
     // Read kernel symbols before sampling so that reading them is not what we profile.
-    let (kernel, kernel_symbols_error) = if cfg.kernel_stacks {
-        match table.symbolizer_mut().kernel() {
-            Ok(k) => (Some(k), None),
-            Err(err) => (None, Some(err.to_string())),
-        }
+    // Kernel frames are named from the symbolizer's kernel symbols.
+    let kernel_symbols_error = if cfg.kernel_stacks {
+        table
+            .symbolizer_mut()
+            .kernel()
+            .err()
+            .map(|err| err.to_string())
     } else {
-        (None, None)
+        None
     };
 
     let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(0);
@@ -358,7 +360,6 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     let (recording, resolve_stats) = resolve(
         &drained,
         &mut table,
-        kernel.as_deref(),
         Recording {
             frequency_hz: cfg.frequency_hz,
             start: wall_start,
@@ -427,14 +428,16 @@ fn load_tables(loader: Option<&TableLoader>, table: &ProcessTable, pids: &[u32])
             continue;
         };
         let mappings = info
-            .mappings
+            .process
+            .mappings()
             .iter()
-            .filter_map(|m| {
+            .enumerate()
+            .filter_map(|(i, m)| {
                 Some(ExecMapping {
                     start: m.start,
                     end: m.end,
                     offset: m.offset,
-                    file: m.file()?.try_clone().ok()?,
+                    file: info.process.pinned_file(i)?.try_clone().ok()?,
                 })
             })
             .collect();
@@ -621,6 +624,13 @@ pub fn render_summary(report: &Report, top: usize) -> String {
             "; {} binaries' DWARF released to stay within {} MiB",
             m.dwarf_released,
             crate::resolve::DWARF_BUDGET >> 20
+        );
+    }
+    if m.go_tables_damaged > 0 {
+        let _ = write!(
+            s,
+            "; {} damaged Go tables (named from ELF symbols)",
+            m.go_tables_damaged
         );
     }
     let _ = writeln!(s);

@@ -1,13 +1,15 @@
 //! From drained kernel samples to symbolized stacks ([`Recording`]).
 //!
-//! Each instruction pointer is resolved once per process: absolute address → mapping → file
-//! offset → ELF virtual address → frames. Caller frames hold return addresses, so they are looked
-//! up one byte earlier (inside the call instruction), and that adjusted address is what the
+//! Each address is resolved once per process, by the symbolizer's process source
+//! ([`symbolizer::Source::Process`]: absolute address → mapping → file offset → ELF virtual
+//! address → frames, one binary at a time and within the DWARF budget), the same path
+//! `bellows symbolize --pid` takes. Caller frames hold return addresses, so they are looked up
+//! one byte earlier ([`symbolizer::lookup_addresses`]), and that adjusted address is what the
 //! profile records, so that a server re-symbolizing it gets the same answer.
 
 use std::{collections::HashMap, sync::Arc};
 
-use symbolizer::{KernelResolver, Symbolized};
+use symbolizer::{lookup_addresses, Input, Source, Symbolized};
 
 use crate::{
     ebpf::Drained,
@@ -50,12 +52,12 @@ impl std::ops::AddAssign<&ResolveStats> for ResolveStats {
 }
 
 /// Builds symbolized samples: exactly one [`Sample`] per drained sample, in the same order (the
-/// continuous collector relies on it to attribute samples to cgroups). `kernel` is None when
-/// kernel symbols are unavailable (their frames then keep only their addresses).
+/// continuous collector relies on it to attribute samples to cgroups). Kernel frames are named
+/// from the kernel symbols the table's symbolizer read ([`symbolizer::Symbolizer::kernel`]);
+/// without them they keep only their addresses.
 pub fn resolve<S: ProcSource>(
     drained: &Drained,
     table: &mut ProcessTable<S>,
-    kernel: Option<&KernelResolver>,
     mut recording: Recording,
 ) -> (Recording, ResolveStats) {
     let mut stats = ResolveStats {
@@ -71,104 +73,101 @@ pub fn resolve<S: ProcSource>(
         table.prepare(pid);
     }
 
-    // User frames first, grouped by binary and in address order: with a DWARF budget too small
-    // for every binary at once, interleaved lookups would release and rebuild the same DWARF
-    // over and over; one binary at a time builds each at most once per window.
-    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
-    // (binary, file offset, tgid, address, mapping) of each distinct (tgid, address).
-    let mut wanted = Vec::new();
+    // Distinct addresses per process, then every process's at once: the symbolizer looks them
+    // up grouped by binary (see commit 2f3927f: one binary at a time bounds DWARF rebuilds
+    // under the budget).
+    let mut user_addrs: HashMap<u32, Vec<u64>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for raw in &drained.samples {
         let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
             continue;
         };
-        let process = table.get(raw.tgid);
-        for (depth, &ip) in ips.iter().enumerate() {
-            let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
-            if !seen.insert((raw.tgid, addr)) {
-                continue;
+        for addr in lookup_addresses(ips) {
+            if seen.insert((raw.tgid, addr)) {
+                user_addrs.entry(raw.tgid).or_default().push(addr);
             }
-            let mapped = process.and_then(|p| p.find(addr));
-            let binary = mapped
-                .and_then(|m| m.resolver.as_ref())
-                .map_or(0, |r| Arc::as_ptr(r) as usize);
-            let offset = mapped.map_or(addr, |m| (addr - m.start).wrapping_add(m.offset));
-            wanted.push((binary, offset, raw.tgid, addr, mapped));
         }
     }
     drop(seen);
-    wanted.sort_unstable_by_key(|&(binary, offset, tgid, addr, _)| (binary, offset, tgid, addr));
-    let mut previous = None;
-    for &(binary, _, tgid, addr, mapped) in &wanted {
-        stats.user_frames += 1;
-        let frames = mapped
-            .and_then(|m| {
-                let resolver = m.resolver.as_ref()?;
-                // Release other binaries' DWARF before this one's may be built, rather than
-                // after: two large contexts are never held at once. Go binaries are answered
-                // from their Go tables and rarely need their DWARF.
-                if previous.replace(binary) != Some(binary) && !resolver.is_go() {
-                    table.symbolizer().make_room_for(resolver);
-                }
-                let file_offset = (addr - m.start).checked_add(m.offset)?;
-                let va = resolver.file_offset_to_va(file_offset)?;
-                let found = resolver.symbolize(va);
-                // A lookup may have built a DWARF context: keep within the budget.
-                table.symbolizer().enforce_budget();
-                match found {
-                    Symbolized::Sym(frames) => Some(frames),
-                    Symbolized::Unknown(_) => None,
-                }
-            })
-            .unwrap_or_default();
+    let requests: Vec<_> = user_addrs
+        .iter()
+        .map(|(&pid, addrs)| (pid, addrs.as_slice(), table.get(pid)))
+        .collect();
+    let sources: Vec<_> = requests
+        .iter()
+        .filter_map(|&(_, addrs, info)| {
+            Some((Source::Process(&info?.process), Input::AbsAddr(addrs)))
+        })
+        .collect();
+    let mut answers = table.symbolizer().symbolize_many(&sources).into_iter();
+    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
+    for &(pid, addrs, info) in &requests {
+        // Processes never captured have no answers: their addresses stay addresses.
+        let found = info.and_then(|_| answers.next()).unwrap_or_default();
+        let mut found = found.into_iter();
+        for &addr in addrs {
+            stats.user_frames += 1;
+            let frames = match found.next() {
+                Some(Symbolized::Sym(frames)) => frames,
+                _ => Vec::new(),
+            };
+            if frames.is_empty() {
+                stats.user_unsymbolized += 1;
+            }
+            let location = Location {
+                address: addr,
+                mapping: info.and_then(|i| i.mapping(addr)).map(Arc::clone),
+                frames,
+                kernel: false,
+            };
+            user_cache.insert((pid, addr), Arc::new(location));
+        }
+    }
+    drop(answers);
+
+    // Kernel frames: distinct addresses, through the same shape.
+    let mut kernel_addrs = Vec::new();
+    let mut kernel_seen = std::collections::HashSet::new();
+    for raw in &drained.samples {
+        if let Some(ips) = raw.kernel_stack.and_then(|id| drained.stacks.get(&id)) {
+            kernel_addrs.extend(lookup_addresses(ips).filter(|&a| kernel_seen.insert(a)));
+        }
+    }
+    drop(kernel_seen);
+    let kernel_answers = table
+        .symbolizer()
+        .symbolize(&Source::Kernel, Input::AbsAddr(&kernel_addrs));
+    let mut kernel_cache: HashMap<u64, Arc<Location>> = HashMap::new();
+    for (addr, answer) in kernel_addrs.into_iter().zip(kernel_answers) {
+        stats.kernel_frames += 1;
+        let frames = match answer {
+            Symbolized::Sym(frames) => frames,
+            Symbolized::Unknown(_) => Vec::new(),
+        };
         if frames.is_empty() {
-            stats.user_unsymbolized += 1;
+            stats.kernel_unsymbolized += 1;
         }
         let location = Location {
             address: addr,
-            mapping: mapped.map(|m| Arc::clone(&m.mapping)),
+            mapping: None,
             frames,
-            kernel: false,
+            kernel: true,
         };
-        user_cache.insert((tgid, addr), Arc::new(location));
+        kernel_cache.insert(addr, Arc::new(location));
     }
-    drop(wanted);
 
-    let mut kernel_cache: HashMap<u64, Arc<Location>> = HashMap::new();
     for raw in &drained.samples {
         let mut stack: Vec<Arc<Location>> = Vec::new();
         if let Some(ips) = raw.kernel_stack.and_then(|id| drained.stacks.get(&id)) {
-            for (depth, &ip) in ips.iter().enumerate() {
-                let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
-                let loc = kernel_cache.entry(addr).or_insert_with(|| {
-                    stats.kernel_frames += 1;
-                    let frames = kernel
-                        .map(|k| k.symbolize(addr))
-                        .map(|s| s.frames().to_vec())
-                        .unwrap_or_default();
-                    if frames.is_empty() {
-                        stats.kernel_unsymbolized += 1;
-                    }
-                    Arc::new(Location {
-                        address: addr,
-                        mapping: None,
-                        frames,
-                        kernel: true,
-                    })
-                });
-                stack.push(Arc::clone(loc));
-            }
+            stack.extend(lookup_addresses(ips).filter_map(|a| kernel_cache.get(&a).cloned()));
         }
         if raw.user_stack.is_some() && table.get(raw.tgid).is_none() {
             stats.samples_without_process += 1;
         }
         if let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) {
-            for (depth, &ip) in ips.iter().enumerate() {
-                let addr = if depth == 0 { ip } else { ip.wrapping_sub(1) };
-                if let Some(loc) = user_cache.get(&(raw.tgid, addr)) {
-                    stack.push(Arc::clone(loc));
-                }
-            }
+            let user =
+                lookup_addresses(ips).filter_map(|a| user_cache.get(&(raw.tgid, a)).cloned());
+            stack.extend(user);
         }
         recording.samples.push(Sample {
             stack,
@@ -250,7 +249,7 @@ mod tests {
             count: 1,
         });
         let mut table = ProcessTable::with_source(SelfOnly);
-        let (rec, stats) = resolve(&drained, &mut table, None, empty_recording());
+        let (rec, stats) = resolve(&drained, &mut table, empty_recording());
         assert_eq!(rec.samples.len(), 2);
         let leaf_loc = &rec.samples[0].stack[0];
         let name = &leaf_loc.frames.last().expect("symbolized").function;

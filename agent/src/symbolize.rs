@@ -8,14 +8,10 @@
 use std::{
     io::{BufRead, Write},
     path::PathBuf,
-    sync::Arc,
 };
 
 use serde_json::json;
-use symbolizer::{
-    process::{MapPath, ProcessMaps},
-    ElfResolver, KernelResolver, Reason, Symbolized,
-};
+use symbolizer::{ElfResolver, Input, Process, Reason, Source, Symbolized, Symbolizer};
 
 /// Where addresses come from.
 #[derive(Debug, Clone)]
@@ -94,48 +90,49 @@ fn is_kernel_address(addr: u64) -> bool {
     addr >= 0xffff_8000_0000_0000
 }
 
+/// Addresses symbolized per call: bounds memory however many addresses there are, while
+/// lookups within a chunk still go one binary at a time.
+const CHUNK: usize = 4096;
+
+/// Absolute addresses of a live process through the symbolizer's process source, the path
+/// `record` and `run` take: executable mappings, the files behind them, and the vDSO; kernel
+/// addresses through kallsyms.
 fn symbolize_process(
     pid: u32,
     addrs: &[u64],
     mut each: impl FnMut(u64, Symbolized) -> std::io::Result<()>,
 ) -> Result<(), SymbolizeError> {
-    let maps = ProcessMaps::read(pid).map_err(|source| SymbolizeError::Process { pid, source })?;
-    let mut kernel: Option<Option<KernelResolver>> = None;
-    let mut files: std::collections::HashMap<u64, Option<Arc<ElfResolver>>> =
-        std::collections::HashMap::new();
-    for &addr in addrs {
-        if is_kernel_address(addr) {
-            let k = kernel.get_or_insert_with(|| KernelResolver::from_proc().ok());
-            let s = k
-                .as_ref()
-                .map_or(Symbolized::Unknown(Reason::NoSymbols), |k| {
-                    k.symbolize(addr)
-                });
-            each(addr, s).map_err(SymbolizeError::Output)?;
-            continue;
+    let mut process =
+        Process::capture(pid).map_err(|source| SymbolizeError::Process { pid, source })?;
+    let mut symbolizer = Symbolizer::new();
+    for (path, err) in symbolizer.prepare(&mut process) {
+        tracing::debug!(pid, file = %path, "no symbols: {err}");
+    }
+    if addrs.iter().any(|&a| is_kernel_address(a)) {
+        if let Err(err) = symbolizer.kernel() {
+            tracing::debug!("kernel symbols unavailable: {err}");
         }
-        let Some(entry) = maps.find(addr) else {
-            each(addr, Symbolized::Unknown(Reason::Unmapped)).map_err(SymbolizeError::Output)?;
-            continue;
-        };
-        let resolver = files.entry(entry.start).or_insert_with(|| {
-            if !matches!(entry.path, MapPath::File(_)) {
-                return None;
-            }
-            symbolizer::process::open_paths(pid, entry)
-                .into_iter()
-                .find_map(|p| std::fs::File::open(p).ok())
-                .and_then(|f| ElfResolver::from_file(f, &entry.path.to_string()).ok())
-                .map(Arc::new)
-        });
-        let s = match (resolver, entry.file_offset(addr)) {
-            (Some(r), Some(off)) => match r.file_offset_to_va(off) {
-                Some(va) => r.symbolize(va),
-                None => Symbolized::Unknown(Reason::Unmapped),
-            },
-            _ => Symbolized::Unknown(Reason::NoSymbols),
-        };
-        each(addr, s).map_err(SymbolizeError::Output)?;
+    }
+    for chunk in addrs.chunks(CHUNK) {
+        let (kernel, user): (Vec<u64>, Vec<u64>) =
+            chunk.iter().partition(|&&a| is_kernel_address(a));
+        let mut answers = symbolizer
+            .symbolize_many(&[
+                (Source::Process(&process), Input::AbsAddr(&user)),
+                (Source::Kernel, Input::AbsAddr(&kernel)),
+            ])
+            .into_iter();
+        let mut user = answers.next().unwrap_or_default().into_iter();
+        let mut kernel = answers.next().unwrap_or_default().into_iter();
+        for &addr in chunk {
+            let answer = if is_kernel_address(addr) {
+                kernel.next()
+            } else {
+                user.next()
+            };
+            let answer = answer.unwrap_or(Symbolized::Unknown(Reason::NoSymbols));
+            each(addr, answer).map_err(SymbolizeError::Output)?;
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use crate::{ElfResolver, Error, KernelResolver, Result};
+use crate::{elf::DwarfClock, ElfResolver, Error, KernelResolver, Result};
 
 /// What makes two opened files the same file: device, inode, size and modification time.
 /// Paths are not identity: the same binary is seen through many paths (containers, map_files).
@@ -54,6 +54,9 @@ pub struct MemoryUse {
     /// DWARF contexts built again after a release, since the start: a budget too small for
     /// the binaries in use shows here.
     pub dwarf_reloads: u64,
+    /// Files opened since the start whose Go table was too damaged to use (their code was
+    /// named from ELF symbols, if at all); each file counted once.
+    pub go_tables_damaged: u64,
 }
 
 /// Owns the resolvers of every file and the kernel, each parsed once.
@@ -72,10 +75,15 @@ pub struct Symbolizer {
     /// Bound on [`MemoryUse::dwarf`] across all files, enforced by [`Self::enforce_budget`].
     dwarf_budget: Option<usize>,
     dwarf_released: AtomicU64,
-    /// DWARF loads (all resolvers) when the budget was last enforced.
+    /// Orders the DWARF uses of this symbolizer's files and counts the contexts they build:
+    /// each symbolizer's budget is its own.
+    dwarf_clock: Arc<DwarfClock>,
+    /// DWARF loads ([`Self::dwarf_clock`]) when the budget was last enforced.
     enforced_at: AtomicU64,
     /// DWARF reloads of resolvers no longer cached, so that the total never goes down.
     reloads_forgotten: u64,
+    /// Files parsed whose Go table was damaged ([`MemoryUse::go_tables_damaged`]).
+    go_tables_damaged: u64,
 }
 
 impl Symbolizer {
@@ -93,17 +101,27 @@ impl Symbolizer {
         if let Some(r) = self.elfs.get(&id) {
             return Ok(Arc::clone(r));
         }
-        let build_id = peek_build_id(&file).map(|b| (b, id.size));
+        // Mapped and parsed once: the build id comes from the same parse that indexes the file.
+        let data = crate::elf::map_file(&file, display)?;
+        let obj = crate::elf::parse_elf(&data, display)?;
+        let build_id = {
+            use object::Object;
+            obj.build_id().ok().flatten().map(|b| (b.to_vec(), id.size))
+        };
         if let Some(r) = build_id.as_ref().and_then(|k| self.by_build_id.get(k)) {
             let r = Arc::clone(r);
             self.build_id_hits += 1;
             self.elfs.insert(id, Arc::clone(&r));
             return Ok(r);
         }
-        let mut r = ElfResolver::from_file(file, display)?;
+        let debug_root = std::path::Path::new(crate::elf::DEFAULT_DEBUG_ROOT);
+        let mut r = ElfResolver::from_parsed(&data, &obj, display, debug_root)
+            .with_dwarf_clock(Arc::clone(&self.dwarf_clock));
+        drop(obj);
         if let Some(max) = self.max_dwarf_bytes {
             r = r.with_max_dwarf_bytes(max);
         }
+        self.go_tables_damaged += u64::from(r.go_table_damaged());
         let r = Arc::new(r);
         self.elfs.insert(id, Arc::clone(&r));
         if let Some(key) = build_id {
@@ -127,13 +145,18 @@ impl Symbolizer {
         Ok(k)
     }
 
+    /// Kernel symbols if [`Self::kernel`] read them.
+    pub(crate) fn kernel_symbols(&self) -> Option<&KernelResolver> {
+        self.kernel.as_deref()
+    }
+
     /// The vDSO. Every process of this kernel (and ABI) maps the same image, so ours serves
     /// for all: read once from our own memory, then parsed like any ELF file.
     pub fn vdso(&mut self) -> Result<Arc<ElfResolver>> {
         if let Some(v) = &self.vdso {
             return Ok(Arc::clone(v));
         }
-        let v = Arc::new(load_own_vdso()?);
+        let v = Arc::new(load_own_vdso()?.with_dwarf_clock(Arc::clone(&self.dwarf_clock)));
         self.vdso = Some(Arc::clone(&v));
         Ok(v)
     }
@@ -158,9 +181,11 @@ impl Symbolizer {
         self.max_dwarf_bytes = Some(bytes);
     }
 
-    /// Bounds the DWARF loaded across all files: [`Self::enforce_budget`] releases the least
-    /// recently used DWARF contexts beyond `bytes`. Files stay open, with their symbols and Go
-    /// tables; a released context is built again when an address needs it.
+    /// Bounds the DWARF loaded across all files: [`Self::symbolize`] releases the least recently
+    /// used DWARF contexts beyond `bytes` (making room before a binary's DWARF may be built, and
+    /// checking after every lookup). Files stay open, with their symbols and Go tables; a
+    /// released context is built again when an address needs it. Lookups made on a resolver
+    /// directly ([`ElfResolver::symbolize`]) are outside the budget.
     pub fn set_dwarf_budget(&mut self, bytes: u64) {
         self.dwarf_budget = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
@@ -170,14 +195,14 @@ impl Symbolizer {
     /// it alone exceeds the budget (the per-file limit bounds that one). Returns how many
     /// were released.
     ///
-    /// Cheap when no DWARF was loaded since the last call (one atomic load), so callers may
-    /// call it after every lookup: loaded DWARF then never exceeds the budget by more than the
-    /// context just built.
-    pub fn enforce_budget(&self) -> usize {
+    /// Cheap when no DWARF was loaded since the last call (one atomic load), so
+    /// [`Self::symbolize`] calls it after every lookup: loaded DWARF then never exceeds the
+    /// budget by more than the context just built.
+    pub(crate) fn enforce_budget(&self) -> usize {
         let Some(budget) = self.dwarf_budget else {
             return 0;
         };
-        let loads = crate::elf::dwarf_loads_everywhere();
+        let loads = self.dwarf_clock.loads();
         if self.enforced_at.swap(loads, Ordering::Relaxed) == loads {
             return 0;
         }
@@ -216,7 +241,7 @@ impl Symbolizer {
     /// used contexts of other files until the loaded DWARF plus `next`'s would fit the budget.
     /// Releasing first keeps two large contexts from being held at once. Returns how many were
     /// released.
-    pub fn make_room_for(&self, next: &ElfResolver) -> usize {
+    pub(crate) fn make_room_for(&self, next: &ElfResolver) -> usize {
         let Some(budget) = self.dwarf_budget else {
             return 0;
         };
@@ -288,6 +313,7 @@ impl Symbolizer {
                 heap: kernel,
                 dwarf_released: self.dwarf_released.load(Ordering::Relaxed),
                 dwarf_reloads: self.reloads_forgotten,
+                go_tables_damaged: self.go_tables_damaged,
                 ..MemoryUse::default()
             },
             |m, r| MemoryUse {
@@ -305,17 +331,6 @@ impl Symbolizer {
 /// Times a resolver built its DWARF context again after a release.
 fn reloads(r: &Arc<ElfResolver>) -> u64 {
     r.dwarf_loads().saturating_sub(1)
-}
-
-/// The build id of an ELF file, read from its notes without indexing anything; None when it has
-/// none or is not ELF.
-fn peek_build_id(file: &File) -> Option<Vec<u8>> {
-    // SAFETY: a read-only private map of a file we hold open, dropped before we return (see
-    // ElfResolver for why truncation during the map is not a concern).
-    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
-    let obj = object::File::parse(&map[..]).ok()?;
-    use object::Object;
-    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
 /// Copies this process's vDSO image (found in /proc/self/maps, read through /proc/self/mem)
@@ -519,6 +534,35 @@ mod tests {
         c.symbolize(addr);
         assert_eq!(unbounded.enforce_budget(), 0);
         assert!(c.dwarf_bytes() > 0);
+    }
+
+    #[test]
+    fn each_symbolizer_keeps_its_own_dwarf_clock() {
+        use object::{Object, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let obj = object::File::parse(&*bytes).unwrap();
+        let addr = obj
+            .symbols()
+            .find(|s| s.kind() == object::SymbolKind::Text && s.size() > 64)
+            .map(|s| s.address() + 8)
+            .unwrap();
+        let mut first = Symbolizer::new();
+        first.set_dwarf_budget(1);
+        let a = first.elf(File::open(&exe).unwrap(), "a").unwrap();
+        a.symbolize(addr);
+        let mut second = Symbolizer::new();
+        second.set_dwarf_budget(1);
+        let b = second.elf(File::open(&exe).unwrap(), "b").unwrap();
+        b.symbolize(addr);
+        b.symbolize(addr);
+        // Each clock starts at the first use, whatever other symbolizers (or tests) did.
+        assert_eq!(a.dwarf_last_used(), 1);
+        assert_eq!(b.dwarf_last_used(), 2);
+        // DWARF built by one symbolizer's files is no work for the other's budget.
+        assert_eq!(first.enforce_budget(), 0);
+        assert_eq!(second.enforce_budget(), 0);
+        assert!(a.dwarf_bytes() > 0 && b.dwarf_bytes() > 0);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! - native ELF files through `.symtab`/`.dynsym` (with Rust and C++ demangling) ([`elf`]);
 //! - the Linux kernel through `/proc/kallsyms` ([`kernel`]).
 //!
+//! A [`Symbolizer`] owns the parsed files, cached by file identity, and bounds their DWARF.
+//! [`Symbolizer::symbolize`] answers for a [`Source`]: a [`Process`] (its mappings and files
+//! pinned at first sight, and the vDSO) or the kernel, given absolute addresses ([`Input`]).
+//!
 //! [`unwind`] builds x86_64 unwind tables (CFA and rbp rules per address) from the same files.
 //!
 //! A miss is a normal outcome ([`Symbolized::Unknown`] with a [`Reason`]), never an error: one bad
@@ -18,10 +22,13 @@ pub mod process;
 pub mod unwind;
 
 mod cache;
+mod source;
 
 pub use cache::{FileIdentity, MemoryUse, Symbolizer};
 pub use elf::ElfResolver;
 pub use kernel::KernelResolver;
+pub use process::Process;
+pub use source::{lookup_addresses, Input, Source};
 
 /// One source-level frame. For an address inside inlined code there are several frames for
 /// one address: the innermost (inlined) first, the physical function last.

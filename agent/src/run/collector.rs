@@ -8,7 +8,6 @@ use std::{
 };
 
 use agent_common::ErrorKind;
-use symbolizer::KernelResolver;
 
 use super::{
     cgroups::CgroupIndex,
@@ -56,8 +55,8 @@ pub struct Collected {
 /// The continuously sampling side of `bellows run`.
 pub struct Collector {
     pub sampler: Sampler,
+    /// Processes, and the symbolizer (with the kernel symbols, when read).
     pub table: ProcessTable,
-    pub kernel: Option<Arc<KernelResolver>>,
     pub cgroups: CgroupIndex,
     pub metrics: Arc<Metrics>,
     pub frequency_hz: u64,
@@ -81,7 +80,6 @@ impl Collector {
     pub fn new(
         sampler: Sampler,
         table: ProcessTable,
-        kernel: Option<Arc<KernelResolver>>,
         cgroups: CgroupIndex,
         metrics: Arc<Metrics>,
         frequency_hz: u64,
@@ -89,7 +87,6 @@ impl Collector {
         Collector {
             sampler,
             table,
-            kernel,
             cgroups,
             metrics,
             frequency_hz,
@@ -136,7 +133,6 @@ impl Collector {
         let (recording, stats) = resolve(
             &drained,
             &mut self.table,
-            self.kernel.as_deref(),
             Recording {
                 frequency_hz: self.frequency_hz,
                 start: window_start,
@@ -273,6 +269,7 @@ impl Collector {
             s.symbolizer_dwarf_bytes = memory.dwarf as u64;
             s.symbolizer_dwarf_released = memory.dwarf_released;
             s.symbolizer_dwarf_reloads = memory.dwarf_reloads;
+            s.symbolizer_go_tables_damaged = memory.go_tables_damaged;
             s.cgroups_indexed = cgroups as u64;
         });
     }

@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub symbolizer_dwarf_bytes: u64,
     pub symbolizer_dwarf_released: u64,
     pub symbolizer_dwarf_reloads: u64,
+    /// Binaries whose Go table was too damaged to use (named from ELF symbols, if at all).
+    pub symbolizer_go_tables_damaged: u64,
     pub cgroups_indexed: u64,
     /// Entries of the kernel cgroup filter; None when the filter is off.
     pub filter_cgroups: Option<u64>,
@@ -277,6 +279,13 @@ impl Metrics {
             "counter",
             "DWARF contexts built again after a release: a budget too small for the binaries in use.",
             &[("", s.symbolizer_dwarf_reloads)],
+        );
+        family(
+            &mut out,
+            "bellows_symbolizer_go_tables_damaged_total",
+            "counter",
+            "Binaries whose Go table was too damaged to use: named from ELF symbols, if at all.",
+            &[("", s.symbolizer_go_tables_damaged)],
         );
         family(
             &mut out,

@@ -134,23 +134,17 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let symbolizer = table.symbolizer_mut();
     symbolizer.set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
     symbolizer.set_dwarf_budget(cfg.symbolizer.dwarf_budget);
-    let kernel = if cfg.kernel_stacks {
-        match table.symbolizer_mut().kernel() {
-            Ok(k) => Some(k),
-            Err(err) => {
-                tracing::warn!("kernel symbols unavailable, kernel frames stay addresses: {err}");
-                None
-            }
+    // Kernel frames are named from the symbolizer's kernel symbols, read once here.
+    if cfg.kernel_stacks {
+        if let Err(err) = table.symbolizer_mut().kernel() {
+            tracing::warn!("kernel symbols unavailable, kernel frames stay addresses: {err}");
         }
-    } else {
-        None
-    };
+    }
     let mut cgroups = CgroupIndex::for_host();
     cgroups.rescan();
     let mut collector = Collector::new(
         sampler,
         table,
-        kernel,
         cgroups,
         Arc::clone(&metrics),
         cfg.frequency_hz,

@@ -13,7 +13,11 @@ const FLAG_INLINE: u8 = 2;
 /// The Go release that built the binary (e.g. `go1.22.10`), when it carries build info. Some
 /// binaries carry none; callers must not rely on it.
 pub fn build_info_version(data: &[u8]) -> Option<String> {
-    let obj = object::File::parse(data).ok()?;
+    build_info_version_in(&object::File::parse(data).ok()?, data)
+}
+
+/// [`build_info_version`] of an ELF file already parsed from `data`.
+pub(crate) fn build_info_version_in(obj: &object::File<'_>, data: &[u8]) -> Option<String> {
     let section = obj.section_by_name(".go.buildinfo")?;
     let (off, size) = section.file_range()?;
     let start = usize::try_from(off).ok()?;

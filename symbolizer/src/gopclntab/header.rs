@@ -168,6 +168,11 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
     let Ok(obj) = object::File::parse(data) else {
         return Ok(None);
     };
+    locate_in(&obj, data)
+}
+
+/// [`locate`] in an ELF file already parsed from `data`.
+pub(super) fn locate_in(obj: &object::File<'_>, data: &[u8]) -> Result<Option<GoTable>, Error> {
     let loads: Vec<(u64, u64, u64)> = obj
         .segments()
         .map(|s| {
@@ -193,7 +198,7 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
                 va: section.address(),
             })
             .ok_or_else(|| bad("table extends past the end of the file"))?;
-        return parse(&obj, data, loads, &found).map(Some);
+        return parse(obj, data, loads, &found).map(Some);
     }
     if obj.sections().next().is_some() {
         // Section headers without a table section: not Go.
@@ -227,7 +232,7 @@ pub(super) fn locate(data: &[u8]) -> Result<Option<GoTable>, Error> {
                 end: off + size,
                 va: segment.address().wrapping_add((i * 8) as u64),
             };
-            if let Ok(table) = parse(&obj, data, loads.clone(), &found) {
+            if let Ok(table) = parse(obj, data, loads.clone(), &found) {
                 if table.plausible(data) {
                     return Ok(Some(table));
                 }

@@ -20,6 +20,7 @@ mod reader;
 use std::ops::Range;
 
 pub use buildinfo::build_info_version;
+pub(crate) use buildinfo::build_info_version_in;
 pub use pcvalue::{DamagedTable, PcRun, PcRuns};
 
 use crate::{Error, Reason, Symbolized};
@@ -136,6 +137,15 @@ impl GoTable {
     /// or one with an unknown magic.
     pub fn from_elf(data: &[u8]) -> Result<Option<GoTable>, Error> {
         header::locate(data)
+    }
+
+    /// [`Self::from_elf`] for an ELF file already parsed from `data` (which the table's
+    /// lookups then read).
+    pub(crate) fn from_object(
+        obj: &object::File<'_>,
+        data: &[u8],
+    ) -> Result<Option<GoTable>, Error> {
+        header::locate_in(obj, data)
     }
 
     /// The table's layout class.

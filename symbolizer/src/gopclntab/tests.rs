@@ -283,6 +283,35 @@ fn bad_headers_are_errors() {
     assert!(GoTable::from_elf(&elf(&t2, &layout, true)).is_err());
 }
 
+/// A file whose Go table is damaged opens all the same, named from its ELF symbols, and the
+/// symbolizer counts it once however often it is seen.
+#[test]
+fn damaged_go_tables_are_counted_once_per_file() {
+    let (mut t, layout) = build_table();
+    t[7] = 2; // pointer size
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged");
+    std::fs::write(&path, elf(&t, &layout, true)).unwrap();
+    let mut s = crate::Symbolizer::new();
+    let r = s
+        .elf(std::fs::File::open(&path).unwrap(), "damaged")
+        .unwrap();
+    assert!(r.go_table_damaged() && !r.is_go());
+    s.elf(std::fs::File::open(&path).unwrap(), "again").unwrap();
+    assert_eq!(s.memory().go_tables_damaged, 1);
+    drop(r);
+    s.evict_unused();
+    assert_eq!(s.memory().go_tables_damaged, 1, "a total since the start");
+
+    let mut fine = crate::Symbolizer::new();
+    let (t, layout) = build_table();
+    let ok = dir.path().join("ok");
+    std::fs::write(&ok, elf(&t, &layout, true)).unwrap();
+    let r = fine.elf(std::fs::File::open(&ok).unwrap(), "ok").unwrap();
+    assert!(r.is_go() && !r.go_table_damaged());
+    assert_eq!(fine.memory().go_tables_damaged, 0);
+}
+
 #[test]
 fn truncated_files_never_panic() {
     let (t, layout) = build_table();

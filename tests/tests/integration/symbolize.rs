@@ -90,6 +90,81 @@ fn symbolize_pid_resolves_a_live_go_process() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("main.hotA\n"));
 }
 
+/// The vDSO's functions of a live process, read from its own image: (absolute address inside
+/// each sized text symbol, the names at that symbol's address).
+fn vdso_functions(pid: u32) -> Vec<(u64, Vec<String>)> {
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let (start, end) = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+        .map(|(s, e)| {
+            let hex = |x| u64::from_str_radix(x, 16).unwrap();
+            (hex(s), hex(e))
+        })
+        .expect("a [vdso] mapping");
+    let mut image = vec![0u8; (end - start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(format!("/proc/{pid}/mem")).unwrap(),
+        &mut image,
+        start,
+    )
+    .unwrap();
+    let obj = object::File::parse(&*image).unwrap();
+    let load = obj.segments().next().expect("a loadable segment");
+    obj.dynamic_symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 1)
+        .map(|s| {
+            let va = s.address() + s.size() / 2;
+            let names = obj
+                .dynamic_symbols()
+                .filter(|o| o.address() == s.address())
+                .map(|o| o.name().unwrap().to_string())
+                .collect();
+            (start + (va - load.address()) + load.file_range().0, names)
+        })
+        .collect()
+}
+
+/// Regression: `symbolize --pid` answered "no symbols" for the vDSO, which `record` names (it
+/// had a (pid, address) → frames path of its own; both now take the symbolizer's process
+/// source).
+#[test]
+fn symbolize_pid_names_vdso_addresses() {
+    if !bpf_available("symbolize_pid_names_vdso_addresses") {
+        return;
+    }
+    let fixtures = require_go_fixtures("symbolize_pid_names_vdso_addresses", "cpuburn");
+    let Some(fx) = fixtures.iter().find(|f| f.variant == "default") else {
+        return;
+    };
+    let w = Workload::start(&fx.path, &["-duration", "5s", "-mode", "cpu"]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let functions = vdso_functions(w.pid());
+    assert!(functions.len() >= 4, "{functions:?}");
+    let addrs: Vec<String> = functions.iter().map(|(a, _)| format!("{a:#x}")).collect();
+    let pid = w.pid().to_string();
+    let mut args = vec!["symbolize", "--pid", &pid, "--json"];
+    args.extend(addrs.iter().map(String::as_str));
+    let out = bellows(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), functions.len());
+    for (answer, (addr, names)) in answers.iter().zip(&functions) {
+        let got = answer["frames"][0]["function"].as_str();
+        assert!(
+            got.is_some_and(|f| names.iter().any(|n| n == f)),
+            "{addr:#x}: {answer} is not one of {names:?}"
+        );
+    }
+}
+
 #[test]
 fn symbolize_bad_input_exits_with_one_line() {
     let out = bellows(&["symbolize", "--elf", "/bin/true", "0xnot-hex"]);

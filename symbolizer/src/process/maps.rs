@@ -1,4 +1,4 @@
-//! `/proc/PID/maps`: which file is mapped where in a process.
+//! `/proc/PID/maps`: which file is mapped where in a process, and how to open it from outside.
 //!
 //! A sampled absolute address becomes a file offset through its mapping
 //! (`addr - start + offset`); [`crate::ElfResolver::file_offset_to_va`] then gives the virtual
@@ -172,9 +172,16 @@ impl ProcessMaps {
 
     /// The mapping holding `addr`.
     pub fn find(&self, addr: u64) -> Option<&MapEntry> {
-        let i = self.entries.partition_point(|e| e.start <= addr);
-        let e = self.entries.get(i.checked_sub(1)?)?;
-        (addr < e.end).then_some(e)
+        self.position(addr).map(|i| &self.entries[i])
+    }
+
+    /// The index in [`Self::entries`] of the mapping holding `addr`.
+    pub fn position(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .entries
+            .partition_point(|e| e.start <= addr)
+            .checked_sub(1)?;
+        (addr < self.entries[i].end).then_some(i)
     }
 }
 

@@ -1,0 +1,359 @@
+//! DWARF of one file and its lifecycle: sized at open, the addr2line context built at the first
+//! lookup that needs it, released under memory pressure (least recently used first, by
+//! [`crate::Symbolizer`]) and built again when needed again.
+
+use std::{
+    borrow::Cow,
+    ops::Deref,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use memmap2::Mmap;
+use object::{CompressedFileRange, Object, ObjectSection};
+
+use crate::Frame;
+
+use super::symbols::demangle;
+
+/// Most DWARF bytes (decompressed) loaded per file; larger debug info is not used.
+pub(super) const MAX_DWARF_BYTES: u64 = 1 << 30;
+
+/// Deepest inlining reported for one address.
+const MAX_INLINE_FRAMES: usize = 64;
+
+/// The bytes of one DWARF section: borrowed from the mapped file when stored plainly (no copy),
+/// on the heap when it had to be decompressed.
+#[derive(Clone)]
+enum SectionBytes {
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+    Owned(Arc<[u8]>),
+}
+
+impl Deref for SectionBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            // The range was checked against the map when this was built.
+            SectionBytes::Mapped { map, start, len } => {
+                map.get(*start..start.saturating_add(*len)).unwrap_or(&[])
+            }
+            SectionBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for SectionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SectionBytes::Mapped { start, len, .. } => write!(f, "Mapped({start:#x}+{len:#x})"),
+            SectionBytes::Owned(b) => write!(f, "Owned({:#x})", b.len()),
+        }
+    }
+}
+
+// SAFETY: both variants point into memory owned through an `Arc` (the map, or the heap slice):
+// moving or cloning the handle never moves the bytes, and neither is ever mutated.
+unsafe impl gimli::StableDeref for SectionBytes {}
+// SAFETY: as above; a clone shares the same `Arc` and so derefs to the same bytes.
+unsafe impl gimli::CloneStableDeref for SectionBytes {}
+
+type DwarfReader = gimli::EndianReader<gimli::RunTimeEndian, SectionBytes>;
+
+/// DWARF of one file, parsed on first use. addr2line's context memoises per unit and function
+/// as it is asked; the mutex lets a resolver be shared between threads.
+struct Dwarf {
+    context: Mutex<addr2line::Context<DwarfReader>>,
+    /// Bytes of sections decompressed onto the heap (plain sections stay in the map).
+    decompressed_bytes: usize,
+}
+
+/// Where a file's DWARF stands: not tried yet (or released), loaded, or unusable (absent,
+/// damaged or too large).
+#[derive(Default)]
+struct DwarfSlot {
+    loaded: Option<Arc<Dwarf>>,
+    tried: bool,
+    too_large: bool,
+}
+
+/// The DWARF clock of one [`crate::Symbolizer`], shared by the resolvers it opens: it orders
+/// their DWARF uses (for least-recently-used release) and counts the contexts they build (loaded
+/// DWARF only grows when that count does). A resolver opened on its own has a clock of its own.
+#[derive(Debug, Default)]
+pub(crate) struct DwarfClock {
+    /// The last time handed out; 0 before the first use.
+    now: AtomicU64,
+    /// DWARF contexts built by the resolvers on this clock.
+    loads: AtomicU64,
+}
+
+impl DwarfClock {
+    /// The next time: later than every earlier one, never 0.
+    fn tick(&self) -> u64 {
+        self.now.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// DWARF contexts built so far by the resolvers on this clock.
+    pub(crate) fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+}
+
+/// Where each DWARF section is in its file (and how it is compressed), read at open so that
+/// building a context never parses the file again; None for a section that is absent.
+type SectionRanges = gimli::DwarfSections<Option<CompressedFileRange>>;
+
+/// The DWARF of one file (the binary's own, or its separate debug file's) and its lifecycle.
+pub(super) struct DwarfState {
+    /// The file holding the sections.
+    map: Arc<Mmap>,
+    /// The sections' places in [`Self::map`].
+    ranges: SectionRanges,
+    endian: gimli::RunTimeEndian,
+    /// True when the file has `.debug_info`.
+    present: bool,
+    /// Bytes of the DWARF sections as they will be in memory (see [`section_bytes`]).
+    size: usize,
+    /// DWARF larger than this (in memory) is not used: lookups fall back to ELF symbols.
+    max_bytes: u64,
+    /// The context, built at the first lookup that needs it.
+    slot: Mutex<DwarfSlot>,
+    /// Orders uses and counts builds with the other files of the same symbolizer.
+    clock: Arc<DwarfClock>,
+    /// [`Self::clock`] at the last DWARF lookup; 0 for never.
+    used: AtomicU64,
+    /// How many times the context was built.
+    loads: AtomicU64,
+}
+
+impl DwarfState {
+    /// The DWARF of `obj`, parsed from `map`; none when `obj` has no `.debug_info`.
+    pub(super) fn new(map: &Arc<Mmap>, obj: &object::File<'_>) -> Self {
+        let present = obj.section_by_name(".debug_info").is_some();
+        let size = if present { section_bytes(obj) } else { 0 };
+        let ranges = SectionRanges::load(|id| {
+            Ok::<_, std::convert::Infallible>(
+                present
+                    .then(|| obj.section_by_name(id.name()))
+                    .flatten()
+                    .and_then(|s| s.compressed_file_range().ok()),
+            )
+        });
+        let ranges = match ranges {
+            Ok(ranges) => ranges,
+            Err(never) => match never {},
+        };
+        DwarfState {
+            map: Arc::clone(map),
+            ranges,
+            endian: if obj.is_little_endian() {
+                gimli::RunTimeEndian::Little
+            } else {
+                gimli::RunTimeEndian::Big
+            },
+            present,
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            max_bytes: MAX_DWARF_BYTES,
+            slot: Mutex::default(),
+            clock: Arc::default(),
+            used: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+        }
+    }
+
+    /// Puts this file's DWARF on `clock` (that of the symbolizer that opened it).
+    pub(super) fn set_clock(&mut self, clock: Arc<DwarfClock>) {
+        self.clock = clock;
+    }
+
+    pub(super) fn present(&self) -> bool {
+        self.present
+    }
+
+    /// See [`super::ElfResolver::with_max_dwarf_bytes`].
+    pub(super) fn set_max_bytes(&mut self, bytes: u64) {
+        self.max_bytes = bytes.min(MAX_DWARF_BYTES);
+    }
+
+    /// The sections exceed the per-file limit.
+    fn too_big(&self) -> bool {
+        self.size as u64 > self.max_bytes
+    }
+
+    /// What [`Self::loaded_bytes`] would be once loaded: 0 without DWARF, or when its size
+    /// refuses it.
+    pub(super) fn size(&self) -> usize {
+        if !self.present || self.too_big() {
+            0
+        } else {
+            self.size
+        }
+    }
+
+    fn loaded(&self) -> Option<Arc<Dwarf>> {
+        self.slot.lock().ok()?.loaded.clone()
+    }
+
+    /// Bytes of the sections behind the loaded context; 0 when none is loaded.
+    pub(super) fn loaded_bytes(&self) -> usize {
+        self.loaded().map_or(0, |_| self.size)
+    }
+
+    /// Heap bytes of sections decompressed for the loaded context.
+    pub(super) fn decompressed_bytes(&self) -> usize {
+        self.loaded().map_or(0, |d| d.decompressed_bytes)
+    }
+
+    /// True once a lookup needed DWARF that was refused for its size.
+    pub(super) fn too_large(&self) -> bool {
+        self.slot.lock().is_ok_and(|slot| slot.too_large)
+    }
+
+    pub(super) fn last_used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Drops the context; returns the [`Self::loaded_bytes`] released, None when none was
+    /// loaded.
+    pub(super) fn release(&self) -> Option<usize> {
+        let mut slot = self.slot.lock().ok()?;
+        let dwarf = slot.loaded.take()?;
+        slot.tried = false;
+        drop(slot);
+        drop(dwarf);
+        Some(self.size)
+    }
+
+    /// The context, built on first use (or first use since a release).
+    fn context(&self) -> Option<Arc<Dwarf>> {
+        if !self.present {
+            return None;
+        }
+        let mut slot = self.slot.lock().ok()?;
+        if !slot.tried {
+            slot.tried = true;
+            // The sections' size, read at open, decides before anything is loaded.
+            slot.too_large = self.too_big();
+            if !slot.too_large {
+                slot.loaded = self.load().map(Arc::new);
+            }
+            if slot.loaded.is_some() {
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                self.clock.loads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let dwarf = slot.loaded.clone()?;
+        self.used.store(self.clock.tick(), Ordering::Relaxed);
+        Some(dwarf)
+    }
+
+    /// Builds an addr2line context over the DWARF sections (plain ones read in place from the
+    /// map, compressed ones decompressed onto the heap); None when they are damaged.
+    fn load(&self) -> Option<Dwarf> {
+        let data: &[u8] = &self.map;
+        let base = data.as_ptr() as usize;
+        let mut decompressed_bytes = 0usize;
+        let dwarf = self.ranges.borrow(|range| {
+            let bytes = range
+                .and_then(|range| {
+                    let compressed = range.data(data).ok()?;
+                    if compressed.uncompressed_size > MAX_DWARF_BYTES {
+                        return None;
+                    }
+                    compressed.decompress().ok()
+                })
+                .unwrap_or(Cow::Borrowed(&[]));
+            let section = match bytes {
+                // Stored plainly: a window on the map. object hands out sub-slices of `data`,
+                // so the position is the pointer difference; checked all the same.
+                Cow::Borrowed(b) => {
+                    let start = (b.as_ptr() as usize).wrapping_sub(base);
+                    if b.is_empty() || data.get(start..start.saturating_add(b.len())).is_none() {
+                        SectionBytes::Owned(Arc::from(&[][..]))
+                    } else {
+                        SectionBytes::Mapped {
+                            map: Arc::clone(&self.map),
+                            start,
+                            len: b.len(),
+                        }
+                    }
+                }
+                Cow::Owned(v) => {
+                    decompressed_bytes = decompressed_bytes.saturating_add(v.len());
+                    SectionBytes::Owned(Arc::from(v))
+                }
+            };
+            gimli::EndianReader::new(section, self.endian)
+        });
+        let context = addr2line::Context::from_dwarf(dwarf).ok()?;
+        Some(Dwarf {
+            context: Mutex::new(context),
+            decompressed_bytes,
+        })
+    }
+
+    /// DWARF frames for `va`, innermost first; None when DWARF does not cover it. A frame
+    /// without a DWARF name is named by `symbol` (the ELF symbol at `va`).
+    pub(super) fn frames(
+        &self,
+        va: u64,
+        symbol: impl Fn() -> Option<String>,
+    ) -> Option<Vec<Frame>> {
+        let dwarf = self.context()?;
+        let context = dwarf.context.lock().ok()?;
+        let mut iter = context.find_frames(va).skip_all_loads().ok()?;
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = iter.next() {
+            let name = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.raw_name().ok())
+                .map(|n| demangle(n.as_ref()))
+                .or_else(&symbol);
+            let Some(function) = name else { break };
+            let (file, line) = frame
+                .location
+                .map(|l| (l.file.map(str::to_string), l.line))
+                .unwrap_or_default();
+            frames.push(Frame {
+                function,
+                file,
+                line,
+                inlined: true,
+                start_line: None,
+            });
+            if frames.len() >= MAX_INLINE_FRAMES {
+                break;
+            }
+        }
+        let last = frames.last_mut()?;
+        last.inlined = false;
+        Some(frames)
+    }
+}
+
+/// Bytes of an object's DWARF sections as they will be in memory: a compressed section's header
+/// states its size (that claim is checked again before anything is allocated for it).
+fn section_bytes(obj: &object::File<'_>) -> u64 {
+    obj.sections()
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_"))
+        })
+        .map(|s| {
+            s.compressed_data()
+                .map_or(s.size(), |c| c.uncompressed_size.max(s.size()))
+        })
+        .fold(0u64, u64::saturating_add)
+}
