@@ -117,6 +117,9 @@ pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bellows_exec(ctx: RawTracePointContext) -> u32 {
     let _ = KNOWN_PIDS.remove(ctx.tgid());
+    // The old image's mappings would walk the new one's stacks wrongly: frame pointers until
+    // userspace has loaded the new mappings.
+    let _ = PROCESS_MAPPINGS.remove(ctx.tgid());
     0
 }
 

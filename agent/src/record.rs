@@ -18,7 +18,7 @@ use crate::{
     process::{ProcessStats, ProcessTable},
     profile::Recording,
     resolve::{resolve, ResolveStats},
-    unwind::{ExecMapping, LoaderStats, TableLoader},
+    unwind::{LoaderStats, TableLoader},
 };
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -261,7 +261,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         .set_dwarf_budget(crate::resolve::DWARF_BUDGET);
     for &pid in &cfg.pids {
         if table.observe(pid) {
-            load_tables(loader.as_ref(), &table, &[pid]);
+            if let Some(loader) = &loader {
+                loader.load_processes(&table, &[pid]);
+            }
         }
     }
     // Read kernel symbols before sampling so that reading them is not what we profile.
@@ -292,7 +294,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             // before most of its samples are taken.
             if let Some(pid) = child.id() {
                 if table.observe(pid) {
-                    load_tables(loader.as_ref(), &table, &[pid]);
+                    if let Some(loader) = &loader {
+                        loader.load_processes(&table, &[pid]);
+                    }
                 }
             }
             if scratch.is_none() {
@@ -326,7 +330,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
                 let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
                 let captured = table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
-                load_tables(loader.as_ref(), &table, &captured);
+                if let Some(loader) = &loader {
+                    loader.load_processes(&table, &captured);
+                }
                 if in_userspace {
                     selection.classify(table.pids());
                 }
@@ -416,33 +422,6 @@ fn open_program(program: &OsString) -> Option<std::fs::File> {
         .to_str()?
         .split(':')
         .find_map(|dir| std::fs::File::open(std::path::Path::new(dir).join(path)).ok())
-}
-
-/// Hands the executable mappings of newly captured processes to the unwind-table loader.
-fn load_tables(loader: Option<&TableLoader>, table: &ProcessTable, pids: &[u32]) {
-    let Some(loader) = loader else {
-        return;
-    };
-    for &pid in pids {
-        let Some(info) = table.get(pid) else {
-            continue;
-        };
-        let mappings = info
-            .process
-            .mappings()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                Some(ExecMapping {
-                    start: m.start,
-                    end: m.end,
-                    offset: m.offset,
-                    file: info.process.pinned_file(i)?.try_clone().ok()?,
-                })
-            })
-            .collect();
-        loader.process(pid, mappings);
-    }
 }
 
 /// The selection `record` applies in userspace when the kernel cannot: cgroup v1 directories,

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     fs::File,
     os::unix::fs::MetadataExt,
-    sync::mpsc,
+    sync::{mpsc, Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -20,9 +20,12 @@ use std::{
 use agent_common::unwind::{
     kind, Mapping, PageKey, PageRows, ProcessMappings, Row, MAX_MAPPINGS, MAX_PAGE_ROWS, PAGE_SHIFT,
 };
-use symbolizer::unwind::{Cfa, Rbp, UnwindLimits, UnwindRow, UnwindTable};
+use symbolizer::{
+    process::MapPath,
+    unwind::{Cfa, Rbp, UnwindLimits, UnwindRow, UnwindTable},
+};
 
-use crate::ebpf::UnwindMaps;
+use crate::{ebpf::UnwindMaps, process::ProcessTable};
 
 /// A binary's table in the kernel's layout: rows grouped by 64 KiB page, each page's rows sorted
 /// and starting at `pc_low` 0, pages that only say "unknown" left out.
@@ -148,7 +151,45 @@ pub struct ExecMapping {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
-    pub file: File,
+    pub image: Image,
+}
+
+/// What a mapping maps.
+pub enum Image {
+    /// A file, opened at first sight.
+    File(File),
+    /// The vDSO: the same image in every process, read once from our own.
+    Vdso,
+}
+
+impl TableLoader {
+    /// Hands the executable mappings of newly captured processes to the loader.
+    pub fn load_processes(&self, table: &ProcessTable, pids: &[u32]) {
+        for &pid in pids {
+            let Some(info) = table.get(pid) else {
+                continue;
+            };
+            let mappings = info
+                .process
+                .mappings()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let image = match &m.path {
+                        MapPath::Vdso => Image::Vdso,
+                        _ => Image::File(info.process.pinned_file(i)?.try_clone().ok()?),
+                    };
+                    Some(ExecMapping {
+                        start: m.start,
+                        end: m.end,
+                        offset: m.offset,
+                        image,
+                    })
+                })
+                .collect();
+            self.process(pid, mappings);
+        }
+    }
 }
 
 /// What the loader did; reported at the end of `record` and in `/metrics`.
@@ -185,12 +226,16 @@ enum Request {
 pub struct TableLoader {
     tx: mpsc::Sender<Request>,
     handle: JoinHandle<LoaderStats>,
+    /// The thread's counters, published after every request (for /metrics).
+    stats: Arc<Mutex<LoaderStats>>,
 }
 
 impl TableLoader {
     /// Starts the loader's thread, which owns the unwind maps.
     pub fn start(maps: UnwindMaps, limits: UnwindLimits) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(LoaderStats::default()));
+        let published = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
             .name("bellows-unwind".into())
             .spawn(move || {
@@ -201,10 +246,18 @@ impl TableLoader {
                         Request::Exited(pid) => state.maps.remove_process(pid),
                         Request::Preload(file) => state.ensure_loaded(&file),
                     }
+                    if let Ok(mut s) = published.lock() {
+                        *s = state.stats;
+                    }
                 }
                 state.stats
             })?;
-        Ok(TableLoader { tx, handle })
+        Ok(TableLoader { tx, handle, stats })
+    }
+
+    /// The counters as of the last request the thread finished.
+    pub fn stats(&self) -> LoaderStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     /// Loads a process's tables (or replaces them, after exec).
@@ -270,6 +323,8 @@ struct LoaderState {
     next_file_id: u32,
     /// Rows in use: a bump allocator over the row array.
     next_row: u32,
+    /// Our vDSO image, once made (None inside: it could not be read).
+    vdso: Option<Option<File>>,
     stats: LoaderStats,
 }
 
@@ -281,6 +336,7 @@ impl LoaderState {
             files: HashMap::new(),
             next_file_id: 1,
             next_row: 0,
+            vdso: None,
             stats: LoaderStats::default(),
         }
     }
@@ -289,10 +345,21 @@ impl LoaderState {
         let mut value = ProcessMappings::default();
         let mut entries: Vec<Mapping> = Vec::new();
         for m in &mappings {
-            let Some(key) = file_key(&m.file) else {
+            let file = match &m.image {
+                Image::File(file) => file,
+                Image::Vdso => match self.vdso() {
+                    Some(file) => file,
+                    None => continue,
+                },
+            };
+            let Some(key) = file_key(file) else {
                 continue;
             };
-            self.ensure_loaded(&m.file);
+            let file = file.try_clone();
+            let Ok(file) = file else {
+                continue;
+            };
+            self.ensure_loaded(&file);
             let Some(Some(loaded)) = self.files.get(&key) else {
                 continue;
             };
@@ -325,6 +392,14 @@ impl LoaderState {
                 tracing::debug!(pid, "cannot load mappings for unwinding: {err}");
             }
         }
+    }
+
+    /// Our vDSO image as a file, made once.
+    fn vdso(&mut self) -> Option<&File> {
+        if self.vdso.is_none() {
+            self.vdso = Some(symbolizer::own_vdso_image().ok());
+        }
+        self.vdso.as_ref()?.as_ref()
     }
 
     /// Loads a file's table unless it was tried before.

@@ -336,6 +336,12 @@ fn reloads(r: &Arc<ElfResolver>) -> u64 {
 /// Copies this process's vDSO image (found in /proc/self/maps, read through /proc/self/mem)
 /// into an anonymous in-memory file and parses it.
 fn load_own_vdso() -> Result<ElfResolver> {
+    ElfResolver::from_file(own_vdso_image()?, "[vdso]")
+}
+
+/// This process's vDSO image, copied into an anonymous file (every process on this kernel maps
+/// the same image): for readers that want the vDSO as a file, such as unwind tables.
+pub fn own_vdso_image() -> Result<File> {
     use std::{io::Write, os::unix::fs::FileExt};
     let io = |source| Error::Io {
         path: "[vdso]".into(),
@@ -363,7 +369,7 @@ fn load_own_vdso() -> Result<ElfResolver> {
     // SAFETY: fd was just created and nothing else owns it.
     let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     file.write_all(&image).map_err(io)?;
-    ElfResolver::from_file(file, "[vdso]")
+    Ok(file)
 }
 
 #[cfg(test)]

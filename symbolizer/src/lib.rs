@@ -24,7 +24,7 @@ pub mod unwind;
 mod cache;
 mod source;
 
-pub use cache::{FileIdentity, MemoryUse, Symbolizer};
+pub use cache::{own_vdso_image, FileIdentity, MemoryUse, Symbolizer};
 pub use elf::ElfResolver;
 pub use kernel::KernelResolver;
 pub use process::Process;

@@ -65,6 +65,8 @@ pub struct Collector {
     totals: Totals,
     /// The collection in which each held process was last sampled.
     last_sampled: HashMap<u32, u64>,
+    /// Builds and loads unwind tables; None with frame pointers only.
+    loader: Option<crate::unwind::TableLoader>,
 }
 
 /// Userspace totals since start, for /metrics.
@@ -94,6 +96,7 @@ impl Collector {
             window_instant: Instant::now(),
             totals: Totals::default(),
             last_sampled: HashMap::new(),
+            loader: None,
         }
     }
 
@@ -203,6 +206,23 @@ impl Collector {
         })
     }
 
+    /// Hands the unwind-table loader its thread (see [`crate::unwind`]).
+    pub fn set_loader(&mut self, loader: Option<crate::unwind::TableLoader>) {
+        self.loader = loader;
+    }
+
+    /// Loads the unwind tables of newly captured processes.
+    pub fn load_tables(&self, pids: &[u32]) {
+        if let Some(loader) = &self.loader {
+            loader.load_processes(&self.table, pids);
+        }
+    }
+
+    /// What the unwind-table loader did so far.
+    pub fn unwind_stats(&self) -> Option<crate::unwind::LoaderStats> {
+        self.loader.as_ref().map(crate::unwind::TableLoader::stats)
+    }
+
     /// Releases processes that have exited, or that were not sampled for [`IDLE_COLLECTIONS`],
     /// and lets the kernel side announce their pids again (reused, or active again).
     fn evict_exited(&mut self, sampled: &[crate::ebpf::RawSample]) -> Result<usize, SamplerError> {
@@ -221,6 +241,9 @@ impl Collector {
         }
         for pid in &gone {
             self.table.forget(*pid);
+            if let Some(loader) = &self.loader {
+                loader.exited(*pid);
+            }
         }
         let table = &self.table;
         self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
@@ -250,8 +273,10 @@ impl Collector {
         let files = self.table.symbolizer().len();
         let tracked = self.table.len();
         let cgroups = self.cgroups.len();
+        let unwind = self.unwind_stats();
         let t = &self.totals;
         self.metrics.update(|s| {
+            s.unwind = unwind;
             s.kernel = kernel.0;
             s.collections = t.collections;
             s.last_collect_seconds = started.elapsed().as_secs_f64();

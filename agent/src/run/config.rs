@@ -55,6 +55,9 @@ pub struct MapSizes {
     pub counts_entries: u32,
     #[serde(default)]
     pub stack_entries: u32,
+    /// Rows of the unwind-table array shared by every binary (8 bytes each).
+    #[serde(default)]
+    pub unwind_rows: u32,
 }
 
 /// Symbolization bounds (`[symbolizer]`).
@@ -100,6 +103,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     kernel_stacks: Option<bool>,
+    unwind_tables: Option<bool>,
     outside_pods: Option<OutsidePods>,
     #[serde(default)]
     maps: MapSizes,
@@ -123,6 +127,8 @@ pub struct RunConfig {
     /// tracing filter; the `--log` flag and RUST_LOG take precedence.
     pub log_level: Option<String>,
     pub kernel_stacks: bool,
+    /// Walk user stacks with unwind tables (else frame pointers only).
+    pub unwind_tables: bool,
     pub outside_pods: OutsidePods,
     pub maps: MapSizes,
     pub symbolizer: SymbolizerConfig,
@@ -268,6 +274,7 @@ impl RunConfig {
             log_format,
             log_level: file.log_level,
             kernel_stacks: file.kernel_stacks.unwrap_or(true),
+            unwind_tables: file.unwind_tables.unwrap_or(true),
             outside_pods,
             maps: file.maps,
             symbolizer: file.symbolizer,

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub symbolizer_dwarf_reloads: u64,
     /// Binaries whose Go table was too damaged to use (named from ELF symbols, if at all).
     pub symbolizer_go_tables_damaged: u64,
+    /// What the unwind-table loader did; None with frame pointers only.
+    pub unwind: Option<crate::unwind::LoaderStats>,
     pub cgroups_indexed: u64,
     /// Entries of the kernel cgroup filter; None when the filter is off.
     pub filter_cgroups: Option<u64>,
@@ -287,6 +289,40 @@ impl Metrics {
             "Binaries whose Go table was too damaged to use: named from ELF symbols, if at all.",
             &[("", s.symbolizer_go_tables_damaged)],
         );
+        if let Some(u) = &s.unwind {
+            family(
+                &mut out,
+                "bellows_unwind_tables",
+                "gauge",
+                "Binaries whose unwind tables are loaded in the kernel.",
+                &[("", u.tables_loaded)],
+            );
+            family(
+                &mut out,
+                "bellows_unwind_rows",
+                "gauge",
+                "Unwind rows loaded in the kernel (8 bytes each).",
+                &[("", u.rows_loaded)],
+            );
+            family(
+                &mut out,
+                "bellows_unwind_tables_missing_total",
+                "counter",
+                "Binaries walked by frame pointers: no usable table, or it did not fit.",
+                &[
+                    ("reason=\"no_table\"", u.tables_unavailable),
+                    ("reason=\"did_not_fit\"", u.tables_not_fitting),
+                    ("reason=\"map_error\"", u.map_errors),
+                ],
+            );
+            family(
+                &mut out,
+                "bellows_unwind_build_milliseconds_total",
+                "counter",
+                "Time spent building and loading unwind tables.",
+                &[("", u.build_time.as_millis() as u64)],
+            );
+        }
         family(
             &mut out,
             "bellows_cgroups",

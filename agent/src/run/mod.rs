@@ -127,9 +127,18 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         double_buffered: true,
         counts_entries: cfg.maps.counts_entries,
         stack_entries: cfg.maps.stack_entries,
+        unwind: cfg.unwind_tables,
+        unwind_rows: cfg.maps.unwind_rows,
         ..SamplerConfig::default()
     })?;
     let mut new_pids = sampler.take_new_pids()?;
+    let loader = sampler
+        .take_unwind_maps()?
+        .map(|maps| {
+            crate::unwind::TableLoader::start(maps, symbolizer::unwind::UnwindLimits::default())
+        })
+        .transpose()
+        .map_err(io("starting the unwind-table loader"))?;
     let mut table = ProcessTable::new();
     let symbolizer = table.symbolizer_mut();
     symbolizer.set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
@@ -149,6 +158,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         Arc::clone(&metrics),
         cfg.frequency_hz,
     );
+    collector.set_loader(loader);
     let targeting = Targeting {
         node: &cfg.node_name,
         outside: cfg.outside_pods,
@@ -192,8 +202,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
             }
             guard = new_pids.readable_mut() => {
                 let mut guard = guard.map_err(io("reading the new-process ring buffer"))?;
-                collector.table.observe_announced(guard.get_inner_mut());
+                let captured = collector.table.observe_announced(guard.get_inner_mut());
                 guard.clear_ready();
+                collector.load_tables(&captured);
             }
         }
     }
