@@ -196,16 +196,25 @@ fn step(state: &mut State, mappings: &ProcessMappings) -> Step {
     let Some(ra) = read_u64(cfa.wrapping_sub(8)) else {
         return Step::Truncated;
     };
-    if row.rbp_slot != 0 {
+    let bp = if row.rbp_slot != 0 {
         let at = cfa.wrapping_add((row.rbp_slot as i64 * 8) as u64);
         let Some(bp) = read_u64(at) else {
             return Step::Truncated;
         };
-        state.bp = bp;
-    }
-    state.sp = cfa;
-    state.ip = ra;
-    if ra == 0 {
+        bp
+    } else {
+        state.bp
+    };
+    move_to(state, ra, cfa, bp)
+}
+
+/// Makes the caller's registers current; a zero ip is past the outermost frame.
+#[inline(always)]
+fn move_to(state: &mut State, ip: u64, sp: u64, bp: u64) -> Step {
+    state.ip = ip;
+    state.sp = sp;
+    state.bp = bp;
+    if ip == 0 {
         Step::Complete
     } else {
         Step::Next
@@ -228,14 +237,7 @@ fn frame_pointer_step(state: &mut State) -> Step {
     if next_bp != 0 && next_bp <= bp {
         return Step::Truncated;
     }
-    state.sp = bp.wrapping_add(16);
-    state.bp = next_bp;
-    state.ip = ra;
-    if ra == 0 {
-        Step::Complete
-    } else {
-        Step::Next
-    }
+    move_to(state, ra, bp.wrapping_add(16), next_bp)
 }
 
 /// Steps out of a signal trampoline: the interrupted frame's registers are in the ucontext that
@@ -250,16 +252,9 @@ fn signal_step(state: &mut State) -> Step {
     ) else {
         return Step::Truncated;
     };
-    state.bp = bp;
-    state.sp = sp;
-    state.ip = ip;
     // The interrupted instruction itself, not a return address.
     state.exact_ip = 1;
-    if ip == 0 {
-        Step::Complete
-    } else {
-        Step::Next
-    }
+    move_to(state, ip, sp, bp)
 }
 
 /// The row covering `pc`: its mapping (a binary search of the process's mappings), then its

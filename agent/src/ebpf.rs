@@ -295,21 +295,12 @@ impl Sampler {
                     source,
                 })?;
         }
-        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
-        let settings = [
+        self.set_config(&[
             (config::FILTER_CGROUPS, u32::from(!cfg.cgroups.is_empty())),
             (config::FILTER_PIDS, u32::from(!cfg.pids.is_empty())),
             (config::NO_KERNEL, u32::from(!cfg.kernel_stacks)),
             (config::SELF_TGID, std::process::id()),
-        ];
-        for (index, value) in settings {
-            config
-                .set(index, value, 0)
-                .map_err(|source| SamplerError::Update {
-                    name: maps::CONFIG,
-                    source,
-                })?;
-        }
+        ])?;
 
         for (name, verify) in [(programs::SAMPLE, true), (programs::EXEC, false)] {
             let program = self
@@ -328,6 +319,20 @@ impl Sampler {
                 p.load()
             };
             result.map_err(|source| SamplerError::Verify { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `(index, value)` pairs of `CONFIG`.
+    fn set_config(&mut self, settings: &[(u32, u32)]) -> Result<(), SamplerError> {
+        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
+        for &(index, value) in settings {
+            config
+                .set(index, value, 0)
+                .map_err(|source| SamplerError::Update {
+                    name: maps::CONFIG,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -364,19 +369,11 @@ impl Sampler {
                  frame-pointer user stacks"
             );
         }
-        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
-        for (index, value) in [
+        self.set_config(&[
             (config::TASK_STACK_OFFSET, task_stack),
             (config::THREAD_SIZE, X86_64_THREAD_SIZE),
             (config::UNWIND, 1),
-        ] {
-            config
-                .set(index, value, 0)
-                .map_err(|source| SamplerError::Update {
-                    name: maps::CONFIG,
-                    source,
-                })?;
-        }
+        ])?;
         self.unwinding = true;
         Ok(())
     }
@@ -471,13 +468,7 @@ impl Sampler {
                 added += 1;
             }
         }
-        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
-        config
-            .set(config::FILTER_CGROUPS, u32::from(enabled), 0)
-            .map_err(|source| SamplerError::Update {
-                name: maps::CONFIG,
-                source,
-            })?;
+        self.set_config(&[(config::FILTER_CGROUPS, u32::from(enabled))])?;
         Ok((added, removed))
     }
 
@@ -611,13 +602,7 @@ impl Sampler {
         }
         let old = self.generation;
         let new = 1 - old;
-        let mut config: Array<&mut MapData, u32> = self.map_mut(maps::CONFIG)?;
-        config
-            .set(config::GENERATION, new, 0)
-            .map_err(|source| SamplerError::Update {
-                name: maps::CONFIG,
-                source,
-            })?;
+        self.set_config(&[(config::GENERATION, new)])?;
         self.generation = new;
         std::thread::sleep(FLIP_GRACE);
         let (counts, stacks) = generation_maps(old);
