@@ -132,7 +132,7 @@ impl FakePyroscope {
 
     /// Waits until `pred` holds for the received profiles, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Received]) -> bool) -> bool {
-        let end = Instant::now() + timeout;
+        let end = Instant::now() + timeout * crate::time_scale();
         while Instant::now() < end {
             if pred(&self.state.lock().unwrap().received) {
                 return true;

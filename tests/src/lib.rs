@@ -23,6 +23,17 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// How much longer than on this machine waits may take: 5 inside the VM tests, whose guests run
+/// under emulation (`BELLOWS_VM_KERNEL` is set there), else 1. Only deadlines scale, never the
+/// assertions.
+pub fn time_scale() -> u32 {
+    if std::env::var_os("BELLOWS_VM_KERNEL").is_some() {
+        5
+    } else {
+        1
+    }
+}
+
 /// Returns false (after printing why) when this machine cannot load BPF programs and we are not
 /// in CI; panics in CI.
 pub fn bpf_available(test: &str) -> bool {

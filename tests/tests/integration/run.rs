@@ -83,7 +83,7 @@ impl Agent {
     fn terminate(mut self, within: Duration) -> (Option<i32>, String) {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + within;
+        let end = Instant::now() + within * tests::time_scale();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
@@ -121,7 +121,7 @@ fn function_names(r: &Received) -> Vec<String> {
 }
 
 fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
+    let end = Instant::now() + timeout * tests::time_scale();
     while !pred() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));

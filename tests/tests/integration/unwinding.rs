@@ -55,7 +55,13 @@ fn go_frameless_leaf_keeps_its_caller_on_every_build() {
     if !bpf_available(test) {
         return;
     }
-    let fixtures = require_go_fixtures(test, "frameless");
+    let mut fixtures = require_go_fixtures(test, "frameless");
+    if tests::time_scale() > 1 {
+        // Under emulation (the VM tests prove the walker on each kernel), the newest toolchain's
+        // default and PIE builds: every build of every toolchain takes too long there.
+        let newest = fixtures.iter().map(|f| f.go_version.clone()).max();
+        fixtures.retain(|f| Some(&f.go_version) == newest.as_ref() && f.variant != "stripped");
+    }
     for fx in &fixtures {
         let what = format!("{} {}", fx.go_version, fx.variant);
         let dir = tempfile::tempdir().unwrap();
