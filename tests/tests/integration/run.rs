@@ -33,14 +33,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A running `bellows run`, killed on drop.
+/// A running `bellows run`, killed on drop. Its log goes to a file, never a pipe nobody reads:
+/// a full pipe would stall the agent at its next log line.
 struct Agent {
     child: Child,
     metrics: String,
+    log: tempfile::NamedTempFile,
 }
 
 impl Agent {
     fn start(config: &Path, metrics_port: u16) -> Agent {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(bellows_bin())
             .args(["run", "--config"])
             .arg(config)
@@ -49,13 +52,19 @@ impl Agent {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .expect("spawn bellows run");
         Agent {
             child,
             metrics: format!("127.0.0.1:{metrics_port}"),
+            log,
         }
+    }
+
+    /// What the agent logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// GET a path of the metrics endpoint; (status line, body).
@@ -94,14 +103,7 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status.code(), err)
+        (status.code(), self.log())
     }
 }
 
@@ -202,8 +204,14 @@ pod-labels = ["team"]
             .filter(|r| is_web(r))
             .count()
             >= 2),
-        "no profile of shop/web-0 pushed; refused: {:?}",
-        pyroscope.refused()
+        "no profile of shop/web-0 pushed; refused: {:?}\nreceived: {:?}\nagent log:\n{}",
+        pyroscope.refused(),
+        pyroscope
+            .received()
+            .iter()
+            .map(|r| r.labels.clone())
+            .collect::<Vec<_>>(),
+        agent.log()
     );
     let got = pyroscope.received();
     let web_profile = got.iter().find(|r| is_web(r)).unwrap();

@@ -81,8 +81,10 @@ fn go_frameless_leaf_keeps_its_caller_on_every_build() {
         let theirs: Vec<&tests::StackSample> = oracle.samples.iter().collect();
         let under_outer = |s: &tests::StackSample| s.frames.iter().any(|f| f == "main.outerLoop");
         let (our_cum, their_cum) = (share(&ours, under_outer), share(&theirs, under_outer));
+        // The oracle must see the loop at all (under emulation the runtime's own work takes a
+        // larger share, so not necessarily all of it).
         assert!(
-            their_cum > 0.9,
+            their_cum > 0.5,
             "{what}: the oracle itself has outerLoop at {their_cum:.2}"
         );
         assert!(
