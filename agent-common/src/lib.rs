@@ -58,6 +58,12 @@ pub const FILTER_ENTRIES: u32 = 4_096;
 pub const KNOWN_PIDS_ENTRIES: u32 = 16_384;
 /// Ring buffer for "first sample of this process" notifications (one `u32` tgid each).
 pub const NEW_PIDS_BYTES: u32 = 64 * 1024;
+/// Set in a `NEW_PIDS` record (tgids stay below 2^22): the process is known, but a sample's pc
+/// lies outside every mapping the kernel was given (a library loaded since, `dlopen`), so its
+/// mappings should be read again. Sent at most once per [`REFRESH_NS`] per process.
+pub const REFRESH_FLAG: u32 = 1 << 31;
+/// How often at most one process asks for its mappings to be read again.
+pub const REFRESH_NS: u64 = 1_000_000_000;
 
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;

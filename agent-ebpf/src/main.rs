@@ -92,6 +92,10 @@ static UNWIND_STATE: PerCpuArray<unwind::State> = PerCpuArray::with_max_entries(
 #[map]
 static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// When each process last asked for its mappings to be read again (see `REFRESH_FLAG`).
+#[map]
+static REFRESHED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);
+
 const EFAULT: i64 = 14;
 const EEXIST: i32 = 17;
 
@@ -329,6 +333,27 @@ fn notify_if_new(tgid: u32) {
         count_error(ErrorKind::NewPidDropped);
         // Let a later sample try again.
         let _ = KNOWN_PIDS.remove(&tgid);
+    }
+}
+
+/// Asks userspace to read a known process's mappings again (a pc outside all of them), at most
+/// once per `REFRESH_NS`.
+#[inline(always)]
+fn request_refresh(tgid: u32) {
+    // SAFETY: the helper only reads the clock.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // SAFETY: plain data, copied out.
+    if let Some(&last) = unsafe { REFRESHED.get(&tgid) } {
+        if now.wrapping_sub(last) < agent_common::REFRESH_NS {
+            return;
+        }
+    }
+    let _ = REFRESHED.insert(&tgid, &now, 0);
+    if NEW_PIDS
+        .output::<u32>(&(tgid | agent_common::REFRESH_FLAG), 0)
+        .is_err()
+    {
+        count_error(ErrorKind::NewPidDropped);
     }
 }
 

@@ -180,6 +180,10 @@ fn step(state: &mut State, mappings: &ProcessMappings) -> Step {
         state.ip.wrapping_sub(1)
     };
     state.exact_ip = 0;
+    // A leaf outside every known mapping: the process has mapped code since it was read.
+    if len == 0 && find_mapping(mappings, pc).is_none() {
+        crate::request_refresh(state.key.tgid);
+    }
     let Some(row) = find_row(mappings, pc) else {
         return frame_pointer_step(state);
     };

@@ -186,7 +186,8 @@ impl<S: ProcSource> ProcessTable<S> {
     }
 
     /// Observes every process the kernel side announced in its ring buffer (one `u32` tgid per
-    /// record) since the last call; returns those whose mappings were captured.
+    /// record: its first sample, after exec, or a pc outside its known mappings) since the last
+    /// call; returns those whose mappings were captured.
     pub fn observe_announced(
         &mut self,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
@@ -196,8 +197,11 @@ impl<S: ProcSource> ProcessTable<S> {
             let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
                 continue;
             };
-            let pid = u32::from_ne_bytes(bytes);
+            let value = u32::from_ne_bytes(bytes);
             drop(item);
+            // A refresh (a pc outside the known mappings) of a process we hold; the kernel
+            // sends it at most once a second per process.
+            let pid = value & !agent_common::REFRESH_FLAG;
             if self.observe(pid) {
                 captured.push(pid);
             }

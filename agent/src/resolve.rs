@@ -82,7 +82,7 @@ pub fn resolve<S: ProcSource>(
         let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
             continue;
         };
-        for addr in lookup_addresses(ips) {
+        for addr in lookup_addresses(walked(ips)) {
             if seen.insert((raw.tgid, addr)) {
                 user_addrs.entry(raw.tgid).or_default().push(addr);
             }
@@ -156,6 +156,19 @@ pub fn resolve<S: ProcSource>(
         kernel_cache.insert(addr, Arc::new(location));
     }
 
+    // The outermost frame of a stack whose walk stopped early (agent_common::TRUNCATED_FRAME).
+    let truncated = Arc::new(Location {
+        address: agent_common::TRUNCATED_FRAME,
+        mapping: None,
+        frames: vec![symbolizer::Frame {
+            function: "[truncated]".to_string(),
+            file: None,
+            line: None,
+            inlined: false,
+            start_line: None,
+        }],
+        kernel: false,
+    });
     for raw in &drained.samples {
         let mut stack: Vec<Arc<Location>> = Vec::new();
         if let Some(ips) = raw.kernel_stack.and_then(|id| drained.stacks.get(&id)) {
@@ -165,9 +178,12 @@ pub fn resolve<S: ProcSource>(
             stats.samples_without_process += 1;
         }
         if let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) {
-            let user =
-                lookup_addresses(ips).filter_map(|a| user_cache.get(&(raw.tgid, a)).cloned());
+            let user = lookup_addresses(walked(ips))
+                .filter_map(|a| user_cache.get(&(raw.tgid, a)).cloned());
             stack.extend(user);
+            if walked(ips).len() < ips.len() {
+                stack.push(Arc::clone(&truncated));
+            }
         }
         recording.samples.push(Sample {
             stack,
@@ -178,6 +194,14 @@ pub fn resolve<S: ProcSource>(
         });
     }
     (recording, stats)
+}
+
+/// A user stack without its end marker: the frames that were walked.
+fn walked(ips: &[u64]) -> &[u64] {
+    match ips.split_last() {
+        Some((&agent_common::TRUNCATED_FRAME, rest)) => rest,
+        _ => ips,
+    }
 }
 
 #[cfg(test)]

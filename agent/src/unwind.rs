@@ -160,6 +160,8 @@ pub enum Image {
     File(File),
     /// The vDSO: the same image in every process, read once from our own.
     Vdso,
+    /// Anonymous code (a JIT), or a file that could not be opened: no table.
+    None,
 }
 
 impl TableLoader {
@@ -174,17 +176,21 @@ impl TableLoader {
                 .mappings()
                 .iter()
                 .enumerate()
-                .filter_map(|(i, m)| {
+                .map(|(i, m)| {
                     let image = match &m.path {
                         MapPath::Vdso => Image::Vdso,
-                        _ => Image::File(info.process.pinned_file(i)?.try_clone().ok()?),
+                        _ => info
+                            .process
+                            .pinned_file(i)
+                            .and_then(|f| f.try_clone().ok())
+                            .map_or(Image::None, Image::File),
                     };
-                    Some(ExecMapping {
+                    ExecMapping {
                         start: m.start,
                         end: m.end,
                         offset: m.offset,
                         image,
-                    })
+                    }
                 })
                 .collect();
             self.process(pid, mappings);
@@ -345,27 +351,9 @@ impl LoaderState {
         let mut value = ProcessMappings::default();
         let mut entries: Vec<Mapping> = Vec::new();
         for m in &mappings {
-            let file = match &m.image {
-                Image::File(file) => file,
-                Image::Vdso => match self.vdso() {
-                    Some(file) => file,
-                    None => continue,
-                },
-            };
-            let Some(key) = file_key(file) else {
-                continue;
-            };
-            let file = file.try_clone();
-            let Ok(file) = file else {
-                continue;
-            };
-            self.ensure_loaded(&file);
-            let Some(Some(loaded)) = self.files.get(&key) else {
-                continue;
-            };
-            let (file_id, Some(bias)) = (loaded.file_id, loaded.bias(m.start, m.offset)) else {
-                continue;
-            };
+            // Every executable mapping goes in, with file id 0 where there is no table: then
+            // a pc outside them all really is new code (see `REFRESH_FLAG`).
+            let (file_id, bias) = self.table_of(m).unwrap_or((0, 0));
             entries.push(Mapping {
                 start: m.start,
                 end: m.end,
@@ -392,6 +380,19 @@ impl LoaderState {
                 tracing::debug!(pid, "cannot load mappings for unwinding: {err}");
             }
         }
+    }
+
+    /// The file id and bias of a mapping's loaded table, loading it first if it is new.
+    fn table_of(&mut self, m: &ExecMapping) -> Option<(u32, u64)> {
+        let file = match &m.image {
+            Image::File(file) => file.try_clone().ok()?,
+            Image::Vdso => self.vdso()?.try_clone().ok()?,
+            Image::None => return None,
+        };
+        let key = file_key(&file)?;
+        self.ensure_loaded(&file);
+        let loaded = self.files.get(&key)?.as_ref()?;
+        Some((loaded.file_id, loaded.bias(m.start, m.offset)?))
     }
 
     /// Our vDSO image as a file, made once.

@@ -81,12 +81,32 @@ impl Client {
         // reqwest is built without a default crypto provider; install ring's once. A provider
         // already installed (by us or another library) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(std::time::Duration::from_secs(10)))
-            .user_agent(concat!("bellows/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError::Build)?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout.min(std::time::Duration::from_secs(10)))
+                .user_agent(concat!("bellows/", env!("CARGO_PKG_VERSION")))
+        };
+        let plain_http = cfg
+            .url
+            .as_deref()
+            .is_some_and(|u| u.trim_start().starts_with("http://"));
+        let http = match builder().build() {
+            Ok(http) => http,
+            // A host or image without CA certificates (a bare node, a scratch container): the
+            // TLS verifier cannot be built, yet a plain-HTTP server needs none.
+            Err(err) if plain_http => {
+                tracing::warn!(
+                    "no usable system CA certificates ({err}); fine for this http:// URL, an \
+                     https:// one would need /etc/ssl/certs"
+                );
+                builder()
+                    .tls_certs_only([])
+                    .build()
+                    .map_err(ClientError::Build)?
+            }
+            Err(err) => return Err(ClientError::Build(err)),
+        };
         let base = cfg.url.as_deref().ok_or(ClientError::MissingUrl)?;
         let base = base.trim_end_matches('/');
         let path = match cfg.api {

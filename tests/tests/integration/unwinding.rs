@@ -87,8 +87,11 @@ fn go_frameless_leaf_keeps_its_caller_on_every_build() {
             their_cum > 0.5,
             "{what}: the oracle itself has outerLoop at {their_cum:.2}"
         );
+        // Samples taken before the tables are loaded are walked by frame pointers: a few
+        // percent here, more under emulation, where loading takes longer.
+        let tolerance = if tests::time_scale() > 1 { 0.12 } else { 0.05 };
         assert!(
-            (our_cum - their_cum).abs() <= 0.05,
+            (our_cum - their_cum).abs() <= tolerance,
             "{what}: outerLoop's cumulative share {our_cum:.3}, its own profile {their_cum:.3}\n{summary}"
         );
         // Wherever the leaf is sampled, its caller is outerLoop.
