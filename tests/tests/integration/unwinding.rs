@@ -214,8 +214,8 @@ fn is_root(symbol: &str) -> bool {
         || symbol == "clone3"
 }
 
-/// Native code built without frame pointers (Debian's xz, and a C program built here with
-/// `-fomit-frame-pointer`) has complete stacks as often as with perf's DWARF unwinding.
+/// Native code built without frame pointers (Debian's xz and python3, and a C program built here
+/// with `-fomit-frame-pointer`) has complete stacks as often as with perf's DWARF unwinding.
 #[test]
 fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
     let test = "native_stacks_without_frame_pointers_are_as_complete_as_with_perf";
@@ -227,6 +227,17 @@ fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
     std::fs::write(&input, random_bytes(8 << 20)).unwrap();
     let input = input.to_str().unwrap().to_string();
     let c_program = build_c_without_frame_pointers(dir.path());
+    // Debian's python3 is built without frame pointers, and its json accelerator is a library it
+    // loads after start (dlopen): the kernel has to ask for the new mapping.
+    let script = dir.path().join("loop.py");
+    std::fs::write(
+        &script,
+        "import json, time\n\
+         d = {'a': [1, 2, 3, {'b': 'c' * 50}] * 20}\n\
+         end = time.time() + 6\n\
+         while time.time() < end:\n    json.loads(json.dumps(d))\n",
+    )
+    .unwrap();
     let workloads: Vec<(&str, Vec<String>)> = vec![
         (
             "xz",
@@ -237,6 +248,13 @@ fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
         (
             "nofp",
             vec![c_program.to_str().unwrap().to_string(), "3000".to_string()],
+        ),
+        (
+            "python3",
+            vec![
+                "/usr/bin/python3".to_string(),
+                script.to_str().unwrap().to_string(),
+            ],
         ),
     ];
     for (comm, command) in &workloads {
