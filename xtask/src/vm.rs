@@ -740,6 +740,14 @@ fn build_initramfs(root: &Path, binaries: &Binaries, filters: &[String]) -> Resu
         "127.0.0.1 localhost\n::1 localhost\n",
         0o644,
     )?;
+    // And CA certificates (any node, and the distroless image, has them): the Kubernetes
+    // client refuses to start without a root store even for a plain-HTTP API.
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if ca.is_file() {
+        std::fs::create_dir_all(tree.join("etc/ssl/certs"))?;
+        std::fs::copy(ca, tree.join("etc/ssl/certs/ca-certificates.crt"))
+            .with_context(|| format!("copying {}", ca.display()))?;
+    }
     write_file(&tree.join("init"), &init_script(filters), 0o755)?;
     let image = root.join("target/vm/initramfs.cpio");
     write_cpio(&tree, &image)?;

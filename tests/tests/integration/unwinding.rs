@@ -103,8 +103,9 @@ fn go_frameless_leaf_keeps_its_caller_on_every_build() {
         let parent_is_outer = share(&in_leaf, |s| {
             s.frames.len() >= 2 && s.frames[s.frames.len() - 2] == "main.outerLoop"
         });
+        let wanted = if tests::time_scale() > 1 { 0.9 } else { 0.97 };
         assert!(
-            !in_leaf.is_empty() && parent_is_outer >= 0.97,
+            !in_leaf.is_empty() && parent_is_outer >= wanted,
             "{what}: main.leaf under main.outerLoop in {parent_is_outer:.3} of its samples"
         );
     }
