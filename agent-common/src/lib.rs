@@ -62,8 +62,9 @@ pub const NEW_PIDS_BYTES: u32 = 64 * 1024;
 /// lies outside every mapping the kernel was given (a library loaded since, `dlopen`), so its
 /// mappings should be read again. Sent at most once per [`REFRESH_NS`] per process.
 pub const REFRESH_FLAG: u32 = 1 << 31;
-/// How often at most one process asks for its mappings to be read again.
-pub const REFRESH_NS: u64 = 1_000_000_000;
+/// How often at most one process asks for its mappings to be read again (a library loaded
+/// shortly after start must not leave a second of broken stacks behind).
+pub const REFRESH_NS: u64 = 100_000_000;
 
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;

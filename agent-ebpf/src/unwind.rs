@@ -40,6 +40,9 @@ pub struct State {
     /// Nonzero: `ip` is where the frame was interrupted (the leaf, or a frame a signal
     /// interrupted), not a return address, so its row is looked up at `ip` rather than `ip - 1`.
     exact_ip: u64,
+    /// Nonzero while every step so far followed a row: `ip` is then a real address, and one
+    /// outside every known mapping means code mapped since the process was read.
+    trusted: u64,
     stack: Stack,
 }
 
@@ -127,6 +130,7 @@ pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
     state.sp = regs.sp;
     state.bp = regs.bp;
     state.exact_ip = 1;
+    state.trusted = 1;
     state.stack.len = 0;
     // SAFETY: on success control never comes back; on failure it returns here.
     unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
@@ -180,8 +184,9 @@ fn step(state: &mut State, mappings: &ProcessMappings) -> Step {
         state.ip.wrapping_sub(1)
     };
     state.exact_ip = 0;
-    // A leaf outside every known mapping: the process has mapped code since it was read.
-    if len == 0 && find_mapping(mappings, pc).is_none() {
+    // A real address outside every known mapping: the process has mapped code since it was
+    // read (a library loaded later).
+    if state.trusted != 0 && find_mapping(mappings, pc).is_none() {
         crate::request_refresh(state.key.tgid);
     }
     let Some(row) = find_row(mappings, pc) else {
@@ -230,6 +235,7 @@ fn move_to(state: &mut State, ip: u64, sp: u64, bp: u64) -> Step {
 #[inline(always)]
 fn frame_pointer_step(state: &mut State) -> Step {
     count_error(ErrorKind::UnwindFpFrames);
+    state.trusted = 0;
     let bp = state.bp;
     if bp == 0 {
         return Step::Complete;

@@ -200,7 +200,7 @@ impl<S: ProcSource> ProcessTable<S> {
             let value = u32::from_ne_bytes(bytes);
             drop(item);
             // A refresh (a pc outside the known mappings) of a process we hold; the kernel
-            // sends it at most once a second per process.
+            // sends it at most every 100 ms per process (agent_common::REFRESH_NS).
             let pid = value & !agent_common::REFRESH_FLAG;
             if self.observe(pid) {
                 captured.push(pid);

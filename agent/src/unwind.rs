@@ -371,6 +371,12 @@ impl LoaderState {
             self.maps.remove_process(pid);
             return;
         }
+        tracing::debug!(
+            pid,
+            mappings = entries.len(),
+            with_tables = entries.iter().filter(|e| e.file_id != 0).count(),
+            "process mappings for unwinding"
+        );
         value.len = entries.len() as u32;
         value.entries[..entries.len()].copy_from_slice(&entries);
         match self.maps.set_process(pid, &value) {

@@ -39,7 +39,7 @@ fn check_command_recording(fx: &GoFixture) {
     assert!(out.status.success(), "{what}: bellows failed: {stderr}");
     assert!(stdout.contains("Recorded"), "{what}: no summary: {stdout}");
     // A small workload fits the maps: no sample may lose its stack. Walks that end early are
-    // rare (the Go runtime switching stacks in assembly) and said.
+    // rare (the Go runtime switching stacks in assembly: at most 2%) and said.
     let total: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("Recorded "))
@@ -55,7 +55,7 @@ fn check_command_recording(fx: &GoFixture) {
             let n: u64 = n.parse().expect("count");
             assert!(
                 matches!(kind, "unwind_truncated" | "unwind_frame_pointer_frames")
-                    && n * 100 <= total,
+                    && n * 50 <= total,
                 "{what}: {kind} {n} of {total} samples: {stdout}"
             );
         }
