@@ -103,8 +103,11 @@ fn check_command_recording(fx: &GoFixture) {
     let b = stacks.total_value("main.hotB");
     assert!(a > 0 && b > 0, "{what}: hotA {a} hotB {b}");
     let ratio = a as f64 / b as f64;
+    // 3 s at 499 Hz: on an idle machine the ratio spreads 2.9–3.8 between runs (frame pointers
+    // and tables alike); with the other tests' workloads on the same two cores one run in a few
+    // falls to 1.9. Far from 1:1 either way, which is what a wrong attribution would give.
     assert!(
-        (2.0..=4.5).contains(&ratio),
+        (1.5..=4.5).contains(&ratio),
         "{what}: hotA:hotB = {ratio:.2}, expected about 3"
     );
 
