@@ -152,6 +152,16 @@ impl<S: ProcSource> ProcessTable<S> {
                 return false;
             }
         };
+        // A live image always maps code (its text, at least the vDSO). No code at all is a
+        // process between exec's steps (the new mm before the binary is mapped) or one exiting
+        // (mm gone, zombie): nothing to capture, and no reason to drop an earlier capture.
+        if !entries.iter().any(|e| e.executable) {
+            tracing::debug!(
+                pid,
+                "no code mapped (exiting, or in mid-exec): not captured"
+            );
+            return false;
+        }
         let (source, stats) = (&self.source, &mut self.stats);
         let process = Process::from_maps(pid, entries, |entry| {
             let opened = source.open(pid, entry);
@@ -174,6 +184,12 @@ impl<S: ProcSource> ProcessTable<S> {
                 })
             })
             .collect();
+        tracing::debug!(
+            pid,
+            mappings = process.mappings().len(),
+            replaced = self.procs.contains_key(&pid),
+            "captured mappings"
+        );
         let info = ProcessInfo {
             pid,
             process,
@@ -319,5 +335,33 @@ mod tests {
         assert_eq!(info.mapping(0x7ffd_0001).unwrap().file, "[vdso]");
         assert!(info.process.resolver(2).is_some(), "the vDSO");
         assert!(info.mapping(0x10).is_none());
+    }
+
+    /// A process read again while it exits (or between exec's steps) maps no code: the earlier
+    /// capture stays, and a process first read in that state is not taken for one that vanished.
+    #[test]
+    fn a_read_without_code_keeps_the_earlier_capture() {
+        let exe = std::env::current_exe().unwrap();
+        let live = format!(
+            "00400000-00500000 r-xp 00001000 08:01 1234 {}\n",
+            exe.display()
+        );
+        let exiting = "7ffc0000-7ffd0000 rw-p 00000000 00:00 0 [stack]\n".to_string();
+        let mut table =
+            ProcessTable::with_source(Canned(HashMap::from([(7, live), (8, exiting.clone())])));
+        assert!(table.observe(7));
+        table.source.0.insert(7, exiting);
+        assert!(!table.observe(7), "nothing new captured");
+        assert!(
+            table.get(7).unwrap().mapping(0x0040_0010).is_some(),
+            "the live capture is kept"
+        );
+        assert!(!table.observe(8));
+        assert!(table.get(8).is_none());
+        assert!(
+            !table.vanished(8),
+            "its mappings may still come: it is not gone"
+        );
+        assert_eq!(table.stats().captured, 1);
     }
 }
