@@ -300,18 +300,21 @@ fn file_key(file: &File) -> Option<FileKey> {
 
 struct LoadedFile {
     file_id: u32,
-    /// Loadable segments: (file offset, file size, virtual address).
+    /// Executable loadable segments: (file offset, file size, virtual address).
     segments: Vec<(u64, u64, u64)>,
 }
 
 impl LoadedFile {
-    /// The bias of a mapping of this file at `start` from file offset `offset`: ELF virtual
-    /// address = address - bias, through the loadable segment that holds the offset.
+    /// The bias of an executable mapping of this file at `start` from file offset `offset`: ELF
+    /// virtual address = address - bias, through the executable segment the mapping was made
+    /// from. The kernel maps whole pages, so `offset` is the segment's offset rounded down to a
+    /// page, which may lie inside the segment before it (lld starts the code segment mid-page
+    /// after the read-only one: offset 0x13cd0, mapped from 0x13000).
     fn bias(&self, start: u64, offset: u64) -> Option<u64> {
-        let &(seg_offset, _, vaddr) = self
-            .segments
-            .iter()
-            .find(|&&(off, size, _)| off <= offset && offset < off.saturating_add(size.max(1)))?;
+        const PAGE: u64 = 4096;
+        let &(seg_offset, _, vaddr) = self.segments.iter().find(|&&(off, size, _)| {
+            off & !(PAGE - 1) <= offset && offset < off.saturating_add(size.max(1))
+        })?;
         Some(
             start
                 .wrapping_sub(offset)
@@ -354,6 +357,14 @@ impl LoaderState {
             // Every executable mapping goes in, with file id 0 where there is no table: then
             // a pc outside them all really is new code (see `REFRESH_FLAG`).
             let (file_id, bias) = self.table_of(m).unwrap_or((0, 0));
+            tracing::trace!(
+                pid,
+                start = m.start,
+                offset = m.offset,
+                file_id,
+                bias,
+                "mapping"
+            );
             entries.push(Mapping {
                 start: m.start,
                 end: m.end,
@@ -443,8 +454,12 @@ impl LoaderState {
         };
         let segments = match object::File::parse(&*data) {
             Ok(obj) => {
-                use object::{Object, ObjectSegment};
+                use object::{Object, ObjectSegment, SegmentFlags};
+                // Only code is mapped executable, and only code is unwound.
                 obj.segments()
+                    .filter(|s| {
+                        matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0)
+                    })
                     .map(|s| {
                         let (off, size) = s.file_range();
                         (off, size, s.address())
@@ -501,6 +516,26 @@ impl LoaderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The code segment of a binary linked by lld (rustc's default) starts mid-page, after the
+    /// read-only segment: its mapping's page-aligned offset lies inside that segment's range.
+    #[test]
+    fn bias_of_a_code_segment_that_starts_mid_page() {
+        // readelf -l of a Rust binary: R at offset 0 (0x13cc4 bytes), R E at offset 0x13cd0,
+        // vaddr 0x14cd0. Only the executable one is kept.
+        let file = LoadedFile {
+            file_id: 1,
+            segments: vec![(0x13cd0, 0x3f830, 0x14cd0)],
+        };
+        // Mapped at 0x5555_5556_8000 from offset 0x13000: vaddr 0x14cd0 is at 0x5555_5556_8cd0.
+        let bias = file.bias(0x5555_5556_8000, 0x13000).unwrap();
+        assert_eq!(0x5555_5556_8cd0 - bias, 0x14cd0);
+        assert_eq!(
+            file.bias(0x5555_5556_8000, 0x12000),
+            None,
+            "not this segment's page"
+        );
+    }
 
     fn row(pc: u64, cfa: Cfa, rbp: Rbp) -> UnwindRow {
         UnwindRow { pc, cfa, rbp }
