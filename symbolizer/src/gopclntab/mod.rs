@@ -116,6 +116,10 @@ pub struct GoFuncSp<'a> {
     /// The runtime stops tracebacks here (`runtime.goexit`, `runtime.mstart`, `runtime.rt0_go`):
     /// `_func.flag`'s TOPFRAME bit (Go 1.17+), or one of those names.
     pub top_frame: bool,
+    /// The function writes rsp with more than a constant push or pop (it switches stacks, as
+    /// `runtime.asmcgocall` and `runtime.systemstack` do), so its `pcsp` deltas hold only until
+    /// then: `_func.flag`'s SPWRITE bit (Go 1.17+), or one of [`SP_WRITERS`].
+    pub sp_write: bool,
     /// The `pcsp` table: bytes the function has pushed below its return address, per pc range,
     /// from the entry. None when the function has no table.
     pub runs: Option<PcRuns<'a>>,
@@ -125,6 +129,15 @@ pub struct GoFuncSp<'a> {
 const FUNC_FLAG_TOPFRAME: u8 = 1;
 /// Functions that end every stack, for tables without `_func.flag`.
 const TOP_FRAMES: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
+/// `_func.flag` bit: the function writes the stack pointer arbitrarily.
+const FUNC_FLAG_SPWRITE: u8 = 2;
+/// The stack switchers of every Go release, for tables without `_func.flag`.
+const SP_WRITERS: &[&str] = &[
+    "runtime.asmcgocall",
+    "runtime.systemstack",
+    "runtime.mcall",
+    "runtime.morestack",
+];
 
 impl GoTable {
     /// Finds and validates the table in an ELF image: the `.gopclntab` or
@@ -218,6 +231,7 @@ impl GoTable {
                     name,
                 },
                 top_frame: f.flag & FUNC_FLAG_TOPFRAME != 0 || TOP_FRAMES.contains(&name),
+                sp_write: f.flag & FUNC_FLAG_SPWRITE != 0 || SP_WRITERS.contains(&name),
                 runs: self.pctab.runs(data, f.pcsp, f.entry, f.end),
             })
         })

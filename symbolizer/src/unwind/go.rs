@@ -17,6 +17,15 @@
 //! place, so `At(-16)` stays right there. A function whose first stack change matches neither
 //! prologue (frameless code, assembly that pushes other registers) keeps `Unchanged`.
 //!
+//! Functions that switch stacks (SPWRITE: `runtime.asmcgocall` into C code on the thread's
+//! stack, `runtime.systemstack`) move rsp where no `pcsp` delta follows. Their frame pointer
+//! still leads back to the goroutine's stack (`asmcgocall` keeps it for this purpose), so
+//! from their saved rbp on, wherever they have pushed something, they get the frame-pointer
+//! rule instead: CFA = rbp + 16, the caller's rbp at CFA-16. Without a saved rbp of their own
+//! (Go ≤ 1.20's `asmcgocall` has no frame, and its `pcsp` does not see its `sub` on the new
+//! stack), they get that rule after their entry instruction: rbp is still their caller's, and
+//! the walk skips that one caller (`runtime.cgocall`) rather than losing the stack.
+//!
 //! Functions the runtime ends tracebacks at (TOPFRAME: `runtime.goexit`, `runtime.mstart`,
 //! `runtime.rt0_go`) are [`Cfa::Undefined`]. A function whose table is damaged is left to the
 //! other sources. Rows cover `[entry, end of pcsp)`: the alignment padding after a function is
@@ -131,6 +140,17 @@ pub(super) fn collect(
                     _ => Cfa::Unknown,
                 }
             };
+            if f.sp_write && !f.top_frame && (run.value > 0 || saved.is_none()) {
+                // Frameless: the entry instruction keeps its exact rule.
+                let from = saved.unwrap_or(f.func.entry + 1);
+                if run.start < from {
+                    b.push(run.start, from.min(run.end), cfa, Rbp::Unchanged)?;
+                }
+                if run.end > from {
+                    b.push(run.start.max(from), run.end, Cfa::Rbp(16), Rbp::At(-16))?;
+                }
+                continue;
+            }
             match saved {
                 Some(at) if run.value > 0 && run.end > at => {
                     if run.start < at {
