@@ -20,6 +20,21 @@ fn share(samples: &[&tests::StackSample], pred: impl Fn(&tests::StackSample) -> 
     }
 }
 
+/// The five heaviest of `samples` that satisfy `pred`, a line each (root → leaf), so that a
+/// failed share shows what the stacks were instead.
+fn heaviest(samples: &[&tests::StackSample], pred: impl Fn(&tests::StackSample) -> bool) -> String {
+    let mut by_stack: std::collections::HashMap<&[String], i64> = Default::default();
+    for s in samples.iter().filter(|s| pred(s)) {
+        *by_stack.entry(&s.frames).or_default() += s.value;
+    }
+    let mut v: Vec<_> = by_stack.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.iter()
+        .take(5)
+        .map(|(frames, n)| format!("  {n} {}\n", frames.join(";")))
+        .collect()
+}
+
 /// `bellows record -F 499 --no-kernel -o <tmp> ARGS -- CMD`, decoded, with the summary.
 fn record_command(args: &[&str], command: &[&str]) -> (Stacks, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -64,51 +79,124 @@ fn go_frameless_leaf_keeps_its_caller_on_every_build() {
     }
     for fx in &fixtures {
         let what = format!("{} {}", fx.go_version, fx.variant);
-        let dir = tempfile::tempdir().unwrap();
-        let own = dir.path().join("own.pb.gz");
-        let (stacks, summary) = record_command(
-            &[],
-            &[
-                fx.path.to_str().unwrap(),
-                "-duration",
-                "4s",
-                "-cpuprofile",
-                own.to_str().unwrap(),
-            ],
-        );
-        let ours: Vec<&tests::StackSample> = stacks.samples.iter().collect();
-        let oracle = Stacks::from_profile(&read_pprof(&own));
-        let theirs: Vec<&tests::StackSample> = oracle.samples.iter().collect();
-        let under_outer = |s: &tests::StackSample| s.frames.iter().any(|f| f == "main.outerLoop");
-        let (our_cum, their_cum) = (share(&ours, under_outer), share(&theirs, under_outer));
-        // The oracle must see the loop at all (under emulation the runtime's own work takes a
-        // larger share, so not necessarily all of it).
-        assert!(
-            their_cum > 0.5,
-            "{what}: the oracle itself has outerLoop at {their_cum:.2}"
-        );
-        // Samples taken before the tables are loaded are walked by frame pointers: a few
-        // percent here, more under emulation, where loading takes longer.
-        let tolerance = if tests::time_scale() > 1 { 0.12 } else { 0.05 };
-        assert!(
-            (our_cum - their_cum).abs() <= tolerance,
-            "{what}: outerLoop's cumulative share {our_cum:.3}, its own profile {their_cum:.3}\n{summary}"
-        );
-        // Wherever the leaf is sampled, its caller is outerLoop.
-        let in_leaf: Vec<&tests::StackSample> = ours
-            .iter()
-            .copied()
-            .filter(|s| s.frames.last().is_some_and(|f| f == "main.leaf"))
-            .collect();
-        let parent_is_outer = share(&in_leaf, |s| {
-            s.frames.len() >= 2 && s.frames[s.frames.len() - 2] == "main.outerLoop"
-        });
-        let wanted = if tests::time_scale() > 1 { 0.9 } else { 0.97 };
-        assert!(
-            !in_leaf.is_empty() && parent_is_outer >= wanted,
-            "{what}: main.leaf under main.outerLoop in {parent_is_outer:.3} of its samples"
-        );
+        agrees_with_own_profile(&what, &fx.path, "main.outerLoop", "main.leaf", 1);
     }
+}
+
+/// Go calling C through cgo, the C code built without frame pointers: the walk goes from the C
+/// leaf through glibc-free C frames, `runtime.asmcgocall`'s switch from the thread's stack back
+/// to the goroutine's, and on to `main.main`, as the program's own profile has it. Built here
+/// by the oldest and the newest Go toolchain (cgo needs gcc, so the fixtures' builds have none).
+#[test]
+fn go_calling_c_through_cgo_keeps_the_go_callers() {
+    let test = "go_calling_c_through_cgo_keeps_the_go_callers";
+    if !bpf_available(test) {
+        return;
+    }
+    let toolchains: Vec<std::path::PathBuf> = std::env::var("BELLOWS_GO_TOOLCHAINS")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .collect();
+    if toolchains.is_empty() {
+        let why = "BELLOWS_GO_TOOLCHAINS is not set (cargo xtask test sets it)";
+        assert!(!in_ci(), "{test}: {why}");
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgo");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cgo-cache");
+    let dir = tempfile::tempdir().unwrap();
+    let mut picked = vec![toolchains[0].clone()];
+    picked.extend(toolchains.last().filter(|&g| *g != toolchains[0]).cloned());
+    for (i, go) in picked.iter().enumerate() {
+        let out = dir.path().join(format!("cgo{i}"));
+        let built = Command::new(go)
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&source)
+            .env("CGO_ENABLED", "1")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("GOCACHE", cache.join(i.to_string()))
+            .env("GOPATH", dir.path().join("gopath"))
+            .output()
+            .expect("go build");
+        assert!(
+            built.status.success(),
+            "{}: go build: {}",
+            go.display(),
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let what = format!("cgo built by {}", go.display());
+        agrees_with_own_profile(&what, &out, "main.goCaller", "c_mix", usize::MAX);
+    }
+}
+
+/// Records `binary -duration 4s -cpuprofile F` (12 s under emulation) and compares with its own profile:
+/// - among the goroutine's stacks (through `main.main`), `caller`'s cumulative share is the
+///   profile's within a few points;
+/// - where `leaf` is sampled, `caller` is on the stack at most `depth` frames above it (1: its
+///   direct caller).
+fn agrees_with_own_profile(what: &str, binary: &Path, caller: &str, leaf: &str, depth: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.pb.gz");
+    // Samples taken before the tables are loaded are walked by frame pointers: under emulation
+    // loading takes long enough (0.5 s) that a longer run keeps that share small.
+    let duration = if tests::time_scale() > 1 { "12s" } else { "4s" };
+    let (stacks, summary) = record_command(
+        &[],
+        &[
+            binary.to_str().unwrap(),
+            "-duration",
+            duration,
+            "-cpuprofile",
+            own.to_str().unwrap(),
+        ],
+    );
+    // The goroutine's stacks: those through main.main. The program's own profile does not see
+    // its profiler's signal handling, its runtime threads take a share that varies (several
+    // points under emulation), and neither is what the comparison is about.
+    let in_main = |s: &&tests::StackSample| s.frames.iter().any(|f| f == "main.main");
+    let ours: Vec<&tests::StackSample> = stacks.samples.iter().filter(in_main).collect();
+    let oracle = Stacks::from_profile(&read_pprof(&own));
+    let theirs: Vec<&tests::StackSample> = oracle.samples.iter().filter(in_main).collect();
+    let under = |s: &tests::StackSample| s.frames.iter().any(|f| f == caller);
+    let (our_cum, their_cum) = (share(&ours, under), share(&theirs, under));
+    // The oracle must see the loop.
+    assert!(
+        their_cum > 0.9,
+        "{what}: the oracle itself has {caller} at {their_cum:.2}"
+    );
+    // Samples taken before the tables are loaded are walked by frame pointers: a few percent
+    // here, more under emulation, where loading takes longer.
+    let tolerance = if tests::time_scale() > 1 { 0.12 } else { 0.05 };
+    assert!(
+        (our_cum - their_cum).abs() <= tolerance,
+        "{what}: {caller}'s cumulative share {our_cum:.3}, its own profile {their_cum:.3}\n\
+         {summary}the heaviest others:\n{}",
+        heaviest(&ours, |s| !under(s))
+    );
+    // Wherever the leaf is sampled, the caller is above it (all stacks: one that stops short of
+    // main.main counts against it).
+    let in_leaf: Vec<&tests::StackSample> = stacks
+        .samples
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == leaf))
+        .collect();
+    let has_caller = |s: &tests::StackSample| {
+        let above = &s.frames[..s.frames.len() - 1];
+        above.iter().rev().take(depth).any(|f| f == caller)
+    };
+    let kept = share(&in_leaf, has_caller);
+    let wanted = if tests::time_scale() > 1 { 0.9 } else { 0.97 };
+    assert!(
+        !in_leaf.is_empty() && kept >= wanted,
+        "{what}: {leaf} under {caller} in {kept:.3} of its samples; the heaviest others:\n{}",
+        heaviest(&in_leaf, |s| !has_caller(s))
+    );
 }
 
 /// The share of `comm`'s stacks in `perf record --call-graph dwarf` output that are complete
@@ -184,13 +272,6 @@ fn perf_reaching_main(command: &[&str], comm: &str) -> Option<f64> {
             &text[..text.len().min(3000)]
         );
     }
-    if total > 0 && reached * 10 < total * 9 {
-        eprintln!(
-            "perf script, the start of it ({}):\n{}",
-            String::from_utf8_lossy(&script.stderr),
-            &text[..text.len().min(3000)]
-        );
-    }
     assert!(total > 100, "perf recorded {total} samples of {comm}");
     Some(reached as f64 / total as f64)
 }
@@ -215,8 +296,9 @@ fn is_root(symbol: &str) -> bool {
         || symbol == "clone3"
 }
 
-/// Native code built without frame pointers (Debian's xz and python3, and a C program built here
-/// with `-fomit-frame-pointer`) has complete stacks as often as with perf's DWARF unwinding.
+/// Native code built without frame pointers has complete stacks as often as with perf's DWARF
+/// unwinding: Debian's xz and python3, and programs built here without frame pointers in C (plain
+/// calls; callbacks from glibc's `twalk`; a signal handler), C++ (with libstdc++) and Rust.
 #[test]
 fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
     let test = "native_stacks_without_frame_pointers_are_as_complete_as_with_perf";
@@ -227,7 +309,14 @@ fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
     let input = dir.path().join("random.bin");
     std::fs::write(&input, random_bytes(8 << 20)).unwrap();
     let input = input.to_str().unwrap().to_string();
-    let c_program = build_c_without_frame_pointers(dir.path());
+    let built = |name, lang, source| build_without_frame_pointers(dir.path(), name, lang, source);
+    let programs = [
+        ("nofp", built("nofp", Lang::C, C_LEVELS)),
+        ("nofp_twalk", built("nofp_twalk", Lang::C, C_TWALK)),
+        ("nofp_signal", built("nofp_signal", Lang::C, C_SIGNAL)),
+        ("nofp_cpp", built("nofp_cpp", Lang::Cpp, CPP_MAP)),
+        ("nofp_rust", built("nofp_rust", Lang::Rust, RUST_LEVELS)),
+    ];
     // Debian's python3 is built without frame pointers, and its json accelerator is a library it
     // loads after start (dlopen): the kernel has to ask for the new mapping. A short warm-up and
     // a pause keep that transient (samples before the new library's table is loaded, walked by
@@ -246,47 +335,61 @@ fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
          work(6)\n",
     )
     .unwrap();
-    let workloads: Vec<(&str, Vec<String>)> = vec![
-        (
-            "xz",
-            ["xz", "-9", "-T1", "-k", "-c", &input]
-                .map(String::from)
-                .to_vec(),
-        ),
-        (
-            "nofp",
-            vec![c_program.to_str().unwrap().to_string(), "3000".to_string()],
-        ),
-        (
-            "python3",
-            vec![
-                "/usr/bin/python3".to_string(),
-                script.to_str().unwrap().to_string(),
-            ],
-        ),
-    ];
+    let mut workloads: Vec<(&str, Vec<String>)> = vec![(
+        "xz",
+        ["xz", "-9", "-T1", "-k", "-c", &input]
+            .map(String::from)
+            .to_vec(),
+    )];
+    for (comm, path) in &programs {
+        workloads.push((comm, vec![path.clone(), "3000".to_string()]));
+    }
+    workloads.push((
+        "python3",
+        vec![
+            "/usr/bin/python3".to_string(),
+            script.to_str().unwrap().to_string(),
+        ],
+    ));
     for (comm, command) in &workloads {
-        // Output to /dev/null through a shell, so that the command's stdout is not ours.
-        let line = format!("exec {} > /dev/null", command.join(" "));
+        // Through a shell that first waits a moment and then execs the program, output to
+        // /dev/null: every program here starts by an exec in mid-recording, of a process whose
+        // tables (the shell's) are already loaded.
+        let line = format!("sleep 0.2; exec {} > /dev/null", command.join(" "));
         let sh = ["sh", "-c", line.as_str()];
         let (stacks, summary) = record_command(&[], &sh);
         let ours = ours_reaching_main(&stacks, comm);
         let (frame_pointers, _) = record_command(&["--frame-pointers"], &sh);
         let fp = ours_reaching_main(&frame_pointers, comm);
-        let Some(perf) = perf_reaching_main(&sh, comm) else {
+        // perf's DWARF unwinding on this machine loses glibc's frames in some runs and not in
+        // others, by where the libraries are loaded (twalk: 99.9% complete or 0.0%, about half
+        // the runs each; always 0.0% with address randomisation off). The oracle is its best of
+        // three runs; when all three fail, our share must reach what perf's good runs reach.
+        let mut perf = None;
+        for _ in 0..3 {
+            let Some(run) = perf_reaching_main(&sh, comm) else {
+                break;
+            };
+            perf = Some(perf.map_or(run, |p: f64| p.max(run)));
+            if run > 0.5 {
+                break;
+            }
+        }
+        let Some(perf) = perf else {
             continue;
         };
         eprintln!(
-            "{comm}: complete stacks: bellows {:.1}%, perf --call-graph dwarf {:.1}%, frame pointers {:.1}%",
+            "{comm}: complete stacks: bellows {:.1}%, perf --call-graph dwarf {:.1}% (best of its runs), frame pointers {:.1}%",
             ours * 100.0,
             perf * 100.0,
             fp * 100.0
         );
-        assert!(
-            perf > 0.9,
-            "{comm}: perf's own DWARF unwinding completed only {:.1}% of stacks: the oracle failed",
-            perf * 100.0
-        );
+        let perf = if perf > 0.5 {
+            perf
+        } else {
+            eprintln!("{comm}: perf's unwinding failed in each run; comparing with its good runs");
+            0.99
+        };
         let incomplete: Vec<String> = stacks
             .samples
             .iter()
@@ -318,13 +421,50 @@ fn random_bytes(n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A C program with a few levels of calls, built with `-O2 -fomit-frame-pointer` and no
-/// inlining, so that its stacks can only be walked with its `.eh_frame`.
-fn build_c_without_frame_pointers(dir: &Path) -> std::path::PathBuf {
-    let src = dir.join("nofp.c");
-    std::fs::write(
-        &src,
-        r#"
+/// The languages the native comparison builds its programs in, each without frame pointers.
+#[derive(Clone, Copy)]
+enum Lang {
+    C,
+    Cpp,
+    Rust,
+}
+
+/// Builds `source` as `dir/name`, optimised, without frame pointers and without inlining of the
+/// functions marked so, so that its stacks can only be walked with its `.eh_frame`.
+fn build_without_frame_pointers(dir: &Path, name: &str, lang: Lang, source: &str) -> String {
+    let (ext, compiler, flags): (&str, &str, &[&str]) = match lang {
+        Lang::C => ("c", "gcc", &["-O2", "-fomit-frame-pointer", "-o"]),
+        Lang::Cpp => ("cc", "g++", &["-O2", "-fomit-frame-pointer", "-o"]),
+        Lang::Rust => (
+            "rs",
+            "rustc",
+            &[
+                "-Copt-level=2",
+                "-Cforce-frame-pointers=no",
+                "--edition=2021",
+                "-o",
+            ],
+        ),
+    };
+    let src = dir.join(format!("{name}.{ext}"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let built = Command::new(compiler)
+        .args(flags)
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("{compiler} is required (cargo xtask setup installs it): {e}"));
+    assert!(
+        built.status.success(),
+        "{compiler} failed on {name}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out.to_str().unwrap().to_string()
+}
+
+/// C: a few levels of calls that never inline.
+const C_LEVELS: &str = r#"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,16 +489,145 @@ int main(int argc, char **argv) {
     printf("%llu\n", (unsigned long long)s);
     return 0;
 }
-"#,
-    )
-    .unwrap();
-    let out = dir.join("nofp");
-    let status = Command::new("gcc")
-        .args(["-O2", "-fomit-frame-pointer", "-fno-inline", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("gcc is required (cargo xtask setup installs it)");
-    assert!(status.success(), "gcc failed");
-    out
+"#;
+
+/// C calling into a library without frame pointers: glibc's `twalk` walks a tree by recursion
+/// and calls back into the program, so a walk from the callback crosses libc's frames on its way
+/// to `main`. (glibc's `qsort` would do too, but perf's DWARF unwinding, the oracle, completes
+/// its stacks in some runs and almost none in others, by where the libraries are loaded.)
+const C_TWALK: &str = r#"
+#define _GNU_SOURCE
+#include <search.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static uint64_t sum;
+__attribute__((noinline)) static int compare(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
+__attribute__((noinline)) static void visit(const void *node, VISIT which, int depth) {
+    uint64_t x = **(uint64_t *const *)node;
+    for (int i = 0; i < 64; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }
+    sum += x + depth + which;
+}
+int main(int argc, char **argv) {
+    long ms = argc > 1 ? atol(argv[1]) : 1000;
+    static uint64_t keys[4096];
+    void *root = NULL;
+    uint64_t s = 88172645463325252ull;
+    for (int i = 0; i < 4096; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        keys[i] = s;
+        tsearch(&keys[i], &root, compare);
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        twalk(root, visit);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+    printf("%llu\n", (unsigned long long)sum);
+    return 0;
+}
+"#;
+
+/// A program that spends its time in a signal handler: each `raise` delivers SIGUSR1, and the
+/// handler's work sits above the kernel's signal frame (glibc's `__restore_rt`) and `raise`.
+const C_SIGNAL: &str = r#"
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static volatile uint64_t sink;
+__attribute__((noinline)) static uint64_t handler_work(uint64_t x) {
+    for (int i = 0; i < 20000; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }
+    return x;
+}
+__attribute__((noinline)) static void on_signal(int sig) { sink = handler_work(sink + sig); }
+__attribute__((noinline)) static void signal_round(void) { for (int i = 0; i < 100; i++) raise(SIGUSR1); }
+int main(int argc, char **argv) {
+    long ms = argc > 1 ? atol(argv[1]) : 1000;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        signal_round();
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+    printf("%llu\n", (unsigned long long)sink);
+    return 0;
+}
+"#;
+
+/// C++: the program's own templates and libstdc++'s tree code (`std::map`), which Debian builds
+/// without frame pointers.
+const CPP_MAP: &str = r#"
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+#include <algorithm>
+__attribute__((noinline)) static uint64_t build(uint64_t seed) {
+    std::map<uint64_t, std::string> m;
+    for (int i = 0; i < 2000; i++) {
+        seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+        m.emplace(seed, std::to_string(seed));
+    }
+    std::vector<uint64_t> keys;
+    for (auto &kv : m) keys.push_back(kv.first ^ kv.second.size());
+    std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return (a >> 3) < (b >> 3); });
+    return keys[keys.size() / 2];
+}
+__attribute__((noinline)) static uint64_t round_of(uint64_t seed) { return build(seed) + build(seed + 1); }
+int main(int argc, char **argv) {
+    long ms = argc > 1 ? std::atol(argv[1]) : 1000;
+    auto start = std::chrono::steady_clock::now();
+    uint64_t s = 1;
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(ms)) s = round_of(s);
+    std::printf("%llu\n", (unsigned long long)s);
+}
+"#;
+
+/// Rust: the program's functions and the standard library's collections and formatting.
+const RUST_LEVELS: &str = r#"
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+#[inline(never)]
+fn fill(seed: u64) -> BTreeMap<u64, String> {
+    let mut m = BTreeMap::new();
+    let mut x = seed;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        m.insert(x, format!("{x:x}"));
+    }
+    m
+}
+#[inline(never)]
+fn digest(m: &BTreeMap<u64, String>) -> u64 {
+    m.iter().map(|(k, v)| k.wrapping_mul(v.len() as u64)).fold(0, u64::wrapping_add)
+}
+#[inline(never)]
+fn round_of(seed: u64) -> u64 {
+    digest(&black_box(fill(seed))) ^ digest(&black_box(fill(seed + 1)))
+}
+fn main() {
+    let ms: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let start = Instant::now();
+    let mut s = 1u64;
+    while start.elapsed() < Duration::from_millis(ms) {
+        s = round_of(black_box(s));
+    }
+    println!("{s}");
+}
+"#;
