@@ -36,10 +36,10 @@ pub const GUEST_TESTS: &[&str] = &[
     "record::whole_system_sees_a_running_workload_and_the_kernel",
     "run::run_pushes_pod_labelled_profiles_of_selected_pods_only",
     "hosts::",
-    // The unwinder loads on every kernel (sampler::the_unwinder_loads_and_hands_out_its_maps).
-    // Its stacks are checked against oracles on the host only: under emulation the frameless-
-    // leaf comparison came out anywhere from right to empty (6.12, 6.18, 6.1 hybrid), which
-    // needs a look of its own before it can gate.
+    // The unwinder loads on every kernel (sampler::the_unwinder_loads_and_hands_out_its_maps)
+    // and walks Go's frameless leaf as the program's own profile has it. The native and cgo
+    // comparisons build their programs with gcc and rustc, which guests do not have.
+    "unwinding::go_frameless_leaf_keeps_its_caller_on_every_build",
 ];
 
 /// The matrix `cargo xtask vm-test` (and `cargo xtask test`) runs without `--kernel`/`--layout`:
