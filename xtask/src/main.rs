@@ -102,6 +102,9 @@ enum BenchKind {
         /// Repetitions (medians are reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// What keeps the cores busy; repeatable (default: both, one report each).
+        #[arg(long, value_enum)]
+        workload: Vec<overhead::Workload>,
     },
     /// `bellows run`'s memory and CPU with and without `[symbolizer] dwarf-budget`, while four
     /// busy binaries need more DWARF than the default budget holds.
@@ -174,8 +177,22 @@ fn run_task(cli: Cli) -> Result<()> {
             ]))
         }
         Task::Bench {
-            which: BenchKind::Overhead { seconds, runs },
-        } => overhead::overhead(&root, std::time::Duration::from_secs(seconds), runs),
+            which:
+                BenchKind::Overhead {
+                    seconds,
+                    runs,
+                    workload,
+                },
+        } => overhead::overhead(
+            &root,
+            std::time::Duration::from_secs(seconds),
+            runs,
+            if workload.is_empty() {
+                &[overhead::Workload::Go, overhead::Workload::Native]
+            } else {
+                &workload
+            },
+        ),
         Task::Bench {
             which: BenchKind::DwarfBudget { seconds },
         } => budget::dwarf_budget(&root, seconds),
