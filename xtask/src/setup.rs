@@ -10,13 +10,14 @@ use anyhow::{bail, Context, Result};
 use crate::{describe, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, Go 1.19 for workloads and `go tool pprof`, perf and
-/// bpftrace for benchmarks (peers), gcc, binutils and xz for native fixtures (debug files,
-/// MiniDebugInfo), QEMU and a static busybox for the VM tests.
+/// bpftrace for benchmarks (peers), gcc, g++, binutils and xz for native fixtures (debug files,
+/// MiniDebugInfo, programs without frame pointers), QEMU and a static busybox for the VM tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "golang-go",
     "linux-perf",
     "gcc",
+    "g++",
     "python3-pip",
     "binutils",
     "xz-utils",
@@ -72,6 +73,7 @@ fn verify(root: &Path) -> Result<()> {
     add("bpf-linker", "bpf-linker", &["--version"]);
     add("cargo-fuzz", "cargo", &["fuzz", "--version"]);
     add("gcc", "gcc", &["--version"]);
+    add("g++", "g++", &["--version"]);
     add("llvm-symbolizer", "llvm-symbolizer", &["--version"]);
     add("perf", "perf", &["--version"]);
     add("bpftrace", "bpftrace", &["--version"]);
