@@ -444,14 +444,23 @@ impl LoaderState {
                 return None;
             }
         };
-        let table = match UnwindTable::from_elf(&data, None, &self.limits) {
-            Ok(t) => t,
-            Err(err) => {
-                tracing::debug!("no unwind table: {err}");
-                self.stats.tables_unavailable += 1;
-                return None;
-            }
-        };
+        // `.debug_frame` from a separate debug file (a -dbgsym package's, by build id), as the
+        // last source, for code the binary's own CFI does not cover. The host's debug root:
+        // the loader knows files, not the processes (and roots) that map them.
+        let debug = symbolizer::separate_debug_file(
+            &data,
+            None,
+            std::path::Path::new(symbolizer::DEFAULT_DEBUG_ROOT),
+        );
+        let table =
+            match UnwindTable::from_elf(&data, debug.as_deref().map(|m| &m[..]), &self.limits) {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::debug!("no unwind table: {err}");
+                    self.stats.tables_unavailable += 1;
+                    return None;
+                }
+            };
         let segments = match object::File::parse(&*data) {
             Ok(obj) => {
                 use object::{Object, ObjectSegment, SegmentFlags};

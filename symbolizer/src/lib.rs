@@ -25,7 +25,7 @@ mod cache;
 mod source;
 
 pub use cache::{own_vdso_image, FileIdentity, MemoryUse, Symbolizer};
-pub use elf::ElfResolver;
+pub use elf::{separate_debug_file, ElfResolver, DEFAULT_DEBUG_ROOT};
 pub use kernel::KernelResolver;
 pub use process::Process;
 pub use source::{lookup_addresses, Input, Source};

@@ -415,6 +415,46 @@ fn debug_frame_of_the_file_and_of_its_debug_file_match_readelf() {
         &fdes,
         &[".debug_frame"],
     );
+
+    // Found as the loader finds it: by build id under a debug root (a -dbgsym package's
+    // layout), and by `.gnu_debuglink` next to the binary.
+    let data = std::fs::read(&stripped).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    assert!(
+        symbolizer::separate_debug_file(&data, None, root.path()).is_none(),
+        "an empty root has none"
+    );
+    let id = object::read::File::parse(&data[..])
+        .ok()
+        .and_then(|o| {
+            object::Object::build_id(&o)
+                .ok()
+                .flatten()
+                .map(<[u8]>::to_vec)
+        })
+        .expect("gcc gives a build id");
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let by_id = root.path().join(".build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::fs::copy(&debug, by_id.join(format!("{}.debug", &hex[2..]))).unwrap();
+    let found = symbolizer::separate_debug_file(&data, None, root.path()).expect("by build id");
+    let via_root =
+        UnwindTable::from_elf(&data, Some(&found[..]), &UnwindLimits::default()).unwrap();
+    assert_eq!(via_root.rows(), with_debug.rows());
+    let linked = bin.with_extension("linked");
+    let status = Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&stripped)
+        .arg(&linked)
+        .status()
+        .unwrap();
+    assert!(status.success(), "objcopy --add-gnu-debuglink");
+    let data = std::fs::read(&linked).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        symbolizer::separate_debug_file(&data, Some(&linked), empty.path()).is_some(),
+        "by debuglink, next to the binary"
+    );
 }
 
 #[test]

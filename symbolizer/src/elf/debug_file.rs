@@ -116,6 +116,20 @@ fn decompress_mini_debuginfo(obj: &object::File<'_>) -> Option<Vec<u8>> {
     Some(out.0)
 }
 
+/// The separate debug file of an ELF image (`data`, the whole file), found as the symbolizer
+/// finds it for DWARF: by build id under `root/.build-id/`, else by `.gnu_debuglink` next to
+/// `path` (when the binary's path is known), in its `.debug/` directory or under `root`, the
+/// debuglink's CRC-32 checked. The unwind-table loader takes `.debug_frame` from it.
+pub fn separate_debug_file(data: &[u8], path: Option<&Path>, root: &Path) -> Option<Arc<Mmap>> {
+    let obj = object::File::parse(data).ok()?;
+    let build_id = obj.build_id().ok().flatten();
+    let debuglink = obj.gnu_debuglink().ok().flatten();
+    if build_id.is_none() && debuglink.is_none() {
+        return None;
+    }
+    find_debug_file(build_id, debuglink, path.and_then(Path::parent), root).map(|(_, m)| m)
+}
+
 /// A separate debug file: by build id under `root/.build-id/`, else by debuglink next to the
 /// binary, in its `.debug/` directory, or under `root` + the binary's directory; a debuglink
 /// match must also match its CRC-32.

@@ -22,7 +22,7 @@ use object::{Object, ObjectSegment};
 
 use crate::{gopclntab::GoTable, Error, Frame, Reason, Result, Symbolized};
 
-pub use debug_file::DEFAULT_DEBUG_ROOT;
+pub use debug_file::{separate_debug_file, DEFAULT_DEBUG_ROOT};
 pub(crate) use dwarf::DwarfClock;
 pub use symbols::demangle;
 
