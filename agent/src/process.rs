@@ -50,6 +50,9 @@ pub struct ProcessStats {
     pub vanished: u64,
     /// Executable mappings whose file could not be opened or parsed.
     pub unreadable_files: u64,
+    /// Refresh requests (a pc outside the known mappings) that found the code mappings as
+    /// they were: nothing reloaded.
+    pub refreshes_unchanged: u64,
 }
 
 /// Where process facts come from: `/proc` in production, canned data in tests.
@@ -142,6 +145,19 @@ impl<S: ProcSource> ProcessTable<S> {
     /// capture (after exec the kernel side announces the process again). Returns false when the
     /// process could not be read. Files are parsed later, by [`Self::prepare`].
     pub fn observe(&mut self, pid: u32) -> bool {
+        self.capture(pid, false)
+    }
+
+    /// Reads a held process's mappings again because the kernel saw it run code outside them;
+    /// replaces the capture only when its code mappings changed. A process whose walks keep
+    /// reaching addresses it does not map (a return address the tables got wrong) asks up to
+    /// ten times a second, and re-opening and reloading its files each time would cost far
+    /// more than the read. Returns whether it was captured anew.
+    pub fn refresh(&mut self, pid: u32) -> bool {
+        self.capture(pid, true)
+    }
+
+    fn capture(&mut self, pid: u32, only_if_changed: bool) -> bool {
         let entries = match self.source.maps(pid) {
             Ok(entries) => entries,
             Err(err) => {
@@ -161,6 +177,17 @@ impl<S: ProcSource> ProcessTable<S> {
                 "no code mapped (exiting, or in mid-exec): not captured"
             );
             return false;
+        }
+        if only_if_changed {
+            if let Some(held) = self.procs.get(&pid) {
+                let mut code: Vec<&MapEntry> = entries.iter().filter(|e| e.executable).collect();
+                code.sort_by_key(|e| e.start);
+                let held = held.process.mappings();
+                if code.len() == held.len() && code.iter().zip(held).all(|(a, b)| **a == *b) {
+                    self.stats.refreshes_unchanged += 1;
+                    return false;
+                }
+            }
         }
         let (source, stats) = (&self.source, &mut self.stats);
         let process = Process::from_maps(pid, entries, |entry| {
@@ -218,7 +245,12 @@ impl<S: ProcSource> ProcessTable<S> {
             // A refresh (a pc outside the known mappings) of a process we hold; the kernel
             // sends it at most every 100 ms per process (agent_common::REFRESH_NS).
             let pid = value & !agent_common::REFRESH_FLAG;
-            if self.observe(pid) {
+            let fresh = if value & agent_common::REFRESH_FLAG != 0 {
+                self.refresh(pid)
+            } else {
+                self.observe(pid)
+            };
+            if fresh {
                 captured.push(pid);
             }
         }
@@ -335,6 +367,30 @@ mod tests {
         assert_eq!(info.mapping(0x7ffd_0001).unwrap().file, "[vdso]");
         assert!(info.process.resolver(2).is_some(), "the vDSO");
         assert!(info.mapping(0x10).is_none());
+    }
+
+    /// A refresh (the kernel saw a pc outside the known mappings) re-captures only when the
+    /// code mappings changed; a new announcement always re-captures.
+    #[test]
+    fn a_refresh_recaptures_only_changed_code() {
+        let exe = std::env::current_exe().unwrap();
+        let one = format!(
+            "00400000-00500000 r-xp 00001000 08:01 1234 {}\n",
+            exe.display()
+        );
+        let two = format!(
+            "{one}00700000-00800000 r-xp 00000000 08:01 1234 {}\n",
+            exe.display()
+        );
+        let mut table = ProcessTable::with_source(Canned(HashMap::from([(7, one)])));
+        assert!(table.observe(7));
+        assert!(!table.refresh(7), "unchanged");
+        assert_eq!(table.stats().refreshes_unchanged, 1);
+        assert!(table.observe(7), "an announcement re-captures");
+        table.source.0.insert(7, two);
+        assert!(table.refresh(7), "a new mapping");
+        assert_eq!(table.get(7).unwrap().mappings.len(), 2);
+        assert_eq!(table.stats().refreshes_unchanged, 1);
     }
 
     /// A process read again while it exits (or between exec's steps) maps no code: the earlier

@@ -285,6 +285,7 @@ impl Collector {
             s.resolve = t.resolve;
             s.processes_vanished = processes.vanished;
             s.unreadable_files = processes.unreadable_files;
+            s.refreshes_unchanged = processes.refreshes_unchanged;
             s.processes_tracked = tracked as u64;
             s.processes_evicted = t.evicted;
             s.symbolizer_files = files as u64;

@@ -35,6 +35,7 @@ pub struct Snapshot {
     pub resolve: crate::resolve::ResolveStats,
     pub processes_vanished: u64,
     pub unreadable_files: u64,
+    pub refreshes_unchanged: u64,
     pub processes_tracked: u64,
     pub processes_evicted: u64,
     pub symbolizer_files: u64,
@@ -222,6 +223,14 @@ impl Metrics {
             "counter",
             "Mapped files that could not be opened.",
             &[("", s.unreadable_files)],
+        );
+        family(
+            &mut out,
+            "bellows_mapping_refreshes_unchanged_total",
+            "counter",
+            "Re-reads of a process's mappings, asked for by the kernel (a pc outside them), that \
+             found them unchanged.",
+            &[("", s.refreshes_unchanged)],
         );
         family(
             &mut out,
