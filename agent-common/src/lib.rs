@@ -29,6 +29,8 @@ pub mod maps {
     pub const UNWIND_STATE: &str = "UNWIND_STATE";
     /// The unwinder program, tail-called by the sampler and by itself.
     pub const UNWIND_PROGRAMS: &str = "UNWIND_PROGRAMS";
+    /// The unwinder's steps for one process, when asked for (see [`crate::config::TRACE_PID`]).
+    pub const UNWIND_TRACE: &str = "UNWIND_TRACE";
 }
 
 /// Program names, as the loader looks them up.
@@ -150,7 +152,10 @@ pub mod config {
     pub const TASK_STACK_OFFSET: u32 = 6;
     /// Size of a task's kernel stack (x86_64: 16 KiB, 32 KiB with KASAN).
     pub const THREAD_SIZE: u32 = 7;
-    pub const LEN: u32 = 8;
+    /// Nonzero: the unwinder writes each step of this process's walks into `UNWIND_TRACE`
+    /// ([`crate::unwind::TraceStep`]). Zero (the default) costs one comparison per walk.
+    pub const TRACE_PID: u32 = 8;
+    pub const LEN: u32 = 9;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.
@@ -261,7 +266,49 @@ pub mod unwind {
         pub const END: u8 = 4;
         /// No rule here: step by frame pointer.
         pub const UNKNOWN: u8 = 5;
+        /// In a trace only: no row covers the pc (no mapping with a table, or no page), so the
+        /// step was by frame pointer.
+        pub const NO_ROW: u8 = 6;
     }
+
+    /// Bytes of the `UNWIND_TRACE` ring buffer: about 8,000 steps between two reads.
+    pub const TRACE_BYTES: u32 = 256 * 1024;
+
+    /// One step of a traced walk: the frame stepped and what became of it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TraceStep {
+        /// The frame's index in its stack (0: the leaf).
+        pub depth: u32,
+        /// The rule that stepped it ([`kind`]).
+        pub kind: u8,
+        /// [`TRACE_NEXT`], [`TRACE_COMPLETE`] or [`TRACE_TRUNCATED`].
+        pub outcome: u8,
+        pub _pad: [u8; 2],
+        /// The frame's registers.
+        pub ip: u64,
+        pub sp: u64,
+        pub bp: u64,
+    }
+
+    /// The steps of one run of the unwinder (up to [`FRAMES_PER_CALL`]), one ring-buffer record:
+    /// the steps are stored unconditionally and sent once, so tracing adds no branch to the
+    /// verifier's paths through the walk.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TraceBatch {
+        pub tid: u32,
+        /// Valid entries of `steps`.
+        pub count: u32,
+        pub steps: [TraceStep; FRAMES_PER_CALL],
+    }
+
+    /// The walk went on to the caller.
+    pub const TRACE_NEXT: u8 = 0;
+    /// The frame was the outermost: the stack is complete.
+    pub const TRACE_COMPLETE: u8 = 1;
+    /// The walk ended early (an unreadable address, the depth or tail-call limit).
+    pub const TRACE_TRUNCATED: u8 = 2;
 
     /// One row: from `pc_low` (within its page) to the next row, how to find the caller.
     #[repr(C)]

@@ -92,6 +92,10 @@ static UNWIND_STATE: PerCpuArray<unwind::State> = PerCpuArray::with_max_entries(
 #[map]
 static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Steps of the walks of one process, when userspace asks for them (`config::TRACE_PID`).
+#[map]
+static UNWIND_TRACE: RingBuf = RingBuf::with_byte_size(agent_common::unwind::TRACE_BYTES, 0);
+
 /// When each process last asked for its mappings to be read again (see `REFRESH_FLAG`).
 #[map]
 static REFRESHED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);

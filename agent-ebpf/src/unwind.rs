@@ -10,8 +10,8 @@
 use agent_common::config;
 use agent_common::{
     unwind::{
-        kind, Mapping, PageKey, ProcessMappings, Row, FRAMES_PER_CALL, MAX_MAPPINGS,
-        MAX_TAIL_CALLS, PAGE_SHIFT,
+        kind, Mapping, PageKey, ProcessMappings, Row, TraceBatch, TraceStep, FRAMES_PER_CALL,
+        MAX_MAPPINGS, MAX_TAIL_CALLS, PAGE_SHIFT, TRACE_COMPLETE, TRACE_NEXT, TRACE_TRUNCATED,
     },
     ErrorKind, SampleKey, Stack, MAX_STACK_DEPTH, TRUNCATED_FRAME,
 };
@@ -24,7 +24,7 @@ use aya_ebpf::{
 
 use crate::{
     count_error, count_sample, stack_key, store_walked, PROCESS_MAPPINGS, UNWIND_PAGES,
-    UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_STATE,
+    UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_STATE, UNWIND_TRACE,
 };
 
 /// A stack walk in progress, carried from one tail call to the next.
@@ -43,6 +43,12 @@ pub struct State {
     /// Nonzero while every step so far followed a row: `ip` is then a real address, and one
     /// outside every known mapping means code mapped since the process was read.
     trusted: u64,
+    /// Nonzero: this walk's steps go to `UNWIND_TRACE` (the process is `config::TRACE_PID`).
+    trace: u32,
+    /// The rule of the last step ([`kind`]), for the trace.
+    last_kind: u32,
+    /// This run's steps, sent when `trace` is set.
+    batch: TraceBatch,
     stack: Stack,
 }
 
@@ -131,6 +137,9 @@ pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
     state.bp = regs.bp;
     state.exact_ip = 1;
     state.trusted = 1;
+    let traced = crate::config(config::TRACE_PID);
+    state.trace = u32::from(traced != 0 && traced == key.tgid);
+    state.last_kind = u32::from(kind::NO_ROW);
     state.stack.len = 0;
     // SAFETY: on success control never comes back; on failure it returns here.
     unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
@@ -148,12 +157,44 @@ pub fn resume(ctx: &PerfEventContext) {
     let Some(mappings) = (unsafe { PROCESS_MAPPINGS.get(&state.key.tgid) }) else {
         return finish(state, true);
     };
-    for _ in 0..FRAMES_PER_CALL {
-        match step(state, mappings) {
-            Step::Next => {}
-            Step::Complete => return finish(state, false),
-            Step::Truncated => return finish(state, true),
+    let (mut end, mut count) = (TRACE_NEXT, 0u32);
+    for i in 0..FRAMES_PER_CALL {
+        let (ip, sp, bp, depth) = (state.ip, state.sp, state.bp, state.stack.len);
+        let outcome = match step(state, mappings) {
+            Step::Next => TRACE_NEXT,
+            Step::Complete => TRACE_COMPLETE,
+            Step::Truncated => TRACE_TRUNCATED,
+        };
+        // Stored whether traced or not: a branch here would double the verifier's paths at
+        // every step.
+        if let Some(slot) = state.batch.steps.get_mut(i) {
+            *slot = TraceStep {
+                depth: depth as u32,
+                kind: state.last_kind as u8,
+                outcome,
+                _pad: [0; 2],
+                ip,
+                sp,
+                bp,
+            };
         }
+        count = i as u32 + 1;
+        if outcome != TRACE_NEXT {
+            end = outcome;
+            break;
+        }
+    }
+    if state.trace != 0 {
+        state.batch.tid = state.key.pid;
+        state.batch.count = count;
+        // A full ring buffer drops the batch: the trace is a debugging aid, and its depths
+        // show the gap.
+        let _ = UNWIND_TRACE.output::<TraceBatch>(&state.batch, 0);
+    }
+    match end {
+        TRACE_COMPLETE => return finish(state, false),
+        TRACE_TRUNCATED => return finish(state, true),
+        _ => {}
     }
     state.tail_calls += 1;
     if state.tail_calls < MAX_TAIL_CALLS {
@@ -190,8 +231,10 @@ fn step(state: &mut State, mappings: &ProcessMappings) -> Step {
         crate::request_refresh(state.key.tgid);
     }
     let Some(row) = find_row(mappings, pc) else {
+        state.last_kind = u32::from(kind::NO_ROW);
         return frame_pointer_step(state);
     };
+    state.last_kind = u32::from(row.kind);
     let cfa = match row.kind {
         kind::CFA_RSP => state.sp.wrapping_add(row.cfa_offset as i64 as u64),
         kind::CFA_RBP => state.bp.wrapping_add(row.cfa_offset as i64 as u64),

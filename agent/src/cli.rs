@@ -155,6 +155,12 @@ pub struct RecordArgs {
     #[arg(long)]
     pub frame_pointers: bool,
 
+    /// Write every step of the unwinder's walks of one process to FILE, a line each: the
+    /// process given with --pid (the first), or the command. For debugging stacks that end
+    /// early; off, it costs the unwinder one comparison per walk.
+    #[arg(long, value_name = "FILE", conflicts_with = "frame_pointers")]
+    pub trace_unwind: Option<PathBuf>,
+
     /// How many functions the summary's top table lists.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,

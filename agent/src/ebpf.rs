@@ -432,6 +432,30 @@ impl Sampler {
     }
 
     /// Adds a process to the pid filter while sampling (e.g. a command we just started).
+    /// Traces the unwinder's steps for process `pid` (0: none) into the ring buffer that
+    /// [`Self::take_unwind_trace`] hands out.
+    pub fn trace_unwind(&mut self, pid: u32) -> Result<(), SamplerError> {
+        self.set_config(&[(config::TRACE_PID, pid)])
+    }
+
+    /// The ring buffer of traced unwinder steps ([`agent_common::unwind::TraceStep`] each),
+    /// registered with the tokio reactor. Can be taken once.
+    pub fn take_unwind_trace(
+        &mut self,
+    ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
+        let map = self
+            .ebpf
+            .take_map(maps::UNWIND_TRACE)
+            .ok_or_else(|| missing_map(maps::UNWIND_TRACE))?;
+        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map {
+            name: maps::UNWIND_TRACE,
+            source,
+        })?;
+        // SAFETY: as for `take_new_pids`.
+        unsafe { tokio::io::unix::AsyncFd::register(ring) }
+            .map_err(|e| SamplerError::Watch(e.into()))
+    }
+
     pub fn add_pid(&mut self, pid: u32) -> Result<(), SamplerError> {
         self.filter_map::<u32>(maps::PID_FILTER)?
             .insert(pid, 1, 0)

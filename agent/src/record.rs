@@ -38,6 +38,8 @@ pub struct RecordConfig {
     pub kernel_stacks: bool,
     /// Walk user stacks with unwind tables (else frame pointers only).
     pub unwind_tables: bool,
+    /// Write the unwinder's steps for the first pid (or the command) here.
+    pub trace_unwind: Option<PathBuf>,
     pub top: usize,
     pub command: Vec<OsString>,
 }
@@ -59,6 +61,8 @@ pub enum ConfigError {
     },
     #[error("--output {0}: the directory does not exist")]
     OutputDir(PathBuf),
+    #[error("--trace-unwind needs a process to trace: --pid PID or a command")]
+    TraceWithoutProcess,
 }
 
 impl RecordConfig {
@@ -85,10 +89,14 @@ impl RecordConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if args.trace_unwind.is_some() && args.pids.is_empty() && args.command.is_empty() {
+            return Err(ConfigError::TraceWithoutProcess);
+        }
         for out in [
             Some(&args.output),
             args.flamegraph.as_ref(),
             args.folded.as_ref(),
+            args.trace_unwind.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -113,6 +121,7 @@ impl RecordConfig {
             folded: args.folded,
             kernel_stacks: !args.no_kernel,
             unwind_tables: !args.frame_pointers,
+            trace_unwind: args.trace_unwind,
             top: args.top,
             command: args.command,
         })
@@ -140,6 +149,12 @@ pub enum RecordError {
         path: PathBuf,
         #[source]
         source: output::OutputError,
+    },
+    #[error("--trace-unwind {path}: {source}")]
+    Trace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -244,6 +259,23 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         ..SamplerConfig::default()
     })?;
     let mut new_pids = sampler.take_new_pids()?;
+    let trace_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| RecordError::Trace { path, source }
+    };
+    // The trace ring and its writer, when asked for; the ring is read while recording.
+    let (mut trace_ring, mut trace_out) = match (&cfg.trace_unwind, cfg.unwind_tables) {
+        (Some(path), true) => (
+            Some(sampler.take_unwind_trace()?),
+            Some(crate::unwind::TraceWriter::create(path).map_err(trace_err(path))?),
+        ),
+        _ => (None, None),
+    };
+    if trace_ring.is_some() {
+        if let Some(&pid) = cfg.pids.first() {
+            sampler.trace_unwind(pid)?;
+        }
+    }
     let loader = match sampler.take_unwind_maps()? {
         Some(maps) => Some(
             TableLoader::start(maps, symbolizer::unwind::UnwindLimits::default()).map_err(
@@ -304,6 +336,11 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
                     sampler.add_pid(pid)?;
                 }
             }
+            if trace_ring.is_some() && cfg.pids.is_empty() {
+                if let Some(pid) = child.id() {
+                    sampler.trace_unwind(pid)?;
+                }
+            }
             Some(child)
         }
         None => None,
@@ -337,6 +374,13 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
                     selection.classify(table.pids());
                 }
             }
+            guard = async { trace_ring.as_mut().expect("guarded").readable_mut().await }, if trace_ring.is_some() => {
+                let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the unwind trace ring buffer", source })?;
+                if let (Some(out), Some(path)) = (trace_out.as_mut(), &cfg.trace_unwind) {
+                    out.drain(guard.get_inner_mut()).map_err(trace_err(path))?;
+                }
+                guard.clear_ready();
+            }
             _ = tick.tick(), if progress => {
                 let samples = sampler.drop_counts().map(|d| d.get(agent_common::ErrorKind::Counted)).unwrap_or(0);
                 eprint!(
@@ -354,6 +398,14 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         eprint!("\r\x1b[2K");
     }
     table.observe_announced(new_pids.get_mut());
+    let mut trace_written = None;
+    if let (Some(mut ring), Some(mut out), Some(path)) =
+        (trace_ring.take(), trace_out.take(), &cfg.trace_unwind)
+    {
+        out.drain(ring.get_mut()).map_err(trace_err(path))?;
+        let (steps, walks) = out.finish().map_err(trace_err(path))?;
+        trace_written = Some((path.clone(), steps, walks));
+    }
     let unwind_tables = loader.map(TableLoader::finish);
     let drops = sampler.drop_counts()?;
     let mut drained = sampler.drain()?;
@@ -393,6 +445,10 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     if let Some(path) = &cfg.folded {
         write_file(path, output::folded(&recording).as_bytes()).map_err(out_err(path))?;
         written.push((path.clone(), "folded stacks"));
+    }
+    if let Some((path, steps, walks)) = trace_written {
+        tracing::info!(steps, walks, "unwind trace written to {}", path.display());
+        written.push((path, "unwind trace"));
     }
     drop(child);
     drop(scratch);
@@ -580,7 +636,8 @@ pub fn render_summary(report: &Report, top: usize) -> String {
     let _ = writeln!(
         s,
         "Unsymbolized frames: {} of {} user, {} of {} kernel; processes gone before their \
-         mappings were read: {}; unreadable binaries: {}; missing stacks: {}",
+         mappings were read: {}; unreadable binaries: {}; missing stacks: {}; mapping re-reads \
+         that found no change: {}",
         r.user_unsymbolized,
         r.user_frames,
         r.kernel_unsymbolized,
@@ -588,6 +645,7 @@ pub fn render_summary(report: &Report, top: usize) -> String {
         p.vanished,
         p.unreadable_files,
         r.missing_stacks,
+        p.refreshes_unchanged,
     );
     let m = &report.symbol_memory;
     let _ = write!(

@@ -522,6 +522,83 @@ impl LoaderState {
     }
 }
 
+/// Writes the unwinder's traced steps ([`agent_common::unwind::TraceStep`]) as text, a line
+/// each, for `record --trace-unwind`.
+pub struct TraceWriter {
+    out: std::io::BufWriter<File>,
+    /// Steps written, and walks ended (complete or truncated).
+    pub steps: u64,
+    pub walks: u64,
+}
+
+impl TraceWriter {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        let mut out = std::io::BufWriter::new(File::create(path)?);
+        use std::io::Write;
+        writeln!(
+            out,
+            "# tid depth ip sp bp rule outcome (rule: how the frame was stepped; nothing is \
+             symbolized here: `bellows symbolize --pid PID ADDR` names an ip)"
+        )?;
+        Ok(TraceWriter {
+            out,
+            steps: 0,
+            walks: 0,
+        })
+    }
+
+    /// Writes every step waiting in the ring buffer.
+    pub fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    ) -> std::io::Result<()> {
+        use agent_common::unwind::{TraceBatch, TRACE_COMPLETE, TRACE_NEXT};
+        use std::io::Write;
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<TraceBatch>() {
+                continue;
+            }
+            // SAFETY: the item holds a TraceBatch, plain data of any bit pattern.
+            let batch: TraceBatch = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            let count = (batch.count as usize).min(batch.steps.len());
+            for step in &batch.steps[..count] {
+                let rule = match step.kind {
+                    kind::CFA_RSP => "cfa=rsp+n",
+                    kind::CFA_RBP => "cfa=rbp+n",
+                    kind::PLT => "plt",
+                    kind::SIGNAL => "signal-frame",
+                    kind::END => "outermost",
+                    kind::UNKNOWN => "no-rule:frame-pointer",
+                    kind::NO_ROW => "no-row:frame-pointer",
+                    _ => "?",
+                };
+                let outcome = match step.outcome {
+                    TRACE_NEXT => "next",
+                    TRACE_COMPLETE => "complete",
+                    _ => "truncated",
+                };
+                writeln!(
+                    self.out,
+                    "{} {} {:#x} {:#x} {:#x} {rule} {outcome}",
+                    batch.tid, step.depth, step.ip, step.sp, step.bp
+                )?;
+                self.steps += 1;
+                if step.outcome != TRACE_NEXT {
+                    self.walks += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> std::io::Result<(u64, u64)> {
+        use std::io::Write;
+        self.out.flush()?;
+        Ok((self.steps, self.walks))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -357,6 +357,15 @@ fn bad_flags_exit_2_with_one_line() {
         &["record", "--cgroup", "/tmp"],
         &["record", "-d", "ten"],
         &["record", "-o", "/nonexistent-dir/x.pb.gz"],
+        &["record", "--trace-unwind", "/tmp/t.txt"],
+        &[
+            "record",
+            "--trace-unwind",
+            "/tmp/t.txt",
+            "--frame-pointers",
+            "-p",
+            "1",
+        ],
     ] {
         let out = bellows(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -28,7 +28,7 @@ fn heaviest(samples: &[&tests::StackSample], pred: impl Fn(&tests::StackSample) 
         *by_stack.entry(&s.frames).or_default() += s.value;
     }
     let mut v: Vec<_> = by_stack.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter()
         .take(5)
         .map(|(frames, n)| format!("  {n} {}\n", frames.join(";")))
@@ -406,6 +406,73 @@ fn native_stacks_without_frame_pointers_are_as_complete_as_with_perf() {
             incomplete.join("\n")
         );
     }
+}
+
+/// `record --trace-unwind FILE` writes the walks of the traced process step by step: each walk
+/// counts up from its leaf at depth 0, and a complete stack's last step is its outermost frame.
+#[test]
+fn the_unwind_trace_shows_each_step_of_the_traced_walks() {
+    let test = "the_unwind_trace_shows_each_step_of_the_traced_walks";
+    if !bpf_available(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let program = build_without_frame_pointers(dir.path(), "nofp", Lang::C, C_LEVELS);
+    let trace = dir.path().join("trace.txt");
+    let (stacks, summary) = record_command(
+        &["--trace-unwind", trace.to_str().unwrap()],
+        &[program.as_str(), "1500"],
+    );
+    assert!(summary.contains("(unwind trace)"), "{summary}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let steps: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert!(
+        steps.iter().all(|s| s.len() == 7),
+        "malformed: {text:.2000}"
+    );
+    // Walks, split where an outcome other than "next" ends one.
+    let mut walks: Vec<Vec<&Vec<&str>>> = vec![vec![]];
+    for s in &steps {
+        walks.last_mut().unwrap().push(s);
+        if s[6] != "next" {
+            walks.push(vec![]);
+        }
+    }
+    walks.retain(|w| w.last().is_some_and(|s| s[6] != "next"));
+    assert!(
+        stacks.samples.iter().any(|s| s.comm == "nofp") && walks.len() > 100,
+        "{} walks traced",
+        walks.len()
+    );
+    for w in &walks {
+        let depths: Vec<usize> = w.iter().map(|s| s[1].parse().unwrap()).collect();
+        assert!(
+            depths.iter().enumerate().all(|(i, &d)| i == d),
+            "a walk's depths count up from 0: {w:?}"
+        );
+    }
+    let complete = walks
+        .iter()
+        .filter(|w| w.last().unwrap()[6] == "complete")
+        .count();
+    assert!(
+        complete * 100 >= walks.len() * 95,
+        "{complete} of {} traced walks complete",
+        walks.len()
+    );
+    // `_start`'s CFI says its return address is undefined: that row ends the walk.
+    let at_start = walks
+        .iter()
+        .filter(|w| w.last().unwrap()[6] == "complete" && w.last().unwrap()[5] == "outermost")
+        .count();
+    assert!(
+        at_start * 100 >= complete * 95,
+        "{at_start} of {complete} complete walks end at the outermost frame's row"
+    );
 }
 
 /// Bytes that do not compress, so that xz works hard (a simple xorshift, no dependency).
