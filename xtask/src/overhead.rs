@@ -119,16 +119,21 @@ impl Prepared {
                 // More than xz gets through in a window (about 2 MB/s at -9 here).
                 let input = tmp.join("random.bin");
                 if std::fs::metadata(&input).map_or(true, |m| m.len() != RANDOM_BYTES) {
+                    // In chunks: the tools are forked from this process, and a child's peak
+                    // RSS (ru_maxrss) starts from its parent's at the fork.
+                    let mut out = std::io::BufWriter::new(std::fs::File::create(&input)?);
                     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-                    let bytes: Vec<u8> = (0..RANDOM_BYTES)
-                        .map(|_| {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    for _ in 0..RANDOM_BYTES >> 20 {
+                        for b in chunk.iter_mut() {
                             x ^= x << 13;
                             x ^= x >> 7;
                             x ^= x << 17;
-                            x as u8
-                        })
-                        .collect();
-                    std::fs::write(&input, bytes)?;
+                            *b = x as u8;
+                        }
+                        out.write_all(&chunk)?;
+                    }
+                    out.flush()?;
                 }
                 Prepared::Native(input)
             }
