@@ -114,7 +114,8 @@ pub struct GoFuncSp<'a> {
     /// The function: entry, end (the next function's entry) and name.
     pub func: GoFunc<'a>,
     /// The runtime stops tracebacks here (`runtime.goexit`, `runtime.mstart`, `runtime.rt0_go`):
-    /// `_func.flag`'s TOPFRAME bit (Go 1.17+), or one of those names.
+    /// `_func.flag`'s TOPFRAME bit (Go 1.17+), or one of those names; and the g0 stack's roots
+    /// `runtime.mcall` and `runtime.morestack` (see [`TOP_FRAMES`]).
     pub top_frame: bool,
     /// The function writes rsp with more than a constant push or pop (it switches stacks, as
     /// `runtime.asmcgocall` and `runtime.systemstack` do), so its `pcsp` deltas hold only until
@@ -127,17 +128,22 @@ pub struct GoFuncSp<'a> {
 
 /// `_func.flag` bit: traceback stops at this function.
 const FUNC_FLAG_TOPFRAME: u8 = 1;
-/// Functions that end every stack, for tables without `_func.flag`.
-const TOP_FRAMES: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
-/// `_func.flag` bit: the function writes the stack pointer arbitrarily.
-const FUNC_FLAG_SPWRITE: u8 = 2;
-/// The stack switchers of every Go release, for tables without `_func.flag`.
-const SP_WRITERS: &[&str] = &[
-    "runtime.asmcgocall",
-    "runtime.systemstack",
+/// Functions that end every stack, for tables without `_func.flag`; and the two that begin the
+/// g0 stack after a switch from a goroutine's (`mcall` into the scheduler, `morestack` into
+/// `newstack`), where Go's own profiles root those stacks too: the goroutine's side is in its
+/// saved context, not on this stack.
+const TOP_FRAMES: &[&str] = &[
+    "runtime.goexit",
+    "runtime.mstart",
+    "runtime.rt0_go",
     "runtime.mcall",
     "runtime.morestack",
 ];
+/// `_func.flag` bit: the function writes the stack pointer arbitrarily.
+const FUNC_FLAG_SPWRITE: u8 = 2;
+/// The stack switchers of every Go release whose frame pointer leads back to the goroutine's
+/// stack, for tables without `_func.flag`.
+const SP_WRITERS: &[&str] = &["runtime.asmcgocall", "runtime.systemstack"];
 
 impl GoTable {
     /// Finds and validates the table in an ELF image: the `.gopclntab` or

@@ -27,7 +27,8 @@
 //! the walk skips that one caller (`runtime.cgocall`) rather than losing the stack.
 //!
 //! Functions the runtime ends tracebacks at (TOPFRAME: `runtime.goexit`, `runtime.mstart`,
-//! `runtime.rt0_go`) are [`Cfa::Undefined`]. A function whose table is damaged is left to the
+//! `runtime.rt0_go`), and `runtime.mcall` and `runtime.morestack`, which begin the g0 stack
+//! after a switch (no frame pointer of theirs leads back), are [`Cfa::Undefined`]. A function whose table is damaged is left to the
 //! other sources. Rows cover `[entry, end of pcsp)`: the alignment padding after a function is
 //! not described by its table and stays `Unknown`.
 
