@@ -443,17 +443,7 @@ impl Sampler {
     pub fn take_unwind_trace(
         &mut self,
     ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
-        let map = self
-            .ebpf
-            .take_map(maps::UNWIND_TRACE)
-            .ok_or_else(|| missing_map(maps::UNWIND_TRACE))?;
-        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map {
-            name: maps::UNWIND_TRACE,
-            source,
-        })?;
-        // SAFETY: as for `take_new_pids`.
-        unsafe { tokio::io::unix::AsyncFd::register(ring) }
-            .map_err(|e| SamplerError::Watch(e.into()))
+        self.take_ring(maps::UNWIND_TRACE)
     }
 
     pub fn add_pid(&mut self, pid: u32) -> Result<(), SamplerError> {
@@ -575,14 +565,16 @@ impl Sampler {
     pub fn take_new_pids(
         &mut self,
     ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
-        let map = self
-            .ebpf
-            .take_map(maps::NEW_PIDS)
-            .ok_or_else(|| missing_map(maps::NEW_PIDS))?;
-        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map {
-            name: maps::NEW_PIDS,
-            source,
-        })?;
+        self.take_ring(maps::NEW_PIDS)
+    }
+
+    /// Takes ring buffer `name` out of the object and registers it with the tokio reactor.
+    fn take_ring(
+        &mut self,
+        name: &'static str,
+    ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
+        let map = self.ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map { name, source })?;
         // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which
         // is as long as the AsyncFd that owns it.
         unsafe { tokio::io::unix::AsyncFd::register(ring) }
