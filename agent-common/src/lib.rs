@@ -153,7 +153,8 @@ pub mod config {
     /// Size of a task's kernel stack (x86_64: 16 KiB, 32 KiB with KASAN).
     pub const THREAD_SIZE: u32 = 7;
     /// Nonzero: the unwinder writes each step of this process's walks into `UNWIND_TRACE`
-    /// ([`crate::unwind::TraceStep`]). Zero (the default) costs one comparison per walk.
+    /// ([`crate::unwind::TraceStep`]). Zero (the default): steps are still stored in the per-CPU
+    /// state (a 32-byte store each), and one comparison per run decides not to send them.
     pub const TRACE_PID: u32 = 8;
     pub const LEN: u32 = 9;
 }

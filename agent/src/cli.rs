@@ -157,7 +157,8 @@ pub struct RecordArgs {
 
     /// Write every step of the unwinder's walks of one process to FILE, a line each: the
     /// process given with --pid (the first), or the command. For debugging stacks that end
-    /// early; off, it costs the unwinder one comparison per walk.
+    /// early; off, the unwinder still stores each step in its per-CPU state (32 bytes) and
+    /// compares once per run.
     #[arg(long, value_name = "FILE", conflicts_with = "frame_pointers")]
     pub trace_unwind: Option<PathBuf>,
 
