@@ -262,7 +262,17 @@ impl ElfResolver {
         let named_cheaply = self.go.is_some() && self.symbol_at(va).is_some();
         if self.dwarf.present() && !named_cheaply {
             let symbol = || self.symbol_at(va).map(|n| demangle(&n));
-            if let Some(frames) = self.dwarf.frames(va, symbol) {
+            let loads = self.dwarf.loads();
+            let frames = self.dwarf.frames(va, symbol);
+            if self.dwarf.loads() != loads {
+                tracing::debug!(
+                    file = self.display,
+                    va = format_args!("{va:#x}"),
+                    bytes = self.dwarf.loaded_bytes(),
+                    "DWARF loaded"
+                );
+            }
+            if let Some(frames) = frames {
                 return Symbolized::Sym(frames);
             }
         }
