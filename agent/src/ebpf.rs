@@ -431,7 +431,6 @@ impl Sampler {
         T::try_from(map).map_err(|source| SamplerError::Map { name, source })
     }
 
-    /// Adds a process to the pid filter while sampling (e.g. a command we just started).
     /// Traces the unwinder's steps for process `pid` (0: none) into the ring buffer that
     /// [`Self::take_unwind_trace`] hands out.
     pub fn trace_unwind(&mut self, pid: u32) -> Result<(), SamplerError> {
@@ -443,9 +442,14 @@ impl Sampler {
     pub fn take_unwind_trace(
         &mut self,
     ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
-        self.take_ring(maps::UNWIND_TRACE)
+        let ring = self.take_ring(maps::UNWIND_TRACE)?;
+        // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which
+        // is as long as the AsyncFd that owns it.
+        unsafe { tokio::io::unix::AsyncFd::register(ring) }
+            .map_err(|e| SamplerError::Watch(e.into()))
     }
 
+    /// Adds a process to the pid filter while sampling (e.g. a command we just started).
     pub fn add_pid(&mut self, pid: u32) -> Result<(), SamplerError> {
         self.filter_map::<u32>(maps::PID_FILTER)?
             .insert(pid, 1, 0)
@@ -561,24 +565,15 @@ impl Sampler {
     }
 
     /// The ring buffer announcing processes sampled for the first time (one `u32` tgid each),
-    /// registered with the tokio reactor (call inside a runtime). Can be taken once.
-    pub fn take_new_pids(
-        &mut self,
-    ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
+    /// for a thread to wait on (see [`crate::session::intake`]). Can be taken once.
+    pub fn take_new_pids(&mut self) -> Result<RingBuf<MapData>, SamplerError> {
         self.take_ring(maps::NEW_PIDS)
     }
 
-    /// Takes ring buffer `name` out of the object and registers it with the tokio reactor.
-    fn take_ring(
-        &mut self,
-        name: &'static str,
-    ) -> Result<tokio::io::unix::AsyncFd<RingBuf<MapData>>, SamplerError> {
+    /// Takes ring buffer `name` out of the object.
+    fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, SamplerError> {
         let map = self.ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
-        let ring = RingBuf::try_from(map).map_err(|source| SamplerError::Map { name, source })?;
-        // SAFETY: the ring buffer owns its fd and keeps it open for as long as it lives, which
-        // is as long as the AsyncFd that owns it.
-        unsafe { tokio::io::unix::AsyncFd::register(ring) }
-            .map_err(|e| SamplerError::Watch(e.into()))
+        RingBuf::try_from(map).map_err(|source| SamplerError::Map { name, source })
     }
 
     /// Per-reason counters, summed over CPUs.

@@ -1,9 +1,9 @@
 //! The process table: pid → mappings, captured the first time a process is sampled.
 //!
-//! A process is read once, at first sight (the kernel announces it): its mappings are read and
-//! its executable files opened right then through `/proc/PID/map_files` (or
-//! `/proc/PID/root/...`), so that a process that exits before the end of the window, or a file
-//! inside a container, is still symbolized. That is all the event loop does; parsing the files
+//! A process is read once, at first sight (the kernel announces it), by a [`ProcessReader`]: its
+//! mappings are read and its executable files opened right then through `/proc/PID/map_files`
+//! (or `/proc/PID/root/...`), so that a process that exits before the end of the window, or a
+//! file inside a container, is still symbolized. That is all the intake does; parsing the files
 //! waits until their addresses are resolved ([`ProcessTable::prepare`]), so a large binary never
 //! delays reading the next short-lived process. Parsed files are shared between processes by
 //! file identity (the symbolizer's cache).
@@ -84,35 +84,37 @@ impl ProcSource for Proc {
     }
 }
 
-/// pid → [`ProcessInfo`], with the symbolizer that owns the opened files.
-pub struct ProcessTable<S: ProcSource = Proc> {
+/// Reads processes at first sight: their mappings, and the files behind their code, opened at
+/// once. It holds only what it needs to tell a refresh that changes nothing and a process that
+/// could not be read; the captures go to a [`ProcessTable`]. In a session it runs on the intake
+/// thread ([`crate::session::intake`]), never behind symbolization.
+pub struct ProcessReader<S: ProcSource = Proc> {
     source: S,
-    procs: HashMap<u32, ProcessInfo>,
+    /// The code mappings of every process captured and not forgotten, in address order.
+    held: HashMap<u32, Vec<MapEntry>>,
     /// Processes that could not be read, each counted once.
     vanished: HashSet<u32>,
-    symbolizer: Symbolizer,
     stats: ProcessStats,
 }
 
-impl ProcessTable<Proc> {
+impl ProcessReader<Proc> {
     pub fn new() -> Self {
         Self::with_source(Proc)
     }
 }
 
-impl Default for ProcessTable<Proc> {
+impl Default for ProcessReader<Proc> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<S: ProcSource> ProcessTable<S> {
+impl<S: ProcSource> ProcessReader<S> {
     pub fn with_source(source: S) -> Self {
-        ProcessTable {
+        ProcessReader {
             source,
-            procs: HashMap::new(),
+            held: HashMap::new(),
             vanished: HashSet::new(),
-            symbolizer: Symbolizer::new(),
             stats: ProcessStats::default(),
         }
     }
@@ -121,51 +123,31 @@ impl<S: ProcSource> ProcessTable<S> {
         self.stats
     }
 
-    pub fn len(&self) -> usize {
-        self.procs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.procs.is_empty()
-    }
-
-    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
-        self.procs.get(&pid)
-    }
-
-    pub fn symbolizer(&self) -> &Symbolizer {
-        &self.symbolizer
-    }
-
-    pub fn symbolizer_mut(&mut self) -> &mut Symbolizer {
-        &mut self.symbolizer
-    }
-
-    /// Captures a process's mappings and opens its executable files, replacing an earlier
-    /// capture (after exec the kernel side announces the process again). Returns false when the
-    /// process could not be read. Files are parsed later, by [`Self::prepare`].
-    pub fn observe(&mut self, pid: u32) -> bool {
+    /// Captures a process's mappings and opens its executable files (after exec the kernel
+    /// side announces the process again, and the new capture replaces the old). None when the
+    /// process could not be read. Files are parsed later, by [`ProcessTable::prepare`].
+    pub fn observe(&mut self, pid: u32) -> Option<ProcessInfo> {
         self.capture(pid, false)
     }
 
     /// Reads a held process's mappings again because the kernel saw it run code outside them;
-    /// replaces the capture only when its code mappings changed. A process whose walks keep
-    /// reaching addresses it does not map (a return address the tables got wrong) asks up to
-    /// ten times a second, and re-opening and reloading its files each time would cost far
-    /// more than the read. Returns whether it was captured anew.
-    pub fn refresh(&mut self, pid: u32) -> bool {
+    /// captures only when its code mappings changed. A process whose walks keep reaching
+    /// addresses it does not map (a return address the tables got wrong) asks up to ten times
+    /// a second, and re-opening and reloading its files each time would cost far more than the
+    /// read.
+    pub fn refresh(&mut self, pid: u32) -> Option<ProcessInfo> {
         self.capture(pid, true)
     }
 
-    fn capture(&mut self, pid: u32, only_if_changed: bool) -> bool {
+    fn capture(&mut self, pid: u32, only_if_changed: bool) -> Option<ProcessInfo> {
         let entries = match self.source.maps(pid) {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::debug!(pid, "cannot read mappings: {err}");
-                if !self.procs.contains_key(&pid) && self.vanished.insert(pid) {
+                if !self.held.contains_key(&pid) && self.vanished.insert(pid) {
                     self.stats.vanished += 1;
                 }
-                return false;
+                return None;
             }
         };
         // A live image always maps code (its text, at least the vDSO). No code at all is a
@@ -176,16 +158,15 @@ impl<S: ProcSource> ProcessTable<S> {
                 pid,
                 "no code mapped (exiting, or in mid-exec): not captured"
             );
-            return false;
+            return None;
         }
         if only_if_changed {
-            if let Some(held) = self.procs.get(&pid) {
+            if let Some(held) = self.held.get(&pid) {
                 let mut code: Vec<&MapEntry> = entries.iter().filter(|e| e.executable).collect();
                 code.sort_by_key(|e| e.start);
-                let held = held.process.mappings();
                 if code.len() == held.len() && code.iter().zip(held).all(|(a, b)| **a == *b) {
                     self.stats.refreshes_unchanged += 1;
-                    return false;
+                    return None;
                 }
             }
         }
@@ -211,62 +192,26 @@ impl<S: ProcSource> ProcessTable<S> {
                 })
             })
             .collect();
+        let replaced = self.held.insert(pid, process.mappings().to_vec()).is_some();
         tracing::debug!(
             pid,
             mappings = process.mappings().len(),
-            replaced = self.procs.contains_key(&pid),
+            replaced,
             "captured mappings"
         );
-        let info = ProcessInfo {
+        self.vanished.remove(&pid);
+        self.stats.captured += 1;
+        Some(ProcessInfo {
             pid,
             process,
             mappings,
-        };
-        self.procs.insert(pid, info);
+        })
+    }
+
+    /// Forgets a released process: its next announcement captures it afresh.
+    pub fn forget(&mut self, pid: u32) {
         self.vanished.remove(&pid);
-        self.stats.captured += 1;
-        true
-    }
-
-    /// Observes every process the kernel side announced in its ring buffer (one `u32` tgid per
-    /// record: its first sample, after exec, or a pc outside its known mappings) since the last
-    /// call; returns those whose mappings were captured.
-    pub fn observe_announced(
-        &mut self,
-        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    ) -> Vec<u32> {
-        let mut captured = Vec::new();
-        while let Some(item) = ring.next() {
-            let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) else {
-                continue;
-            };
-            let value = u32::from_ne_bytes(bytes);
-            drop(item);
-            // A refresh (a pc outside the known mappings) of a process we hold; the kernel
-            // sends it at most every 100 ms per process (agent_common::REFRESH_NS).
-            let pid = value & !agent_common::REFRESH_FLAG;
-            let fresh = if value & agent_common::REFRESH_FLAG != 0 {
-                self.refresh(pid)
-            } else {
-                self.observe(pid)
-            };
-            if fresh {
-                captured.push(pid);
-            }
-        }
-        captured
-    }
-
-    /// Releases a process that has exited (its mappings and file references). Returns whether
-    /// it was held.
-    pub fn forget(&mut self, pid: u32) -> bool {
-        self.vanished.remove(&pid);
-        self.procs.remove(&pid).is_some()
-    }
-
-    /// Every process held.
-    pub fn pids(&self) -> Vec<u32> {
-        self.procs.keys().copied().collect()
+        self.held.remove(&pid);
     }
 
     /// Forgets which processes could not be read, so that a later process reusing one of
@@ -278,6 +223,61 @@ impl<S: ProcSource> ProcessTable<S> {
     /// Whether `pid` was tried and could not be read.
     pub fn vanished(&self, pid: u32) -> bool {
         self.vanished.contains(&pid)
+    }
+}
+
+/// pid → [`ProcessInfo`] as captured, with the symbolizer that parses the opened files.
+#[derive(Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcessInfo>,
+    symbolizer: Symbolizer,
+    /// Files opened at capture that could not be parsed.
+    unreadable_files: u64,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid)
+    }
+
+    pub fn symbolizer(&self) -> &Symbolizer {
+        &self.symbolizer
+    }
+
+    pub fn symbolizer_mut(&mut self) -> &mut Symbolizer {
+        &mut self.symbolizer
+    }
+
+    /// Files that were opened but could not be parsed.
+    pub fn unreadable_files(&self) -> u64 {
+        self.unreadable_files
+    }
+
+    /// Holds a capture, replacing an earlier one of the same pid.
+    pub fn insert(&mut self, info: ProcessInfo) {
+        self.procs.insert(info.pid, info);
+    }
+
+    /// Releases a process (its mappings and file references). Returns whether it was held.
+    pub fn forget(&mut self, pid: u32) -> bool {
+        self.procs.remove(&pid).is_some()
+    }
+
+    /// Every process held.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
     }
 
     /// Parses the files a process's mappings opened (once per file identity), so that its
@@ -291,7 +291,7 @@ impl<S: ProcSource> ProcessTable<S> {
                 tracing::debug!(pid, "vDSO symbols unavailable: {err}");
             } else {
                 tracing::debug!(pid, file = %path, "cannot parse: {err}");
-                self.stats.unreadable_files += 1;
+                self.unreadable_files += 1;
             }
         }
         for (i, mapping) in info.mappings.iter_mut().enumerate() {
@@ -339,20 +339,23 @@ mod tests {
              7ffd0000-7ffd2000 r-xp 00000000 00:00 0 [vdso]\n",
             exe = exe.display()
         );
-        let mut table = ProcessTable::with_source(Canned(HashMap::from([(7, maps)])));
-        assert!(table.observe(7));
-        assert!(!table.observe(8), "pid 8 has no maps");
-        assert!(!table.observe(8), "still gone");
-        assert!(table.vanished(8));
+        let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, maps)])));
+        let info = reader.observe(7).unwrap();
+        assert!(reader.observe(8).is_none(), "pid 8 has no maps");
+        assert!(reader.observe(8).is_none(), "still gone");
+        assert!(reader.vanished(8));
         assert!(
-            table.get(7).unwrap().process.resolver(0).is_none(),
+            info.process.resolver(0).is_none(),
             "files are parsed only when prepared"
         );
+        let mut table = ProcessTable::new();
+        table.insert(info);
         table.prepare(7);
-        let stats = table.stats();
+        let stats = reader.stats();
         assert_eq!(stats.captured, 1);
         assert_eq!(stats.vanished, 1, "a process is counted once");
-        assert_eq!(stats.unreadable_files, 1);
+        assert_eq!(stats.unreadable_files, 1, "the missing library");
+        assert_eq!(table.unreadable_files(), 0, "what opened parses");
 
         let info = table.get(7).unwrap();
         assert_eq!(info.mappings.len(), 3, "only r-x mappings are kept");
@@ -382,15 +385,27 @@ mod tests {
             "{one}00700000-00800000 r-xp 00000000 08:01 1234 {}\n",
             exe.display()
         );
-        let mut table = ProcessTable::with_source(Canned(HashMap::from([(7, one)])));
-        assert!(table.observe(7));
-        assert!(!table.refresh(7), "unchanged");
-        assert_eq!(table.stats().refreshes_unchanged, 1);
-        assert!(table.observe(7), "an announcement re-captures");
-        table.source.0.insert(7, two);
-        assert!(table.refresh(7), "a new mapping");
-        assert_eq!(table.get(7).unwrap().mappings.len(), 2);
-        assert_eq!(table.stats().refreshes_unchanged, 1);
+        let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, one)])));
+        assert!(reader.observe(7).is_some());
+        assert!(reader.refresh(7).is_none(), "unchanged");
+        assert_eq!(reader.stats().refreshes_unchanged, 1);
+        assert!(reader.observe(7).is_some(), "an announcement re-captures");
+        reader.source.0.insert(7, two);
+        let info = reader.refresh(7).expect("a new mapping");
+        assert_eq!(info.mappings.len(), 2);
+        assert_eq!(reader.stats().refreshes_unchanged, 1);
+        reader.forget(7);
+        reader.source.0.insert(
+            7,
+            format!(
+                "00400000-00500000 r-xp 00001000 08:01 1234 {}\n",
+                exe.display()
+            ),
+        );
+        assert!(
+            reader.refresh(7).is_some(),
+            "a forgotten pid (reused, perhaps) is captured afresh, not compared with its past"
+        );
     }
 
     /// A process read again while it exits (or between exec's steps) maps no code: the earlier
@@ -403,21 +418,22 @@ mod tests {
             exe.display()
         );
         let exiting = "7ffc0000-7ffd0000 rw-p 00000000 00:00 0 [stack]\n".to_string();
-        let mut table =
-            ProcessTable::with_source(Canned(HashMap::from([(7, live), (8, exiting.clone())])));
-        assert!(table.observe(7));
-        table.source.0.insert(7, exiting);
-        assert!(!table.observe(7), "nothing new captured");
+        let mut reader =
+            ProcessReader::with_source(Canned(HashMap::from([(7, live), (8, exiting.clone())])));
+        let mut table = ProcessTable::new();
+        table.insert(reader.observe(7).unwrap());
+        reader.source.0.insert(7, exiting);
+        assert!(reader.observe(7).is_none(), "nothing new captured");
         assert!(
             table.get(7).unwrap().mapping(0x0040_0010).is_some(),
             "the live capture is kept"
         );
-        assert!(!table.observe(8));
-        assert!(table.get(8).is_none());
+        assert!(reader.refresh(7).is_none(), "nor by a refresh");
+        assert!(reader.observe(8).is_none());
         assert!(
-            !table.vanished(8),
+            !reader.vanished(8),
             "its mappings may still come: it is not gone"
         );
-        assert_eq!(table.stats().captured, 1);
+        assert_eq!(reader.stats().captured, 1);
     }
 }

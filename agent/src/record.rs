@@ -8,17 +8,16 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::signal::unix::SignalKind;
-
 use crate::{
     cgroup::{self, CgroupDir, ScratchCgroup, V1Cgroup},
     cli::RecordArgs,
-    ebpf::{DropCounts, Sampler, SamplerConfig, SamplerError},
+    ebpf::{DropCounts, SamplerConfig, SamplerError},
     output,
-    process::{ProcessStats, ProcessTable},
+    process::ProcessStats,
     profile::Recording,
-    resolve::{resolve, ResolveStats},
-    unwind::{LoaderStats, TableLoader},
+    resolve::ResolveStats,
+    session::{Event, Session, SessionConfig, SessionError},
+    unwind::LoaderStats,
 };
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -132,6 +131,8 @@ impl RecordConfig {
 pub enum RecordError {
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
     #[error("cannot start {command}: {source}")]
     Spawn {
         command: String,
@@ -194,17 +195,6 @@ impl Report {
 
 /// Runs a recording to its end and writes every output.
 pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
-    // First of all, so that Ctrl-C while loading still ends with every output written.
-    let mut sigint =
-        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
-            what: "installing the SIGINT handler",
-            source,
-        })?;
-    let mut sigterm =
-        tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
-            what: "installing the SIGTERM handler",
-            source,
-        })?;
     let scratch = if cfg.command.is_empty() {
         None
     } else {
@@ -250,15 +240,18 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     } else {
         (selection.v2_ids.iter().copied().collect(), pids)
     };
-    let mut sampler = Sampler::load(&SamplerConfig {
-        frequency_hz: cfg.frequency_hz,
-        kernel_stacks: cfg.kernel_stacks,
-        cgroups,
-        pids,
-        unwind: cfg.unwind_tables,
-        ..SamplerConfig::default()
+    let mut session = Session::start(&SessionConfig {
+        sampler: SamplerConfig {
+            frequency_hz: cfg.frequency_hz,
+            kernel_stacks: cfg.kernel_stacks,
+            cgroups,
+            pids,
+            unwind: cfg.unwind_tables,
+            ..SamplerConfig::default()
+        },
+        max_dwarf_bytes: None,
+        dwarf_budget: crate::resolve::DWARF_BUDGET,
     })?;
-    let mut new_pids = sampler.take_new_pids()?;
     let trace_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| RecordError::Trace { path, source }
@@ -266,79 +259,44 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     // The trace ring and its writer, when asked for; the ring is read while recording.
     let (mut trace_ring, mut trace_out) = match (&cfg.trace_unwind, cfg.unwind_tables) {
         (Some(path), true) => (
-            Some(sampler.take_unwind_trace()?),
-            Some(crate::unwind::TraceWriter::create(path).map_err(trace_err(path))?),
+            Some(session.sampler.take_unwind_trace()?),
+            Some((
+                crate::unwind::TraceWriter::create(path).map_err(trace_err(path))?,
+                path.clone(),
+            )),
         ),
         _ => (None, None),
     };
     if trace_ring.is_some() {
         if let Some(&pid) = cfg.pids.first() {
-            sampler.trace_unwind(pid)?;
+            session.sampler.trace_unwind(pid)?;
         }
     }
-    let loader = match sampler.take_unwind_maps()? {
-        Some(maps) => Some(
-            TableLoader::start(maps, symbolizer::unwind::UnwindLimits::default()).map_err(
-                |source| RecordError::Io {
-                    what: "starting the unwind-table loader",
-                    source,
-                },
-            )?,
-        ),
-        None => None,
-    };
-    let mut table = ProcessTable::new();
-    table
-        .symbolizer_mut()
-        .set_dwarf_budget(crate::resolve::DWARF_BUDGET);
     for &pid in &cfg.pids {
-        if table.observe(pid) {
-            if let Some(loader) = &loader {
-                loader.load_processes(&table, &[pid]);
-            }
-        }
+        session.observe(pid);
     }
-    // Read kernel symbols before sampling so that reading them is not what we profile.
-    // Kernel frames are named from the symbolizer's kernel symbols.
-    let kernel_symbols_error = if cfg.kernel_stacks {
-        table
-            .symbolizer_mut()
-            .kernel()
-            .err()
-            .map(|err| err.to_string())
-    } else {
-        None
-    };
 
     let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(0);
     let wall_start = SystemTime::now();
     let start = Instant::now();
-    sampler.start(cfg.frequency_hz)?;
+    session.start_sampling(cfg.frequency_hz)?;
 
     let mut child = match cfg.command.split_first() {
         Some((program, args)) => {
-            if let (Some(loader), Some(file)) = (&loader, open_program(program)) {
-                loader.preload(file);
+            if let Some(file) = open_program(program) {
+                session.preload(file);
             }
             let procs = scratch.as_ref().map(|cg| cg.path().join("cgroup.procs"));
             let child = spawn_in_cgroup(program, args, procs.as_deref())?;
-            // Read the command at once, not at its first sample: its tables are then loaded
-            // before most of its samples are taken.
             if let Some(pid) = child.id() {
-                if table.observe(pid) {
-                    if let Some(loader) = &loader {
-                        loader.load_processes(&table, &[pid]);
-                    }
+                // Read the command at once, not at its first sample: its tables are then
+                // loaded before most of its samples are taken.
+                session.observe(pid);
+                if scratch.is_none() {
+                    session.sampler.add_pid(pid)?;
                 }
-            }
-            if scratch.is_none() {
-                if let Some(pid) = child.id() {
-                    sampler.add_pid(pid)?;
-                }
-            }
-            if trace_ring.is_some() && cfg.pids.is_empty() {
-                if let Some(pid) = child.id() {
-                    sampler.trace_unwind(pid)?;
+                if trace_ring.is_some() && cfg.pids.is_empty() {
+                    session.sampler.trace_unwind(pid)?;
                 }
             }
             Some(child)
@@ -357,67 +315,56 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                 break StopReason::Duration;
             }
-            _ = sigint.recv() => break StopReason::Interrupted,
-            _ = sigterm.recv() => break StopReason::Interrupted,
+            event = session.event() => match event {
+                Event::Interrupted => break StopReason::Interrupted,
+                Event::Captured(pids) => {
+                    if in_userspace {
+                        selection.classify(pids);
+                    }
+                }
+            },
             status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
                 child = None;
                 break StopReason::CommandExited(status.ok().and_then(|s: ExitStatus| s.code()));
             }
-            guard = new_pids.readable_mut() => {
-                let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the new-process ring buffer", source })?;
-                let captured = table.observe_announced(guard.get_inner_mut());
-                guard.clear_ready();
-                if let Some(loader) = &loader {
-                    loader.load_processes(&table, &captured);
-                }
-                if in_userspace {
-                    selection.classify(table.pids());
-                }
-            }
             guard = async { trace_ring.as_mut().expect("guarded").readable_mut().await }, if trace_ring.is_some() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { what: "reading the unwind trace ring buffer", source })?;
-                if let (Some(out), Some(path)) = (trace_out.as_mut(), &cfg.trace_unwind) {
+                if let Some((out, path)) = trace_out.as_mut() {
                     out.drain(guard.get_inner_mut()).map_err(trace_err(path))?;
                 }
                 guard.clear_ready();
             }
             _ = tick.tick(), if progress => {
-                let samples = sampler.drop_counts().map(|d| d.get(agent_common::ErrorKind::Counted)).unwrap_or(0);
+                let samples = session.sampler.drop_counts().map(|d| d.get(agent_common::ErrorKind::Counted)).unwrap_or(0);
                 eprint!(
                     "\rrecording {:>6.1}s{}  {samples} samples  {} processes ",
                     start.elapsed().as_secs_f64(),
                     cfg.duration.map(|d| format!(" / {:.1}s", d.as_secs_f64())).unwrap_or_default(),
-                    table.len(),
+                    session.table.len(),
                 );
             }
         }
     };
-    sampler.stop();
+    let unwind_tables = session.stop();
     let duration = start.elapsed();
     if progress {
         eprint!("\r\x1b[2K");
     }
-    table.observe_announced(new_pids.get_mut());
     let mut trace_written = None;
-    if let (Some(mut ring), Some(mut out), Some(path)) =
-        (trace_ring.take(), trace_out.take(), &cfg.trace_unwind)
-    {
-        out.drain(ring.get_mut()).map_err(trace_err(path))?;
-        let (steps, walks) = out.finish().map_err(trace_err(path))?;
-        trace_written = Some((path.clone(), steps, walks));
+    if let (Some(mut ring), Some((mut out, path))) = (trace_ring.take(), trace_out.take()) {
+        out.drain(ring.get_mut()).map_err(trace_err(&path))?;
+        let (steps, walks) = out.finish().map_err(trace_err(&path))?;
+        trace_written = Some((path, steps, walks));
     }
-    let unwind_tables = loader.map(TableLoader::finish);
-    let drops = sampler.drop_counts()?;
-    let mut drained = sampler.drain()?;
-    drop(sampler);
+    let drops = session.sampler.drop_counts()?;
+    let mut drained = session.sampler.drain()?;
     let userspace_selection = in_userspace.then(|| {
-        selection.classify(table.pids());
+        selection.classify(session.table.pids());
         selection.apply(&mut drained)
     });
 
-    let (recording, resolve_stats) = resolve(
+    let (recording, resolve_stats) = session.resolve(
         &drained,
-        &mut table,
         Recording {
             frequency_hz: cfg.frequency_hz,
             start: wall_start,
@@ -456,11 +403,11 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         recording,
         stop,
         drops,
-        processes: table.stats(),
-        symbol_files: table.symbolizer().len(),
-        symbol_memory: table.symbolizer().memory(),
+        processes: session.process_stats(),
+        symbol_files: session.table.symbolizer().len(),
+        symbol_memory: session.table.symbolizer().memory(),
         resolve: resolve_stats,
-        kernel_symbols_error,
+        kernel_symbols_error: session.kernel_symbols_error.take(),
         userspace_selection,
         unwind_tables,
         written,

@@ -13,7 +13,7 @@ use symbolizer::{lookup_addresses, Input, Source, Symbolized};
 
 use crate::{
     ebpf::Drained,
-    process::{ProcSource, ProcessTable},
+    process::ProcessTable,
     profile::{Location, Recording, Sample},
 };
 
@@ -54,22 +54,19 @@ impl std::ops::AddAssign<&ResolveStats> for ResolveStats {
 /// Builds symbolized samples: exactly one [`Sample`] per drained sample, in the same order (the
 /// continuous collector relies on it to attribute samples to cgroups). Kernel frames are named
 /// from the kernel symbols the table's symbolizer read ([`symbolizer::Symbolizer::kernel`]);
-/// without them they keep only their addresses.
-pub fn resolve<S: ProcSource>(
+/// without them they keep only their addresses. Processes are taken as the table holds them
+/// (see [`crate::session::Session::resolve`], which first reads those it lacks).
+pub fn resolve(
     drained: &Drained,
-    table: &mut ProcessTable<S>,
+    table: &mut ProcessTable,
     mut recording: Recording,
 ) -> (Recording, ResolveStats) {
     let mut stats = ResolveStats {
         missing_stacks: drained.missing_stacks,
         ..ResolveStats::default()
     };
-    // A process sampled but never announced (or announced too late) may still be alive.
     let pids: std::collections::BTreeSet<u32> = drained.samples.iter().map(|s| s.tgid).collect();
     for &pid in &pids {
-        if table.get(pid).is_none() && !table.vanished(pid) {
-            table.observe(pid);
-        }
         table.prepare(pid);
     }
 
@@ -211,7 +208,10 @@ mod tests {
     use symbolizer::process::{MapEntry, MapPath};
 
     use super::*;
-    use crate::ebpf::RawSample;
+    use crate::{
+        ebpf::RawSample,
+        process::{ProcSource, ProcessReader},
+    };
 
     /// The test binary mapped at its link addresses, as a non-PIE process would be.
     struct SelfOnly;
@@ -272,7 +272,10 @@ mod tests {
             kernel_stack: None,
             count: 1,
         });
-        let mut table = ProcessTable::with_source(SelfOnly);
+        let mut reader = ProcessReader::with_source(SelfOnly);
+        let mut table = ProcessTable::new();
+        table.insert(reader.observe(1).expect("our own mappings"));
+        assert!(reader.observe(2).is_none(), "pid 2 is gone");
         let (rec, stats) = resolve(&drained, &mut table, empty_recording());
         assert_eq!(rec.samples.len(), 2);
         let leaf_loc = &rec.samples[0].stack[0];

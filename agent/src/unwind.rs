@@ -25,7 +25,7 @@ use symbolizer::{
     unwind::{Cfa, Rbp, UnwindLimits, UnwindRow, UnwindTable},
 };
 
-use crate::{ebpf::UnwindMaps, process::ProcessTable};
+use crate::{ebpf::UnwindMaps, process::ProcessInfo};
 
 /// A binary's table in the kernel's layout: rows grouped by 64 KiB page, each page's rows sorted
 /// and starting at `pc_low` 0, pages that only say "unknown" left out.
@@ -164,37 +164,43 @@ pub enum Image {
     None,
 }
 
-impl TableLoader {
-    /// Hands the executable mappings of newly captured processes to the loader.
-    pub fn load_processes(&self, table: &ProcessTable, pids: &[u32]) {
-        for &pid in pids {
-            let Some(info) = table.get(pid) else {
-                continue;
-            };
-            let mappings = info
-                .process
-                .mappings()
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    let image = match &m.path {
-                        MapPath::Vdso => Image::Vdso,
-                        _ => info
-                            .process
-                            .pinned_file(i)
-                            .and_then(|f| f.try_clone().ok())
-                            .map_or(Image::None, Image::File),
-                    };
-                    ExecMapping {
-                        start: m.start,
-                        end: m.end,
-                        offset: m.offset,
-                        image,
-                    }
-                })
-                .collect();
-            self.process(pid, mappings);
-        }
+/// A sender of requests to the loader's thread, for the intake thread.
+#[derive(Clone)]
+pub struct LoaderHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl LoaderHandle {
+    /// Hands a captured process's executable mappings to the loader (which replaces an earlier
+    /// capture's, after exec).
+    pub fn load(&self, info: &ProcessInfo) {
+        let mappings = info
+            .process
+            .mappings()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let image = match &m.path {
+                    MapPath::Vdso => Image::Vdso,
+                    _ => info
+                        .process
+                        .pinned_file(i)
+                        .and_then(|f| f.try_clone().ok())
+                        .map_or(Image::None, Image::File),
+                };
+                ExecMapping {
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    image,
+                }
+            })
+            .collect();
+        // The thread only ends when every sender is dropped.
+        let _ = self.tx.send(Request::Process {
+            pid: info.pid,
+            mappings,
+        });
     }
 }
 
@@ -266,10 +272,11 @@ impl TableLoader {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    /// Loads a process's tables (or replaces them, after exec).
-    pub fn process(&self, pid: u32, mappings: Vec<ExecMapping>) {
-        // The thread only ends when the sender is dropped.
-        let _ = self.tx.send(Request::Process { pid, mappings });
+    /// A sender for another thread (the intake's).
+    pub fn handle(&self) -> LoaderHandle {
+        LoaderHandle {
+            tx: self.tx.clone(),
+        }
     }
 
     /// Loads a binary's table before any process of it is seen (the command `record` starts),
@@ -283,7 +290,8 @@ impl TableLoader {
         let _ = self.tx.send(Request::Exited(pid));
     }
 
-    /// Waits for the requests sent so far and ends the thread.
+    /// Waits for the requests sent so far and ends the thread (once every [`LoaderHandle`]
+    /// is dropped too).
     pub fn finish(self) -> LoaderStats {
         drop(self.tx);
         self.handle.join().unwrap_or_default()

@@ -15,11 +15,10 @@ use super::{
     targets::{SeriesLabels, Targeting},
 };
 use crate::{
-    ebpf::{DropCounts, Sampler, SamplerError},
-    process::ProcessTable,
+    ebpf::{DropCounts, SamplerError},
     profile::Recording,
     push::Pusher,
-    resolve::resolve,
+    session::Session,
     target::parse_proc_cgroup,
 };
 
@@ -54,9 +53,8 @@ pub struct Collected {
 
 /// The continuously sampling side of `bellows run`.
 pub struct Collector {
-    pub sampler: Sampler,
-    /// Processes, and the symbolizer (with the kernel symbols, when read).
-    pub table: ProcessTable,
+    /// The sampler, the processes and the symbolizer.
+    pub session: Session,
     pub cgroups: CgroupIndex,
     pub metrics: Arc<Metrics>,
     pub frequency_hz: u64,
@@ -65,8 +63,6 @@ pub struct Collector {
     totals: Totals,
     /// The collection in which each held process was last sampled.
     last_sampled: HashMap<u32, u64>,
-    /// Builds and loads unwind tables; None with frame pointers only.
-    loader: Option<crate::unwind::TableLoader>,
 }
 
 /// Userspace totals since start, for /metrics.
@@ -80,15 +76,13 @@ struct Totals {
 
 impl Collector {
     pub fn new(
-        sampler: Sampler,
-        table: ProcessTable,
+        session: Session,
         cgroups: CgroupIndex,
         metrics: Arc<Metrics>,
         frequency_hz: u64,
     ) -> Self {
         Collector {
-            sampler,
-            table,
+            session,
             cgroups,
             metrics,
             frequency_hz,
@@ -96,7 +90,6 @@ impl Collector {
             window_instant: Instant::now(),
             totals: Totals::default(),
             last_sampled: HashMap::new(),
-            loader: None,
         }
     }
 
@@ -113,6 +106,7 @@ impl Collector {
         let wanted = targeting.kernel_filter(&self.cgroups);
         let empty = Default::default();
         let (added, removed) = self
+            .session
             .sampler
             .sync_cgroup_filter(wanted.is_some(), wanted.as_ref().unwrap_or(&empty))?;
         if added + removed > 0 {
@@ -129,13 +123,12 @@ impl Collector {
         sink: &dyn Sink,
     ) -> Result<Collected, SamplerError> {
         let started = Instant::now();
-        let drained = self.sampler.flip()?;
+        let drained = self.session.sampler.flip()?;
         let window_start = std::mem::replace(&mut self.window_start, SystemTime::now());
         let duration = std::mem::replace(&mut self.window_instant, Instant::now()).elapsed();
 
-        let (recording, stats) = resolve(
+        let (recording, stats) = self.session.resolve(
             &drained,
-            &mut self.table,
             Recording {
                 frequency_hz: self.frequency_hz,
                 start: window_start,
@@ -196,7 +189,7 @@ impl Collector {
         drop(by_series);
 
         let evicted = self.evict_exited(&drained.samples)?;
-        let kernel = self.sampler.drop_counts()?;
+        let kernel = self.session.sampler.drop_counts()?;
         self.record_metrics(&stats, &kernel, unselected, evicted, series, started);
         Ok(Collected {
             samples: total,
@@ -204,23 +197,6 @@ impl Collector {
             unselected,
             evicted,
         })
-    }
-
-    /// Hands the unwind-table loader its thread (see [`crate::unwind`]).
-    pub fn set_loader(&mut self, loader: Option<crate::unwind::TableLoader>) {
-        self.loader = loader;
-    }
-
-    /// Loads the unwind tables of newly captured processes.
-    pub fn load_tables(&self, pids: &[u32]) {
-        if let Some(loader) = &self.loader {
-            loader.load_processes(&self.table, pids);
-        }
-    }
-
-    /// What the unwind-table loader did so far.
-    pub fn unwind_stats(&self) -> Option<crate::unwind::LoaderStats> {
-        self.loader.as_ref().map(crate::unwind::TableLoader::stats)
     }
 
     /// Releases processes that have exited, or that were not sampled for [`IDLE_COLLECTIONS`],
@@ -231,7 +207,7 @@ impl Collector {
             self.last_sampled.insert(s.tgid, now);
         }
         let mut gone = Vec::new();
-        for pid in self.table.pids() {
+        for pid in self.session.table.pids() {
             // Announced but not yet sampled in a drained window: idle from now on, not from ever.
             let idle = now - *self.last_sampled.entry(pid).or_insert(now);
             let exited = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
@@ -239,18 +215,10 @@ impl Collector {
                 gone.push(pid);
             }
         }
-        for pid in &gone {
-            self.table.forget(*pid);
-            if let Some(loader) = &self.loader {
-                loader.exited(*pid);
-            }
-        }
-        let table = &self.table;
-        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
         // Binaries no remaining process maps: their mappings and indexes go too.
-        self.table.symbolizer_mut().evict_unused();
-        self.table.clear_vanished();
-        self.sampler.forget_pids(&gone)?;
+        self.session.forget(&gone)?;
+        let table = &self.session.table;
+        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
         Ok(gone.len())
     }
 
@@ -268,15 +236,17 @@ impl Collector {
         t.unselected += unselected;
         t.resolve += stats;
         t.evicted += evicted as u64;
-        let processes = self.table.stats();
-        let memory = self.table.symbolizer().memory();
-        let files = self.table.symbolizer().len();
-        let tracked = self.table.len();
+        let processes = self.session.process_stats();
+        let intake = self.session.intake_stats();
+        let memory = self.session.table.symbolizer().memory();
+        let files = self.session.table.symbolizer().len();
+        let tracked = self.session.table.len();
         let cgroups = self.cgroups.len();
-        let unwind = self.unwind_stats();
+        let unwind = self.session.unwind_stats();
         let t = &self.totals;
         self.metrics.update(|s| {
             s.unwind = unwind;
+            s.intake = intake;
             s.kernel = kernel.0;
             s.collections = t.collections;
             s.last_collect_seconds = started.elapsed().as_secs_f64();
@@ -308,7 +278,7 @@ impl Collector {
 
     /// Total kernel-side counters, for the final summary.
     pub fn kernel_counts(&self) -> Result<DropCounts, SamplerError> {
-        self.sampler.drop_counts()
+        self.session.sampler.drop_counts()
     }
 }
 

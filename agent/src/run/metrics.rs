@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub symbolizer_go_tables_damaged: u64,
     /// What the unwind-table loader did; None with frame pointers only.
     pub unwind: Option<crate::unwind::LoaderStats>,
+    /// How the new-process intake kept up.
+    pub intake: crate::session::intake::IntakeStats,
     pub cgroups_indexed: u64,
     /// Entries of the kernel cgroup filter; None when the filter is off.
     pub filter_cgroups: Option<u64>,
@@ -231,6 +233,25 @@ impl Metrics {
             "Re-reads of a process's mappings, asked for by the kernel (a pc outside them), that \
              found them unchanged.",
             &[("", s.refreshes_unchanged)],
+        );
+        family(
+            &mut out,
+            "bellows_process_announcements_total",
+            "counter",
+            "Announcements of new processes (and mapping refreshes) read from the kernel.",
+            &[("", s.intake.announcements)],
+        );
+        gauge_f64(
+            &mut out,
+            "bellows_process_intake_busy_seconds",
+            "Time the intake thread spent reading announced processes, since start.",
+            s.intake.busy.as_secs_f64(),
+        );
+        gauge_f64(
+            &mut out,
+            "bellows_process_intake_longest_batch_seconds",
+            "The longest the intake thread took over one batch of announcements.",
+            s.intake.longest_batch.as_secs_f64(),
         );
         family(
             &mut out,

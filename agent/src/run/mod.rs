@@ -14,8 +14,6 @@ pub mod targets;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::signal::unix::SignalKind;
-
 use self::{
     cgroups::CgroupIndex,
     collector::{describe_drops, Collector, Sink},
@@ -24,10 +22,10 @@ use self::{
     targets::{PodResolver, Targeting},
 };
 use crate::{
-    ebpf::{Sampler, SamplerConfig, SamplerError},
+    ebpf::{SamplerConfig, SamplerError},
     k8s,
-    process::ProcessTable,
     push::{ClientError, PushStats, Pusher},
+    session::{Event, Session, SessionConfig, SessionError},
 };
 
 /// How long the final push may take after SIGTERM before what is left is counted as dropped.
@@ -40,6 +38,8 @@ const FILTER_SYNC_PERIOD: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -94,11 +94,6 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
         let what = what.to_string();
         move |source| RunError::Io { what, source }
     };
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(io("installing the SIGINT handler"))?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(io("installing the SIGTERM handler"))?;
-
     let metrics = Metrics::new(cfg.collect_interval);
     let _server = match cfg.metrics_address {
         Some(addr) => {
@@ -121,44 +116,26 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let mut pod_changes = pods.as_ref().map(|(_, rx)| rx.clone());
     let pods = pods.map(|(p, _)| p);
 
-    let mut sampler = Sampler::load(&SamplerConfig {
-        frequency_hz: cfg.frequency_hz,
-        kernel_stacks: cfg.kernel_stacks,
-        double_buffered: true,
-        counts_entries: cfg.maps.counts_entries,
-        stack_entries: cfg.maps.stack_entries,
-        unwind: cfg.unwind_tables,
-        unwind_rows: cfg.maps.unwind_rows,
-        ..SamplerConfig::default()
+    let session = Session::start(&SessionConfig {
+        sampler: SamplerConfig {
+            frequency_hz: cfg.frequency_hz,
+            kernel_stacks: cfg.kernel_stacks,
+            double_buffered: true,
+            counts_entries: cfg.maps.counts_entries,
+            stack_entries: cfg.maps.stack_entries,
+            unwind: cfg.unwind_tables,
+            unwind_rows: cfg.maps.unwind_rows,
+            ..SamplerConfig::default()
+        },
+        max_dwarf_bytes: Some(cfg.symbolizer.max_dwarf_bytes),
+        dwarf_budget: cfg.symbolizer.dwarf_budget,
     })?;
-    let mut new_pids = sampler.take_new_pids()?;
-    let loader = sampler
-        .take_unwind_maps()?
-        .map(|maps| {
-            crate::unwind::TableLoader::start(maps, symbolizer::unwind::UnwindLimits::default())
-        })
-        .transpose()
-        .map_err(io("starting the unwind-table loader"))?;
-    let mut table = ProcessTable::new();
-    let symbolizer = table.symbolizer_mut();
-    symbolizer.set_max_dwarf_bytes(cfg.symbolizer.max_dwarf_bytes);
-    symbolizer.set_dwarf_budget(cfg.symbolizer.dwarf_budget);
-    // Kernel frames are named from the symbolizer's kernel symbols, read once here.
-    if cfg.kernel_stacks {
-        if let Err(err) = table.symbolizer_mut().kernel() {
-            tracing::warn!("kernel symbols unavailable, kernel frames stay addresses: {err}");
-        }
+    if let Some(err) = &session.kernel_symbols_error {
+        tracing::warn!("kernel symbols unavailable, kernel frames stay addresses: {err}");
     }
     let mut cgroups = CgroupIndex::for_host();
     cgroups.rescan();
-    let mut collector = Collector::new(
-        sampler,
-        table,
-        cgroups,
-        Arc::clone(&metrics),
-        cfg.frequency_hz,
-    );
-    collector.set_loader(loader);
+    let mut collector = Collector::new(session, cgroups, Arc::clone(&metrics), cfg.frequency_hz);
     let targeting = Targeting {
         node: &cfg.node_name,
         outside: cfg.outside_pods,
@@ -167,7 +144,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     // Filter first, then sample: unselected pods never cost a stack walk.
     let size = collector.sync_filter(&targeting)?;
     metrics.update(|s| s.filter_cgroups = size.map(|n| n as u64));
-    collector.sampler.start(cfg.frequency_hz)?;
+    collector.session.start_sampling(cfg.frequency_hz)?;
     collector.begin();
     tracing::info!(
         node = %cfg.node_name,
@@ -186,8 +163,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     filter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            // Captures reach the table here and before every collection; the intake thread
+            // read them already.
+            event = collector.session.event() => if let Event::Interrupted = event {
+                break;
+            },
             _ = collect_tick.tick() => {
                 collect_once(&mut collector, &targeting, &pusher);
             }
@@ -200,18 +180,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
                 }
                 sync_filter(&mut collector, &targeting);
             }
-            guard = new_pids.readable_mut() => {
-                let mut guard = guard.map_err(io("reading the new-process ring buffer"))?;
-                let captured = collector.table.observe_announced(guard.get_inner_mut());
-                guard.clear_ready();
-                collector.load_tables(&captured);
-            }
         }
     }
     tracing::info!("stopping: collecting and pushing the last interval");
-    collector.table.observe_announced(new_pids.get_mut());
     collect_once(&mut collector, &targeting, &pusher);
-    collector.sampler.stop();
+    collector.session.stop();
     let kernel_drops = collector
         .kernel_counts()
         .map(|c| describe_drops(&c))

@@ -1,0 +1,217 @@
+//! The intake of new processes, on a thread of its own.
+//!
+//! The kernel side announces a process in a ring buffer at its first sample, after exec, and
+//! when it runs code outside its known mappings. The intake thread waits on that ring, reads
+//! each announced process's mappings and opens its files at once ([`ProcessReader`]), hands the
+//! code mappings to the unwind-table loader, and sends the capture to the session. Nothing it
+//! does waits for symbolization, which is what keeps short-lived processes: a process must be
+//! read before it exits, and a window of a large binary can take seconds to symbolize.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::{
+    process::{ProcessInfo, ProcessReader, ProcessStats},
+    unwind::LoaderHandle,
+};
+
+/// How often the thread looks at its stop flag while the ring is quiet.
+const POLL_TIMEOUT_MS: i32 = 100;
+
+/// How the intake kept up, for the record summary and `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeStats {
+    pub process: ProcessStats,
+    /// Announcements read from the ring.
+    pub announcements: u64,
+    /// Wake-ups that found announcements.
+    pub batches: u64,
+    /// Time spent reading processes, and the longest single wake-up.
+    pub busy: Duration,
+    pub longest_batch: Duration,
+}
+
+/// The reader and the loader handle, shared by the thread and synchronous captures.
+struct Shared {
+    reader: ProcessReader,
+    loader: Option<LoaderHandle>,
+    stats: IntakeStats,
+}
+
+impl Shared {
+    /// One announcement (a tgid, with [`agent_common::REFRESH_FLAG`] for a refresh).
+    fn announced(&mut self, value: u32) -> Option<ProcessInfo> {
+        self.stats.announcements += 1;
+        let pid = value & !agent_common::REFRESH_FLAG;
+        let info = if value & agent_common::REFRESH_FLAG != 0 {
+            self.reader.refresh(pid)
+        } else {
+            self.reader.observe(pid)
+        }?;
+        self.loaded(info)
+    }
+
+    fn loaded(&mut self, info: ProcessInfo) -> Option<ProcessInfo> {
+        if let Some(loader) = &self.loader {
+            loader.load(&info);
+        }
+        Some(info)
+    }
+}
+
+/// The intake thread and its outputs.
+pub struct Intake {
+    shared: Arc<Mutex<Shared>>,
+    rx: UnboundedReceiver<ProcessInfo>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Intake {
+    /// Starts the thread on the new-process ring. Captured processes' code mappings go to
+    /// `loader`.
+    pub fn start(ring: RingBuf<MapData>, loader: Option<LoaderHandle>) -> std::io::Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared {
+            reader: ProcessReader::new(),
+            loader,
+            stats: IntakeStats::default(),
+        }));
+        let (tx, rx) = unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("bellows-intake".into())
+            .spawn({
+                let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+                move || intake_loop(ring, &shared, &tx, &stop)
+            })?;
+        Ok(Intake {
+            shared,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads a process now, on the caller's thread (and loads its tables).
+    pub fn observe(&self, pid: u32) -> Option<ProcessInfo> {
+        let mut shared = self.lock();
+        let info = shared.reader.observe(pid)?;
+        shared.loaded(info)
+    }
+
+    /// The next capture of the thread; None once the thread has ended.
+    pub async fn captured(&mut self) -> Option<ProcessInfo> {
+        self.rx.recv().await
+    }
+
+    /// A capture of the thread that is ready, if any.
+    pub fn try_captured(&mut self) -> Option<ProcessInfo> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Whether `pid` was tried and could not be read.
+    pub fn vanished(&self, pid: u32) -> bool {
+        self.lock().reader.vanished(pid)
+    }
+
+    /// Forgets a released process, so that its next announcement reads it afresh.
+    pub fn forget(&self, pid: u32) {
+        self.lock().reader.forget(pid);
+    }
+
+    /// Forgets which processes could not be read (a reused pid is then read again).
+    pub fn clear_vanished(&self) {
+        self.lock().reader.clear_vanished();
+    }
+
+    pub fn stats(&self) -> IntakeStats {
+        let shared = self.lock();
+        IntakeStats {
+            process: shared.reader.stats(),
+            ..shared.stats
+        }
+    }
+
+    /// Stops the thread after it has read the ring one last time, and lets go of the table
+    /// loader (whose thread ends when every handle to it is gone).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.lock().loader = None;
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn intake_loop(
+    mut ring: RingBuf<MapData>,
+    shared: &Mutex<Shared>,
+    tx: &UnboundedSender<ProcessInfo>,
+    stop: &AtomicBool,
+) {
+    let fd = ring.as_raw_fd();
+    loop {
+        // Read the stop flag before the last drain, so that nothing announced before the stop
+        // is left in the ring.
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut announced = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) {
+                announced.push(u32::from_ne_bytes(bytes));
+            }
+        }
+        if !announced.is_empty() {
+            let started = Instant::now();
+            let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            for value in announced {
+                if let Some(info) = shared.announced(value) {
+                    // The receiver is gone only when the session is: nothing left to do.
+                    let _ = tx.send(info);
+                }
+            }
+            let took = started.elapsed();
+            let stats = &mut shared.stats;
+            stats.batches += 1;
+            stats.busy += took;
+            stats.longest_batch = stats.longest_batch.max(took);
+        }
+        if stopping {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call; the ring keeps its fd open.
+        let ready = unsafe { libc::poll(&mut pfd, 1, POLL_TIMEOUT_MS) };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!(
+                "waiting on the new-process ring buffer: {}",
+                std::io::Error::last_os_error()
+            );
+            std::thread::sleep(Duration::from_millis(POLL_TIMEOUT_MS as u64));
+        }
+    }
+}
