@@ -20,7 +20,12 @@ use symbolizer::{
     Process, Symbolizer,
 };
 
-use crate::profile::Mapping;
+use crate::profile::{Location, Mapping};
+
+/// Resolved addresses kept across windows, over all processes; past it, every process's are
+/// dropped and resolved again. A location is a few hundred bytes (names and paths), so this
+/// bounds the cache to a few MiB; a node's working set in one window is usually far smaller.
+const MAX_REMEMBERED_LOCATIONS: usize = 32 * 1024;
 
 /// A process as first seen: the symbolizer's handle (executable mappings, pinned files, vDSO)
 /// and what pprof gets for each of its mappings.
@@ -32,12 +37,20 @@ pub struct ProcessInfo {
     /// The pprof mapping of each of [`Process::mappings`], in the same order (with its build
     /// id once the file is parsed).
     pub mappings: Vec<Arc<Mapping>>,
+    /// Addresses already resolved, for later windows (see [`ProcessTable::remember`]); a new
+    /// capture starts empty, so an exec or a reused pid never inherits them.
+    locations: HashMap<u64, Arc<Location>>,
 }
 
 impl ProcessInfo {
     /// The pprof mapping holding `addr`.
     pub fn mapping(&self, addr: u64) -> Option<&Arc<Mapping>> {
         self.mappings.get(self.process.find(addr)?)
+    }
+
+    /// `addr` as an earlier window resolved it.
+    pub fn location(&self, addr: u64) -> Option<&Arc<Location>> {
+        self.locations.get(&addr)
     }
 }
 
@@ -205,6 +218,7 @@ impl<S: ProcSource> ProcessReader<S> {
             pid,
             process,
             mappings,
+            locations: HashMap::new(),
         })
     }
 
@@ -233,6 +247,8 @@ pub struct ProcessTable {
     symbolizer: Symbolizer,
     /// Files opened at capture that could not be parsed.
     unreadable_files: u64,
+    /// Locations remembered over all processes.
+    remembered: usize,
 }
 
 impl ProcessTable {
@@ -265,14 +281,44 @@ impl ProcessTable {
         self.unreadable_files
     }
 
-    /// Holds a capture, replacing an earlier one of the same pid.
+    /// Holds a capture, replacing an earlier one of the same pid (and what it remembered).
     pub fn insert(&mut self, info: ProcessInfo) {
-        self.procs.insert(info.pid, info);
+        if let Some(old) = self.procs.insert(info.pid, info) {
+            self.remembered -= old.locations.len();
+        }
     }
 
     /// Releases a process (its mappings and file references). Returns whether it was held.
     pub fn forget(&mut self, pid: u32) -> bool {
-        self.procs.remove(&pid).is_some()
+        match self.procs.remove(&pid) {
+            Some(old) => {
+                self.remembered -= old.locations.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a resolved address of a held process for later windows: the answer cannot change
+    /// while the capture stands (the same files at the same places). Bounded by
+    /// [`MAX_REMEMBERED_LOCATIONS`].
+    pub fn remember(&mut self, pid: u32, location: Arc<Location>) {
+        if self.remembered >= MAX_REMEMBERED_LOCATIONS {
+            for info in self.procs.values_mut() {
+                info.locations.clear();
+            }
+            self.remembered = 0;
+        }
+        if let Some(info) = self.procs.get_mut(&pid) {
+            if info.locations.insert(location.address, location).is_none() {
+                self.remembered += 1;
+            }
+        }
+    }
+
+    /// Locations remembered now, over all processes.
+    pub fn remembered(&self) -> usize {
+        self.remembered
     }
 
     /// Every process held.

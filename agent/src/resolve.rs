@@ -28,6 +28,8 @@ pub const DWARF_BUDGET: u64 = 128 << 20;
 pub struct ResolveStats {
     /// User frames looked up (distinct per process and address).
     pub user_frames: u64,
+    /// ... of which an earlier window had resolved.
+    pub user_frames_remembered: u64,
     /// ... of which no symbol was found.
     pub user_unsymbolized: u64,
     /// Kernel frames looked up (distinct addresses).
@@ -43,6 +45,7 @@ impl std::ops::AddAssign<&ResolveStats> for ResolveStats {
     /// Totals over several windows (continuous profiling).
     fn add_assign(&mut self, o: &ResolveStats) {
         self.user_frames += o.user_frames;
+        self.user_frames_remembered += o.user_frames_remembered;
         self.user_unsymbolized += o.user_unsymbolized;
         self.kernel_frames += o.kernel_frames;
         self.kernel_unsymbolized += o.kernel_unsymbolized;
@@ -73,15 +76,29 @@ pub fn resolve(
     // Distinct addresses per process, then every process's at once: the symbolizer looks them
     // up grouped by binary (see commit 2f3927f: one binary at a time bounds DWARF rebuilds
     // under the budget).
+    // Addresses an earlier window resolved are taken as they were.
     let mut user_addrs: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for raw in &drained.samples {
         let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
             continue;
         };
+        let info = table.get(raw.tgid);
         for addr in lookup_addresses(walked(ips)) {
-            if seen.insert((raw.tgid, addr)) {
-                user_addrs.entry(raw.tgid).or_default().push(addr);
+            if !seen.insert((raw.tgid, addr)) {
+                continue;
+            }
+            match info.and_then(|i| i.location(addr)) {
+                Some(location) => {
+                    stats.user_frames += 1;
+                    stats.user_frames_remembered += 1;
+                    if location.frames.is_empty() {
+                        stats.user_unsymbolized += 1;
+                    }
+                    user_cache.insert((raw.tgid, addr), Arc::clone(location));
+                }
+                None => user_addrs.entry(raw.tgid).or_default().push(addr),
             }
         }
     }
@@ -97,7 +114,7 @@ pub fn resolve(
         })
         .collect();
     let mut answers = table.symbolizer().symbolize_many(&sources).into_iter();
-    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
+    let mut resolved = Vec::new();
     for &(pid, addrs, info) in &requests {
         // Processes never captured have no answers: their addresses stay addresses.
         let found = info.and_then(|_| answers.next()).unwrap_or_default();
@@ -111,16 +128,23 @@ pub fn resolve(
             if frames.is_empty() {
                 stats.user_unsymbolized += 1;
             }
-            let location = Location {
+            let location = Arc::new(Location {
                 address: addr,
                 mapping: info.and_then(|i| i.mapping(addr)).map(Arc::clone),
                 frames,
                 kernel: false,
-            };
-            user_cache.insert((pid, addr), Arc::new(location));
+            });
+            if info.is_some() {
+                resolved.push((pid, Arc::clone(&location)));
+            }
+            user_cache.insert((pid, addr), location);
         }
     }
     drop(answers);
+    drop(requests);
+    for (pid, location) in resolved {
+        table.remember(pid, location);
+    }
 
     // Kernel frames: distinct addresses, through the same shape.
     let mut kernel_addrs = Vec::new();
@@ -291,5 +315,23 @@ mod tests {
         assert_eq!(stats.samples_without_process, 1);
         assert_eq!(stats.user_frames, 4);
         assert_eq!(stats.user_unsymbolized, 3);
+        assert_eq!(stats.user_frames_remembered, 0);
+
+        // A later window takes the held process's addresses as resolved, with the same
+        // answers; the process never captured is looked up again.
+        let (again, stats) = resolve(&drained, &mut table, empty_recording());
+        assert_eq!(again.samples, rec.samples);
+        assert_eq!(stats.user_frames, 4);
+        assert_eq!(stats.user_frames_remembered, 2);
+        assert_eq!(stats.user_unsymbolized, 3);
+        assert_eq!(table.remembered(), 2);
+
+        // A new capture (exec, or a reused pid) starts with nothing remembered.
+        table.insert(reader.observe(1).expect("our own mappings"));
+        assert_eq!(table.remembered(), 0);
+        let (_, stats) = resolve(&drained, &mut table, empty_recording());
+        assert_eq!(stats.user_frames_remembered, 0);
+        table.forget(1);
+        assert_eq!(table.remembered(), 0);
     }
 }

@@ -190,6 +190,13 @@ impl Metrics {
         );
         family(
             &mut out,
+            "bellows_frames_remembered_total",
+            "counter",
+            "User frames taken as an earlier collection resolved them (same process capture).",
+            &[("", s.resolve.user_frames_remembered)],
+        );
+        family(
+            &mut out,
             "bellows_symbolization_misses_total",
             "counter",
             "Frames no symbol was found for, by kind.",
