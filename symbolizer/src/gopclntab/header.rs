@@ -23,6 +23,16 @@ use crate::Error;
 
 /// Sections that may hold the table: internal linking, then PIE / external linking before 1.26.
 const TABLE_SECTIONS: &[&str] = &[".gopclntab", ".data.rel.ro.gopclntab"];
+/// Sections only Go's linker writes: a file with one of them but no table section had its table
+/// merged into another section by an external linker (cgo, `-linkmode=external`).
+const GO_SECTIONS: &[&str] = &[
+    ".go.buildinfo",
+    ".note.go.buildid",
+    ".go.module",
+    ".gosymtab",
+];
+/// Functions of a table found without its section that must decode, spread over the table.
+const PLAUSIBLE_SAMPLES: usize = 16;
 /// Sections that may hold `runtime.firstmoduledata` when no symbol or `.go.module` says where.
 const MODULEDATA_SECTIONS: &[&str] = &[".noptrdata", ".data.rel.ro", ".data"];
 /// Word indices of `moduledata`: funcnametab and cutab pointers, text, and `gofunc` (Go
@@ -201,11 +211,42 @@ pub(super) fn locate_in(obj: &object::File<'_>, data: &[u8]) -> Result<Option<Go
         return parse(obj, data, loads, &found).map(Some);
     }
     if obj.sections().next().is_some() {
-        // Section headers without a table section: not Go.
-        return Ok(None);
+        if !GO_SECTIONS
+            .iter()
+            .any(|name| obj.section_by_name(name).is_some())
+        {
+            // Section headers, no table section and nothing else of Go's linker: not Go.
+            return Ok(None);
+        }
+        // Linked externally: the table sits inside a data section (`.data.rel.ro` in a PIE).
+        // The `runtime.pclntab` symbol says where, unless the binary was stripped.
+        let by_symbol = symbol_address(obj, "runtime.pclntab").and_then(|va| {
+            let (start, end) = segment_range(&loads, va)?;
+            let table = parse(obj, data, loads.clone(), &Found { start, end, va }).ok()?;
+            table.plausible(data).then_some(table)
+        });
+        if let Some(table) = by_symbol {
+            return Ok(Some(table));
+        }
     }
-    // No section headers (packed or deliberately stripped): look for the header in the
-    // non-executable loadable segments, at pointer-aligned offsets.
+    // No section says where (section headers gone, or a stripped external link): look for the
+    // header in the non-executable loadable segments, at pointer-aligned offsets.
+    Ok(scan(obj, data, &loads))
+}
+
+/// The file range from `va` to the end of the loadable segment holding it.
+fn segment_range(loads: &[(u64, u64, u64)], va: u64) -> Option<(usize, usize)> {
+    let &(v, off, size) = loads
+        .iter()
+        .find(|&&(v, _, size)| va >= v && va - v < size)?;
+    let start = usize::try_from(off.checked_add(va - v)?).ok()?;
+    let end = usize::try_from(off.checked_add(size)?).ok()?;
+    Some((start, end))
+}
+
+/// The first plausible table whose header lies at a pointer-aligned offset of a
+/// non-executable loadable segment.
+fn scan(obj: &object::File<'_>, data: &[u8], loads: &[(u64, u64, u64)]) -> Option<GoTable> {
     for segment in obj.segments() {
         if matches!(segment.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0) {
             continue;
@@ -232,31 +273,42 @@ pub(super) fn locate_in(obj: &object::File<'_>, data: &[u8]) -> Result<Option<Go
                 end: off + size,
                 va: segment.address().wrapping_add((i * 8) as u64),
             };
-            if let Ok(table) = parse(obj, data, loads.clone(), &found) {
+            if let Ok(table) = parse(obj, data, loads.to_vec(), &found) {
                 if table.plausible(data) {
-                    return Ok(Some(table));
+                    return Some(table);
                 }
             }
         }
     }
-    Ok(None)
+    None
 }
 
 impl GoTable {
-    /// A cheap check that a table found by scanning is one: its first and last functions
-    /// decode, with names, in address order.
+    /// A check that a table found without its section is one: functions spread over the table
+    /// (the first and the last among them) decode, with names, in address order.
     fn plausible(&self, data: &[u8]) -> bool {
         let b = self.bytes(data);
-        let first = self.record(b, 0);
-        let last = self.nfunc.checked_sub(1).and_then(|i| self.record(b, i));
-        match (first, last) {
-            (Some(first), Some(last)) => {
-                first.entry < last.end
-                    && self.name(data, first.name_off).is_some()
-                    && self.name(data, last.name_off).is_some()
+        let Some(last) = self.nfunc.checked_sub(1) else {
+            return false;
+        };
+        let samples = PLAUSIBLE_SAMPLES.min(self.nfunc);
+        let mut previous_end = 0;
+        for k in 0..samples {
+            // Evenly spread, from 0 to `last` inclusive.
+            let i = if samples > 1 {
+                k * last / (samples - 1)
+            } else {
+                0
+            };
+            let Some(f) = self.record(b, i) else {
+                return false;
+            };
+            if f.entry > f.end || f.entry < previous_end || self.name(data, f.name_off).is_none() {
+                return false;
             }
-            _ => false,
+            previous_end = f.end;
         }
+        true
     }
 }
 

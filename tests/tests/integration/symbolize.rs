@@ -187,3 +187,173 @@ fn symbolize_bad_input_exits_with_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Function addresses (mid-function) of `main.` and `runtime.` functions, spread over the
+/// binary, from `go tool nm -size`.
+fn function_addresses(go: &std::path::Path, binary: &std::path::Path, most: usize) -> Vec<u64> {
+    let out = Command::new(go)
+        .args(["tool", "nm", "-size", "-sort", "address"])
+        .arg(binary)
+        .output()
+        .expect("go tool nm");
+    assert!(out.status.success(), "go tool nm failed");
+    let all: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+            let size: u64 = it.next()?.parse().ok()?;
+            let kind = it.next()?;
+            let name = it.next()?;
+            let go_code = name.starts_with("main.") || name.starts_with("runtime.");
+            (matches!(kind, "T" | "t") && size > 1 && go_code).then_some(addr + size / 2)
+        })
+        .collect();
+    let step = all.len().div_ceil(most).max(1);
+    all.into_iter().step_by(step).collect()
+}
+
+/// A Go PIE linked by an external linker (cgo, `-linkmode=external`) before Go 1.26 has its
+/// table merged into `.data.rel.ro`, and once GNU strip has removed the symbols, no section and
+/// no symbol says where it is (Docker's static CLI is such a binary). Built here with cgo by the
+/// oldest and the newest Go toolchain, as an executable and as a PIE, then stripped: every
+/// function the newest toolchain's `go tool addr2line` names in the unstripped twin is named the
+/// same from the stripped file, and at least one of the builds has that shape.
+#[test]
+fn symbolize_stripped_externally_linked_go() {
+    let test = "symbolize_stripped_externally_linked_go";
+    let toolchains: Vec<std::path::PathBuf> = std::env::var("BELLOWS_GO_TOOLCHAINS")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .collect();
+    if toolchains.is_empty() {
+        let why = "BELLOWS_GO_TOOLCHAINS is not set (cargo xtask test sets it)";
+        assert!(!tests::in_ci(), "{test}: {why}");
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgo");
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-extlink-cache");
+    let dir = tempfile::tempdir().unwrap();
+    let mut picked = vec![toolchains[0].clone()];
+    picked.extend(toolchains.last().filter(|&g| *g != toolchains[0]).cloned());
+    let newest = picked.last().expect("a toolchain");
+    let mut merged = Vec::new();
+    for (i, go) in picked.iter().enumerate() {
+        for mode in ["exe", "pie"] {
+            let what = format!("{} -buildmode={mode} -linkmode=external", go.display());
+            let full = dir.path().join(format!("cgo-{i}-{mode}"));
+            let built = Command::new(go)
+                .args([
+                    "build",
+                    "-buildmode",
+                    mode,
+                    "-ldflags=-linkmode=external",
+                    "-o",
+                ])
+                .arg(&full)
+                .arg(".")
+                .current_dir(&source)
+                .env("CGO_ENABLED", "1")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "-buildvcs=false")
+                .env("GOCACHE", cache.join(i.to_string()))
+                .env("GOPATH", dir.path().join("gopath"))
+                .output()
+                .expect("go build");
+            assert!(
+                built.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            let stripped = dir.path().join(format!("cgo-{i}-{mode}.stripped"));
+            let status = Command::new("strip")
+                .arg("-o")
+                .arg(&stripped)
+                .arg(&full)
+                .status()
+                .expect("GNU strip (binutils)");
+            assert!(status.success(), "{what}: strip failed");
+
+            // The shape this test is about: no table section, no symbols.
+            let bytes = std::fs::read(&stripped).unwrap();
+            let elf = object::File::parse(&*bytes).unwrap();
+            use object::{Object, ObjectSection};
+            assert!(elf.symbols().next().is_none(), "{what}: not stripped");
+            if !elf
+                .sections()
+                .any(|s| s.name().is_ok_and(|n| n.contains("gopclntab")))
+            {
+                merged.push(what.clone());
+            }
+
+            let addrs = function_addresses(go, &full, 200);
+            assert!(addrs.len() >= 50, "{what}: only {} functions", addrs.len());
+            let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
+            // The newest toolchain's addr2line: Go 1.19's cannot read its own externally
+            // linked PIEs (it answers "?" for every address of the unstripped twin).
+            let mut oracle = Command::new(newest)
+                .args(["tool", "addr2line"])
+                .arg(&full)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("go tool addr2line");
+            use std::io::Write;
+            oracle
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let oracle = oracle.wait_with_output().unwrap();
+            let expected: Vec<String> = String::from_utf8_lossy(&oracle.stdout)
+                .lines()
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            assert_eq!(expected.len(), addrs.len(), "{what}: addr2line output");
+
+            let mut args = vec![
+                "symbolize".to_string(),
+                "--elf".to_string(),
+                stripped.display().to_string(),
+                "--json".to_string(),
+            ];
+            args.extend(addrs.iter().map(|a| format!("{a:#x}")));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = bellows(&args);
+            assert!(out.status.success(), "{what}: bellows symbolize failed");
+            let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let answers = answers.as_array().expect("a JSON array");
+            assert_eq!(answers.len(), addrs.len());
+            let mut same = 0;
+            for ((addr, want), got) in addrs.iter().zip(&expected).zip(answers) {
+                // The physical function: the last frame (inlined ones come first).
+                let function = got["frames"]
+                    .as_array()
+                    .and_then(|f| f.last())
+                    .and_then(|f| f["function"].as_str())
+                    .unwrap_or("??");
+                if function == want {
+                    same += 1;
+                } else {
+                    eprintln!("{what}: {addr:#x}: addr2line {want}, bellows {function}");
+                }
+            }
+            assert_eq!(
+                same,
+                addrs.len(),
+                "{what}: {same} of {} functions named as go tool addr2line names them",
+                addrs.len()
+            );
+        }
+    }
+    eprintln!("{test}: tables without a section of their own: {merged:?}");
+    assert!(
+        !merged.is_empty(),
+        "no build had its table merged into another section: the case is not tested"
+    );
+}
