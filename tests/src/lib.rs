@@ -128,6 +128,55 @@ pub fn require_go_fixtures(test: &str, name: &str) -> Vec<GoFixture> {
     found
 }
 
+/// The oldest and the newest of the Go toolchains `cargo xtask test` passes in
+/// `BELLOWS_GO_TOOLCHAINS` (one when there is one); empty, after failing in CI, when unset.
+pub fn oldest_and_newest_go(test: &str) -> Vec<PathBuf> {
+    let all: Vec<PathBuf> = std::env::var("BELLOWS_GO_TOOLCHAINS")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let (Some(oldest), Some(newest)) = (all.first(), all.last()) else {
+        let why = "BELLOWS_GO_TOOLCHAINS is not set (cargo xtask test sets it)";
+        assert!(!in_ci(), "{test}: {why}");
+        eprintln!("skipping {test}: {why}");
+        return Vec::new();
+    };
+    let mut picked = vec![oldest.clone()];
+    if newest != oldest {
+        picked.push(newest.clone());
+    }
+    picked
+}
+
+/// Builds `tests/fixtures/cgo` (Go calling C) with toolchain `go` into `out`, with `args` added
+/// to `go build`; panics with the compiler's output when it fails. `work` holds the build cache
+/// and module path of this toolchain.
+pub fn build_cgo(go: &Path, args: &[&str], out: &Path, work: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgo");
+    let built = Command::new(go)
+        .arg("build")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg(".")
+        .current_dir(&source)
+        .env("CGO_ENABLED", "1")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOCACHE", work.join("cache"))
+        .env("GOPATH", work.join("gopath"))
+        .output()
+        .expect("go build");
+    assert!(
+        built.status.success(),
+        "{} build {args:?}: {}",
+        go.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 /// Runs `bellows` with arguments; returns its output.
 pub fn bellows(args: &[&str]) -> Output {
     Command::new(bellows_bin())

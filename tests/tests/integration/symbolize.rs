@@ -222,52 +222,19 @@ fn function_addresses(go: &std::path::Path, binary: &std::path::Path, most: usiz
 #[test]
 fn symbolize_stripped_externally_linked_go() {
     let test = "symbolize_stripped_externally_linked_go";
-    let toolchains: Vec<std::path::PathBuf> = std::env::var("BELLOWS_GO_TOOLCHAINS")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from)
-        .collect();
-    if toolchains.is_empty() {
-        let why = "BELLOWS_GO_TOOLCHAINS is not set (cargo xtask test sets it)";
-        assert!(!tests::in_ci(), "{test}: {why}");
-        eprintln!("skipping {test}: {why}");
+    let picked = tests::oldest_and_newest_go(test);
+    let Some(newest) = picked.last() else {
         return;
-    }
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgo");
+    };
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-extlink-cache");
     let dir = tempfile::tempdir().unwrap();
-    let mut picked = vec![toolchains[0].clone()];
-    picked.extend(toolchains.last().filter(|&g| *g != toolchains[0]).cloned());
-    let newest = picked.last().expect("a toolchain");
     let mut merged = Vec::new();
     for (i, go) in picked.iter().enumerate() {
         for mode in ["exe", "pie"] {
             let what = format!("{} -buildmode={mode} -linkmode=external", go.display());
             let full = dir.path().join(format!("cgo-{i}-{mode}"));
-            let built = Command::new(go)
-                .args([
-                    "build",
-                    "-buildmode",
-                    mode,
-                    "-ldflags=-linkmode=external",
-                    "-o",
-                ])
-                .arg(&full)
-                .arg(".")
-                .current_dir(&source)
-                .env("CGO_ENABLED", "1")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "-buildvcs=false")
-                .env("GOCACHE", cache.join(i.to_string()))
-                .env("GOPATH", dir.path().join("gopath"))
-                .output()
-                .expect("go build");
-            assert!(
-                built.status.success(),
-                "{what}: {}",
-                String::from_utf8_lossy(&built.stderr)
-            );
+            let args = ["-buildmode", mode, "-ldflags=-linkmode=external"];
+            tests::build_cgo(go, &args, &full, &cache.join(i.to_string()));
             let stripped = dir.path().join(format!("cgo-{i}-{mode}.stripped"));
             let status = Command::new("strip")
                 .arg("-o")

@@ -93,43 +93,11 @@ fn go_calling_c_through_cgo_keeps_the_go_callers() {
     if !bpf_available(test) {
         return;
     }
-    let toolchains: Vec<std::path::PathBuf> = std::env::var("BELLOWS_GO_TOOLCHAINS")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from)
-        .collect();
-    if toolchains.is_empty() {
-        let why = "BELLOWS_GO_TOOLCHAINS is not set (cargo xtask test sets it)";
-        assert!(!in_ci(), "{test}: {why}");
-        eprintln!("skipping {test}: {why}");
-        return;
-    }
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cgo");
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cgo-cache");
     let dir = tempfile::tempdir().unwrap();
-    let mut picked = vec![toolchains[0].clone()];
-    picked.extend(toolchains.last().filter(|&g| *g != toolchains[0]).cloned());
-    for (i, go) in picked.iter().enumerate() {
+    for (i, go) in tests::oldest_and_newest_go(test).iter().enumerate() {
         let out = dir.path().join(format!("cgo{i}"));
-        let built = Command::new(go)
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&source)
-            .env("CGO_ENABLED", "1")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-buildvcs=false")
-            .env("GOCACHE", cache.join(i.to_string()))
-            .env("GOPATH", dir.path().join("gopath"))
-            .output()
-            .expect("go build");
-        assert!(
-            built.status.success(),
-            "{}: go build: {}",
-            go.display(),
-            String::from_utf8_lossy(&built.stderr)
-        );
+        tests::build_cgo(go, &[], &out, &cache.join(i.to_string()));
         let what = format!("cgo built by {}", go.display());
         agrees_with_own_profile(&what, &out, "main.goCaller", "c_mix", usize::MAX);
     }
