@@ -72,6 +72,11 @@ pub struct ProcessStats {
 pub trait ProcSource {
     fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>>;
     fn open(&self, pid: u32, entry: &MapEntry) -> io::Result<(File, String)>;
+    /// Whether `pid` is a child of this process that has not exec'd yet (a copy of the agent,
+    /// between fork and exec: the command `record` starts).
+    fn is_unexeced_child(&self, _pid: u32) -> bool {
+        false
+    }
 }
 
 /// The real `/proc`.
@@ -79,6 +84,23 @@ pub trait ProcSource {
 pub struct Proc;
 
 impl ProcSource for Proc {
+    fn is_unexeced_child(&self, pid: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                // The fields after the command, which is in parentheses and may hold anything.
+                let rest = &st[st.rfind(')')? + 1..];
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if parent != Some(std::process::id()) {
+            return false;
+        }
+        let exe = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let theirs = exe(&format!("/proc/{pid}/exe"));
+        theirs.is_some() && theirs == exe("/proc/self/exe")
+    }
+
     fn maps(&self, pid: u32) -> io::Result<Vec<MapEntry>> {
         let path = format!("/proc/{pid}/maps");
         let text = std::fs::read_to_string(&path)?;
@@ -153,6 +175,12 @@ impl<S: ProcSource> ProcessReader<S> {
     }
 
     fn capture(&mut self, pid: u32, only_if_changed: bool) -> Option<ProcessInfo> {
+        // Our own image in a child about to exec: its tables (the agent's, large) would be
+        // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
+        if self.source.is_unexeced_child(pid) {
+            tracing::debug!(pid, "a child of ours before its exec: not captured");
+            return None;
+        }
         let entries = match self.source.maps(pid) {
             Ok(entries) => entries,
             Err(err) => {
