@@ -34,8 +34,6 @@ pub struct IntakeStats {
     pub process: ProcessStats,
     /// Announcements read from the ring.
     pub announcements: u64,
-    /// Wake-ups that found announcements.
-    pub batches: u64,
     /// Time spent reading processes, and the longest single wake-up.
     pub busy: Duration,
     pub longest_batch: Duration,
@@ -58,14 +56,15 @@ impl Shared {
         } else {
             self.reader.observe(pid)
         }?;
-        self.loaded(info)
+        self.load(&info);
+        Some(info)
     }
 
-    fn loaded(&mut self, info: ProcessInfo) -> Option<ProcessInfo> {
+    /// Hands a capture's code mappings to the table loader.
+    fn load(&self, info: &ProcessInfo) {
         if let Some(loader) = &self.loader {
-            loader.load(&info);
+            loader.load(info);
         }
-        Some(info)
     }
 }
 
@@ -111,7 +110,8 @@ impl Intake {
     pub fn observe(&self, pid: u32) -> Option<ProcessInfo> {
         let mut shared = self.lock();
         let info = shared.reader.observe(pid)?;
-        shared.loaded(info)
+        shared.load(&info);
+        Some(info)
     }
 
     /// The next capture of the thread; None once the thread has ended.
@@ -192,7 +192,6 @@ fn intake_loop(
             }
             let took = started.elapsed();
             let stats = &mut shared.stats;
-            stats.batches += 1;
             stats.busy += took;
             stats.longest_batch = stats.longest_batch.max(took);
         }
