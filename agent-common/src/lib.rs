@@ -37,6 +37,7 @@ pub mod maps {
 pub mod programs {
     pub const SAMPLE: &str = "bellows_sample";
     pub const EXEC: &str = "bellows_exec";
+    pub const EXIT: &str = "bellows_exit";
     pub const UNWIND: &str = "bellows_unwind";
 }
 
@@ -58,12 +59,38 @@ pub const RUN_STACK_MAP_ENTRIES: u32 = 4_096;
 pub const MAX_STACK_DEPTH: usize = 256;
 pub const FILTER_ENTRIES: u32 = 4_096;
 pub const KNOWN_PIDS_ENTRIES: u32 = 16_384;
-/// Ring buffer for "first sample of this process" notifications (one `u32` tgid each).
+/// Ring buffer of [`Announcement`]s (16 bytes each, plus the ring's 8-byte header): 4096 fit.
 pub const NEW_PIDS_BYTES: u32 = 64 * 1024;
-/// Set in a `NEW_PIDS` record (tgids stay below 2^22): the process is known, but a sample's pc
-/// lies outside every mapping the kernel was given (a library loaded since, `dlopen`), so its
-/// mappings should be read again. Sent at most once per [`REFRESH_NS`] per process.
-pub const REFRESH_FLAG: u32 = 1 << 31;
+
+/// A `NEW_PIDS` record: a process to read now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub tgid: u32,
+    /// Why: one of the `announce` constants.
+    pub reason: u32,
+    /// The process's [`SampleKey::incarnation`].
+    pub incarnation: u64,
+}
+
+/// Set in a `KNOWN_PIDS` value (incarnations are even) while a process announced at exec has
+/// not been sampled: its first sample announces it again, since a dynamically linked program
+/// maps its libraries after exec.
+pub const UNSAMPLED: u64 = 1;
+
+/// [`Announcement::reason`]s.
+pub mod announce {
+    /// The process's first sample (forked and not exec'd since, or running since before the
+    /// sampler started, or sampled again after userspace released it).
+    pub const FIRST_SAMPLE: u32 = 0;
+    /// The process exec'd (and passes the filters): read it at once, before it can exit. A
+    /// dynamically linked program maps its libraries after this; its first sample asks again.
+    pub const EXEC: u32 = 1;
+    /// A sample's pc lies outside every mapping the kernel was given (a library loaded since,
+    /// `dlopen`), so the mappings should be read again. At most once per [`crate::REFRESH_NS`]
+    /// per process.
+    pub const REFRESH: u32 = 2;
+}
 /// How often at most one process asks for its mappings to be read again (a library loaded
 /// shortly after start must not leave a second of broken stacks behind).
 pub const REFRESH_NS: u64 = 100_000_000;
@@ -88,6 +115,10 @@ pub struct SampleKey {
     pub kernel_stack: u64,
     /// Thread name of the sampled task, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// Which process had the tgid: the kernel time (`CLOCK_MONOTONIC`, ns) it was first seen,
+    /// at exec or at its first sample (`KNOWN_PIDS` holds it until the process exits). A pid
+    /// reused within a window is thus a different process, never one with the old mappings.
+    pub incarnation: u64,
 }
 
 /// Stack key meaning "no stack".

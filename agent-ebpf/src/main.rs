@@ -23,10 +23,10 @@
 mod unwind;
 
 use agent_common::{
-    config, stack_hash,
+    announce, config, stack_hash,
     unwind::{PageKey, PageRows, ProcessMappings, Row},
-    ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES, KNOWN_PIDS_ENTRIES,
-    MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES,
+    Announcement, ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES,
+    KNOWN_PIDS_ENTRIES, MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES, UNSAMPLED,
 };
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
@@ -69,8 +69,10 @@ static CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
 #[map]
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ErrorKind::COUNT, 0);
 
+/// Processes announced, by tgid: their incarnation ([`SampleKey::incarnation`]). An entry is
+/// removed when its process exits, so a reused pid is a new incarnation.
 #[map]
-static KNOWN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);
+static KNOWN_PIDS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);
 
 #[map]
 static NEW_PIDS: RingBuf = RingBuf::with_byte_size(NEW_PIDS_BYTES, 0);
@@ -96,7 +98,7 @@ static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static UNWIND_TRACE: RingBuf = RingBuf::with_byte_size(agent_common::unwind::TRACE_BYTES, 0);
 
-/// When each process last asked for its mappings to be read again (see `REFRESH_FLAG`).
+/// When each process last asked for its mappings to be read again (see `announce::REFRESH`).
 #[map]
 static REFRESHED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(KNOWN_PIDS_ENTRIES, 0);
 
@@ -118,16 +120,42 @@ pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
     0
 }
 
-/// Forget a process at exec: its mappings change, so userspace must read them again at its next
-/// sample. A raw tracepoint (Linux 4.17+) attaches by name through `bpf(BPF_RAW_TRACEPOINT_OPEN)`,
-/// so it needs no tracefs, which bare hosts do not mount; the program reads none of the
-/// tracepoint's arguments, only the current task.
+/// A process exec'd: its mappings change, so the old image's are forgotten, and it is announced
+/// at once as a new incarnation, so userspace can read it before it exits (a short-lived
+/// process may never live to a second sample). A raw tracepoint (Linux 4.17+) attaches by name
+/// through `bpf(BPF_RAW_TRACEPOINT_OPEN)`, so it needs no tracefs, which bare hosts do not mount;
+/// the program reads none of the tracepoint's arguments, only the current task.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bellows_exec(ctx: RawTracePointContext) -> u32 {
-    let _ = KNOWN_PIDS.remove(ctx.tgid());
+    let tgid = ctx.tgid();
     // The old image's mappings would walk the new one's stacks wrongly: frame pointers until
     // userspace has loaded the new mappings.
-    let _ = PROCESS_MAPPINGS.remove(ctx.tgid());
+    let _ = PROCESS_MAPPINGS.remove(&tgid);
+    let _ = KNOWN_PIDS.remove(&tgid);
+    // SAFETY: the helper takes no arguments and only reads the current task.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if tgid == config(config::SELF_TGID) || !selected(tgid, cgroup_id) {
+        return 0;
+    }
+    // SAFETY: the helper only reads the clock.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } & !UNSAMPLED;
+    if KNOWN_PIDS.insert(&tgid, &(now | UNSAMPLED), 0).is_ok() {
+        announce_process(tgid, announce::EXEC, now);
+    }
+    0
+}
+
+/// A task exited: when it leads its thread group, the process is gone, and its pid may be
+/// reused by an unrelated process, which must neither inherit its incarnation nor be walked
+/// with its mappings.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn bellows_exit(ctx: RawTracePointContext) -> u32 {
+    let tgid = ctx.tgid();
+    if ctx.pid() == tgid {
+        let _ = KNOWN_PIDS.remove(&tgid);
+        let _ = PROCESS_MAPPINGS.remove(&tgid);
+        let _ = REFRESHED.remove(&tgid);
+    }
     0
 }
 
@@ -170,6 +198,7 @@ fn try_sample(ctx: &PerfEventContext) {
         user_stack: NO_STACK,
         kernel_stack,
         comm,
+        incarnation: incarnation(tgid),
     };
     if config(config::UNWIND) != 0 {
         // Returns only when this sample cannot be walked with tables.
@@ -227,7 +256,6 @@ fn count_sample(key: &SampleKey, generation: u32) {
         }
     }
     count_error(ErrorKind::Counted);
-    notify_if_new(key.tgid);
 }
 
 /// Stores a walked stack under the hash of its frames.
@@ -320,30 +348,52 @@ fn selected(tgid: u32, cgroup_id: u64) -> bool {
         || (by_pid && unsafe { PID_FILTER.get(&tgid) }.is_some())
 }
 
+/// The process's incarnation; a process not known yet becomes one, and is announced.
 #[inline(always)]
-fn notify_if_new(tgid: u32) {
-    // SAFETY: presence test only.
-    if unsafe { KNOWN_PIDS.get(&tgid) }.is_some() {
-        return;
+fn incarnation(tgid: u32) -> u64 {
+    if let Some(known) = KNOWN_PIDS.get_ptr_mut(&tgid) {
+        // SAFETY: a live map value, a plain u64; another CPU may race the flag, and announce
+        // the process twice at worst.
+        let value = unsafe { *known };
+        if value & UNSAMPLED != 0 {
+            // SAFETY: as above.
+            unsafe { *known = value & !UNSAMPLED };
+            announce_process(tgid, announce::FIRST_SAMPLE, value & !UNSAMPLED);
+        }
+        return value & !UNSAMPLED;
     }
+    // SAFETY: the helper only reads the clock.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } & !UNSAMPLED;
     if KNOWN_PIDS
-        .insert(&tgid, &1, u64::from(BPF_NOEXIST))
+        .insert(&tgid, &now, u64::from(BPF_NOEXIST))
         .is_err()
     {
-        // Another CPU saw it first and notified.
-        return;
+        // Another CPU saw it first, and announced it.
+        // SAFETY: as above.
+        return unsafe { KNOWN_PIDS.get(&tgid) }.map_or(now, |&known| known & !UNSAMPLED);
     }
-    if NEW_PIDS.output::<u32>(&tgid, 0).is_err() {
+    announce_process(tgid, announce::FIRST_SAMPLE, now);
+    now
+}
+
+/// Sends an announcement; a full ring is counted (userspace then reads the process when it
+/// resolves its samples, if it is still alive).
+#[inline(always)]
+fn announce_process(tgid: u32, reason: u32, incarnation: u64) {
+    let record = Announcement {
+        tgid,
+        reason,
+        incarnation,
+    };
+    if NEW_PIDS.output::<Announcement>(&record, 0).is_err() {
         count_error(ErrorKind::NewPidDropped);
-        // Let a later sample try again.
-        let _ = KNOWN_PIDS.remove(&tgid);
     }
 }
 
 /// Asks userspace to read a known process's mappings again (a pc outside all of them), at most
 /// once per `REFRESH_NS`.
 #[inline(always)]
-fn request_refresh(tgid: u32) {
+fn request_refresh(tgid: u32, incarnation: u64) {
     // SAFETY: the helper only reads the clock.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     // SAFETY: plain data, copied out.
@@ -353,12 +403,7 @@ fn request_refresh(tgid: u32) {
         }
     }
     let _ = REFRESHED.insert(&tgid, &now, 0);
-    if NEW_PIDS
-        .output::<u32>(&(tgid | agent_common::REFRESH_FLAG), 0)
-        .is_err()
-    {
-        count_error(ErrorKind::NewPidDropped);
-    }
+    announce_process(tgid, announce::REFRESH, incarnation);
 }
 
 #[inline(always)]

@@ -228,7 +228,7 @@ fn step(state: &mut State, mappings: &ProcessMappings) -> Step {
     // A real address outside every known mapping: the process has mapped code since it was
     // read (a library loaded later).
     if state.trusted != 0 && find_mapping(mappings, pc).is_none() {
-        crate::request_refresh(state.key.tgid);
+        crate::request_refresh(state.key.tgid, state.key.incarnation);
     }
     let Some(row) = find_row(mappings, pc) else {
         state.last_kind = u32::from(kind::NO_ROW);

@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 
+use crate::process::ProcessKey;
+
 use agent_common::{
     config, maps, programs,
     unwind::{PageKey, PageRows, ProcessMappings, Row},
-    ErrorKind, SampleKey, Stack, COMM_LEN, NO_STACK,
+    ErrorKind, SampleKey, Stack, COMM_LEN, NO_STACK, UNSAMPLED,
 };
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
@@ -86,10 +88,10 @@ pub enum SamplerError {
         source: ProgramError,
     },
     #[error(
-        "attaching to the raw tracepoint sched_process_exec failed: {0}; the kernel needs \
-         raw tracepoints (Linux 4.17+)"
+        "attaching to the raw tracepoint {0} failed: {1}; the kernel needs raw tracepoints \
+         (Linux 4.17+)"
     )]
-    AttachExec(#[source] ProgramError),
+    AttachTracepoint(&'static str, #[source] ProgramError),
     #[error("cannot list online CPUs ({0}): {1}")]
     Cpus(&'static str, #[source] std::io::Error),
     #[error("updating BPF map {name} failed: {source}")]
@@ -110,6 +112,8 @@ pub enum SamplerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawSample {
     pub tgid: u32,
+    /// Which process had the tgid (see [`SampleKey::incarnation`]).
+    pub incarnation: u64,
     /// Thread id.
     pub tid: u32,
     pub cgroup_id: u64,
@@ -123,10 +127,19 @@ pub struct RawSample {
 }
 
 impl RawSample {
+    /// The process the sample was taken in.
+    pub fn process(&self) -> ProcessKey {
+        ProcessKey {
+            pid: self.tgid,
+            incarnation: self.incarnation,
+        }
+    }
+
     pub fn from_key(key: &SampleKey, count: u64) -> Self {
         let stack = |key: u64| (key != NO_STACK).then_some(key);
         RawSample {
             tgid: key.tgid,
+            incarnation: key.incarnation,
             tid: key.pid,
             cgroup_id: key.cgroup_id,
             comm: comm_to_string(&key.comm),
@@ -184,7 +197,8 @@ impl DropCounts {
 pub struct Sampler {
     ebpf: Ebpf,
     perf_links: Vec<PerfEventLinkId>,
-    exec_link: Option<RawTracePointLinkId>,
+    /// The exec and exit raw tracepoints' links, with their programs.
+    tracepoint_links: Vec<(&'static str, RawTracePointLinkId)>,
     double_buffered: bool,
     /// The generation samples currently go to (`config::GENERATION`).
     generation: u32,
@@ -197,6 +211,9 @@ pub struct Sampler {
 /// A task's kernel stack on x86_64 without KASAN (`THREAD_SIZE`). With KASAN it is twice that;
 /// the kernel side then finds no user-mode registers where it looks and falls back to frame
 /// pointers.
+/// `BPF_NOEXIST`, the map update flag that refuses to replace an entry.
+const BPF_NOEXIST: u64 = 1;
+
 const X86_64_THREAD_SIZE: u32 = 16 * 1024;
 
 /// How long [`Sampler::flip`] waits for programs that started before the flip. A sample runs in
@@ -265,7 +282,7 @@ impl Sampler {
         let mut sampler = Sampler {
             ebpf,
             perf_links: Vec::new(),
-            exec_link: None,
+            tracepoint_links: Vec::new(),
             double_buffered: cfg.double_buffered,
             generation: 0,
             unwinding: false,
@@ -302,7 +319,11 @@ impl Sampler {
             (config::SELF_TGID, std::process::id()),
         ])?;
 
-        for (name, verify) in [(programs::SAMPLE, true), (programs::EXEC, false)] {
+        for (name, verify) in [
+            (programs::SAMPLE, true),
+            (programs::EXEC, false),
+            (programs::EXIT, false),
+        ] {
             let program = self
                 .ebpf
                 .program_mut(name)
@@ -490,10 +511,11 @@ impl Sampler {
         Ok((added, removed))
     }
 
-    /// Forgets that these processes were announced, so that a new process reusing one of their
-    /// pids is announced at its first sample. Call for processes that exited.
+    /// Forgets that these processes were announced, so that their next sample makes them a
+    /// new incarnation, announced again. Call for processes released (idle, or exited: the
+    /// kernel side forgets those itself, unless its exit was missed).
     pub fn forget_pids(&mut self, pids: &[u32]) -> Result<(), SamplerError> {
-        let mut known: BpfHashMap<&mut MapData, u32, u8> = self.map_mut(maps::KNOWN_PIDS)?;
+        let mut known: BpfHashMap<&mut MapData, u32, u64> = self.map_mut(maps::KNOWN_PIDS)?;
         for pid in pids {
             // Absent already (the LRU evicted it, or it was never sampled): nothing to forget.
             let _ = known.remove(pid);
@@ -501,22 +523,50 @@ impl Sampler {
         Ok(())
     }
 
-    /// Attaches the sampler to every online CPU and the exec raw tracepoint.
+    /// The incarnation the kernel side holds for `pid` (see [`SampleKey::incarnation`]):
+    /// None once the process exited (or was released, or never seen).
+    pub fn incarnation(&mut self, pid: u32) -> Result<Option<u64>, SamplerError> {
+        let known: BpfHashMap<&mut MapData, u32, u64> = self.map_mut(maps::KNOWN_PIDS)?;
+        Ok(known.get(&pid, 0).ok().map(|value| value & !UNSAMPLED))
+    }
+
+    /// [`Self::incarnation`], made (now, on the same clock) for a process not known yet, so
+    /// that a process read before its first sample is the one its samples name.
+    pub fn incarnation_or_new(&mut self, pid: u32) -> Result<u64, SamplerError> {
+        if let Some(known) = self.incarnation(pid)? {
+            return Ok(known);
+        }
+        let mut known: BpfHashMap<&mut MapData, u32, u64> = self.map_mut(maps::KNOWN_PIDS)?;
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid timespec for the call.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let now = (now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64) & !UNSAMPLED;
+        // BPF_NOEXIST: a sample on another CPU may have made it meanwhile; its value wins.
+        match known.insert(pid, now, BPF_NOEXIST) {
+            Ok(()) => Ok(now),
+            Err(_) => Ok(known.get(&pid, 0).map_or(now, |value| value & !UNSAMPLED)),
+        }
+    }
+
+    /// Attaches the sampler to every online CPU, and the exec and exit raw tracepoints.
     pub fn start(&mut self, frequency_hz: u64) -> Result<(), SamplerError> {
         let cpus = aya::util::online_cpus().map_err(|(what, err)| SamplerError::Cpus(what, err))?;
-        {
+        for (name, tracepoint) in [
+            (programs::EXEC, "sched_process_exec"),
+            (programs::EXIT, "sched_process_exit"),
+        ] {
             let program: &mut RawTracePoint = self
                 .ebpf
-                .program_mut(programs::EXEC)
+                .program_mut(name)
                 .and_then(|p| p.try_into().ok())
-                .ok_or(SamplerError::MissingProgram {
-                    name: programs::EXEC,
-                })?;
-            self.exec_link = Some(
-                program
-                    .attach("sched_process_exec")
-                    .map_err(SamplerError::AttachExec)?,
-            );
+                .ok_or(SamplerError::MissingProgram { name })?;
+            let link = program
+                .attach(tracepoint)
+                .map_err(|err| SamplerError::AttachTracepoint(tracepoint, err))?;
+            self.tracepoint_links.push((name, link));
         }
         let program: &mut PerfEvent = self
             .ebpf
@@ -552,19 +602,22 @@ impl Sampler {
                 }
             }
         }
-        if let (Some(link), Some(program)) = (
-            self.exec_link.take(),
-            self.ebpf
-                .program_mut(programs::EXEC)
-                .and_then(|p| <&mut RawTracePoint>::try_from(p).ok()),
-        ) {
-            if let Err(err) = program.detach(link) {
-                tracing::warn!("detaching the exec raw tracepoint: {err}");
+        for (name, link) in self.tracepoint_links.drain(..) {
+            let detached = match self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut RawTracePoint>::try_from(p).ok())
+            {
+                Some(program) => program.detach(link),
+                None => continue,
+            };
+            if let Err(err) = detached {
+                tracing::warn!("detaching the raw tracepoint {name}: {err}");
             }
         }
     }
 
-    /// The ring buffer announcing processes sampled for the first time (one `u32` tgid each),
+    /// The ring buffer announcing processes to read ([`agent_common::Announcement`]s),
     /// for a thread to wait on (see [`crate::session::intake`]). Can be taken once.
     pub fn take_new_pids(&mut self) -> Result<RingBuf<MapData>, SamplerError> {
         self.take_ring(maps::NEW_PIDS)
@@ -941,8 +994,16 @@ mod tests {
             user_stack: 3,
             kernel_stack: NO_STACK,
             comm,
+            incarnation: 99,
         };
         let s = RawSample::from_key(&key, 5);
+        assert_eq!(
+            s.process(),
+            ProcessKey {
+                pid: 42,
+                incarnation: 99
+            }
+        );
         assert_eq!(s.comm, "main");
         assert_eq!(s.user_stack, Some(3));
         assert_eq!(s.kernel_stack, None);

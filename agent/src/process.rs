@@ -27,10 +27,20 @@ use crate::profile::{Location, Mapping};
 /// bounds the cache to a few MiB; a node's working set in one window is usually far smaller.
 const MAX_REMEMBERED_LOCATIONS: usize = 32 * 1024;
 
+/// One process: a pid and which process had it (the kernel side's incarnation, see
+/// [`agent_common::SampleKey::incarnation`]). Captures and samples meet by it, so a pid reused
+/// within a window never lends one process's mappings to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub incarnation: u64,
+}
+
 /// A process as first seen: the symbolizer's handle (executable mappings, pinned files, vDSO)
 /// and what pprof gets for each of its mappings.
 pub struct ProcessInfo {
     pub pid: u32,
+    pub incarnation: u64,
     /// Mappings and the files behind them; symbolized through
     /// [`symbolizer::Source::Process`].
     pub process: Process,
@@ -43,6 +53,13 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
+    pub fn key(&self) -> ProcessKey {
+        ProcessKey {
+            pid: self.pid,
+            incarnation: self.incarnation,
+        }
+    }
+
     /// The pprof mapping holding `addr`.
     pub fn mapping(&self, addr: u64) -> Option<&Arc<Mapping>> {
         self.mappings.get(self.process.find(addr)?)
@@ -125,10 +142,11 @@ impl ProcSource for Proc {
 /// thread ([`crate::session::intake`]), never behind symbolization.
 pub struct ProcessReader<S: ProcSource = Proc> {
     source: S,
-    /// The code mappings of every process captured and not forgotten, in address order.
-    held: HashMap<u32, Vec<MapEntry>>,
+    /// The incarnation and code mappings of every pid captured and not forgotten, in address
+    /// order.
+    held: HashMap<u32, (u64, Vec<MapEntry>)>,
     /// Processes that could not be read, each counted once.
-    vanished: HashSet<u32>,
+    vanished: HashSet<ProcessKey>,
     stats: ProcessStats,
 }
 
@@ -159,22 +177,24 @@ impl<S: ProcSource> ProcessReader<S> {
     }
 
     /// Captures a process's mappings and opens its executable files (after exec the kernel
-    /// side announces the process again, and the new capture replaces the old). None when the
-    /// process could not be read. Files are parsed later, by [`ProcessTable::prepare`].
-    pub fn observe(&mut self, pid: u32) -> Option<ProcessInfo> {
-        self.capture(pid, false)
+    /// side announces the process again, a new incarnation). None when the process could not
+    /// be read. Files are parsed later, by [`ProcessTable::prepare`].
+    pub fn observe(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
+        self.capture(ProcessKey { pid, incarnation }, false)
     }
 
-    /// Reads a held process's mappings again because the kernel saw it run code outside them;
-    /// captures only when its code mappings changed. A process whose walks keep reaching
+    /// Reads a held process's mappings again (at its first sample after an exec-time read, or
+    /// because the kernel saw it run code outside them); captures only when its code mappings
+    /// changed, or when it is not held as this incarnation. A process whose walks keep reaching
     /// addresses it does not map (a return address the tables got wrong) asks up to ten times
     /// a second, and re-opening and reloading its files each time would cost far more than the
     /// read.
-    pub fn refresh(&mut self, pid: u32) -> Option<ProcessInfo> {
-        self.capture(pid, true)
+    pub fn refresh(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
+        self.capture(ProcessKey { pid, incarnation }, true)
     }
 
-    fn capture(&mut self, pid: u32, only_if_changed: bool) -> Option<ProcessInfo> {
+    fn capture(&mut self, key: ProcessKey, only_if_changed: bool) -> Option<ProcessInfo> {
+        let pid = key.pid;
         // Our own image in a child about to exec: its tables (the agent's, large) would be
         // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
         if self.source.is_unexeced_child(pid) {
@@ -185,7 +205,11 @@ impl<S: ProcSource> ProcessReader<S> {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::debug!(pid, "cannot read mappings: {err}");
-                if !self.held.contains_key(&pid) && self.vanished.insert(pid) {
+                let held = self
+                    .held
+                    .get(&pid)
+                    .is_some_and(|(i, _)| *i == key.incarnation);
+                if !held && self.vanished.insert(key) {
                     self.stats.vanished += 1;
                 }
                 return None;
@@ -202,7 +226,7 @@ impl<S: ProcSource> ProcessReader<S> {
             return None;
         }
         if only_if_changed {
-            if let Some(held) = self.held.get(&pid) {
+            if let Some((_, held)) = self.held.get(&pid).filter(|(i, _)| *i == key.incarnation) {
                 let mut code: Vec<&MapEntry> = entries.iter().filter(|e| e.executable).collect();
                 code.sort_by_key(|e| e.start);
                 if code.len() == held.len() && code.iter().zip(held).all(|(a, b)| **a == *b) {
@@ -233,17 +257,21 @@ impl<S: ProcSource> ProcessReader<S> {
                 })
             })
             .collect();
-        let replaced = self.held.insert(pid, process.mappings().to_vec()).is_some();
+        let replaced = self
+            .held
+            .insert(pid, (key.incarnation, process.mappings().to_vec()))
+            .is_some();
         tracing::debug!(
             pid,
             mappings = process.mappings().len(),
             replaced,
             "captured mappings"
         );
-        self.vanished.remove(&pid);
+        self.vanished.remove(&key);
         self.stats.captured += 1;
         Some(ProcessInfo {
             pid,
+            incarnation: key.incarnation,
             process,
             mappings,
             locations: HashMap::new(),
@@ -251,9 +279,15 @@ impl<S: ProcSource> ProcessReader<S> {
     }
 
     /// Forgets a released process: its next announcement captures it afresh.
-    pub fn forget(&mut self, pid: u32) {
-        self.vanished.remove(&pid);
-        self.held.remove(&pid);
+    pub fn forget(&mut self, key: ProcessKey) {
+        self.vanished.remove(&key);
+        if self
+            .held
+            .get(&key.pid)
+            .is_some_and(|(i, _)| *i == key.incarnation)
+        {
+            self.held.remove(&key.pid);
+        }
     }
 
     /// Forgets which processes could not be read, so that a later process reusing one of
@@ -262,16 +296,16 @@ impl<S: ProcSource> ProcessReader<S> {
         self.vanished.clear();
     }
 
-    /// Whether `pid` was tried and could not be read.
-    pub fn vanished(&self, pid: u32) -> bool {
-        self.vanished.contains(&pid)
+    /// Whether the process was tried and could not be read.
+    pub fn vanished(&self, key: ProcessKey) -> bool {
+        self.vanished.contains(&key)
     }
 }
 
 /// pid → [`ProcessInfo`] as captured, with the symbolizer that parses the opened files.
 #[derive(Default)]
 pub struct ProcessTable {
-    procs: HashMap<u32, ProcessInfo>,
+    procs: HashMap<ProcessKey, ProcessInfo>,
     symbolizer: Symbolizer,
     /// Files opened at capture that could not be parsed.
     unreadable_files: u64,
@@ -292,8 +326,13 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
-    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
-        self.procs.get(&pid)
+    pub fn get(&self, key: ProcessKey) -> Option<&ProcessInfo> {
+        self.procs.get(&key)
+    }
+
+    /// Whether any incarnation of `pid` is held.
+    pub fn holds_pid(&self, pid: u32) -> bool {
+        self.procs.keys().any(|k| k.pid == pid)
     }
 
     pub fn symbolizer(&self) -> &Symbolizer {
@@ -309,16 +348,18 @@ impl ProcessTable {
         self.unreadable_files
     }
 
-    /// Holds a capture, replacing an earlier one of the same pid (and what it remembered).
+    /// Holds a capture, replacing an earlier one of the same process (and what it
+    /// remembered). Earlier incarnations of its pid stay until forgotten: their samples may
+    /// wait in the same window.
     pub fn insert(&mut self, info: ProcessInfo) {
-        if let Some(old) = self.procs.insert(info.pid, info) {
+        if let Some(old) = self.procs.insert(info.key(), info) {
             self.remembered -= old.locations.len();
         }
     }
 
     /// Releases a process (its mappings and file references). Returns whether it was held.
-    pub fn forget(&mut self, pid: u32) -> bool {
-        match self.procs.remove(&pid) {
+    pub fn forget(&mut self, key: ProcessKey) -> bool {
+        match self.procs.remove(&key) {
             Some(old) => {
                 self.remembered -= old.locations.len();
                 true
@@ -330,14 +371,14 @@ impl ProcessTable {
     /// Keeps a resolved address of a held process for later windows: the answer cannot change
     /// while the capture stands (the same files at the same places). Bounded by
     /// [`MAX_REMEMBERED_LOCATIONS`].
-    pub fn remember(&mut self, pid: u32, location: Arc<Location>) {
+    pub fn remember(&mut self, key: ProcessKey, location: Arc<Location>) {
         if self.remembered >= MAX_REMEMBERED_LOCATIONS {
             for info in self.procs.values_mut() {
                 info.locations.clear();
             }
             self.remembered = 0;
         }
-        if let Some(info) = self.procs.get_mut(&pid) {
+        if let Some(info) = self.procs.get_mut(&key) {
             if info.locations.insert(location.address, location).is_none() {
                 self.remembered += 1;
             }
@@ -350,16 +391,17 @@ impl ProcessTable {
     }
 
     /// Every process held.
-    pub fn pids(&self) -> Vec<u32> {
+    pub fn keys(&self) -> Vec<ProcessKey> {
         self.procs.keys().copied().collect()
     }
 
     /// Parses the files a process's mappings opened (once per file identity), so that its
     /// addresses can be resolved.
-    pub fn prepare(&mut self, pid: u32) {
-        let Some(info) = self.procs.get_mut(&pid) else {
+    pub fn prepare(&mut self, key: ProcessKey) {
+        let Some(info) = self.procs.get_mut(&key) else {
             return;
         };
+        let pid = key.pid;
         for (path, err) in self.symbolizer.prepare(&mut info.process) {
             if path == MapPath::Vdso {
                 tracing::debug!(pid, "vDSO symbols unavailable: {err}");
@@ -385,6 +427,16 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The incarnation the tests' processes have.
+    const I: u64 = 1000;
+
+    fn key(pid: u32) -> ProcessKey {
+        ProcessKey {
+            pid,
+            incarnation: I,
+        }
+    }
 
     /// Canned maps for one pid; files are opened from the real paths named in them.
     struct Canned(HashMap<u32, String>);
@@ -414,24 +466,24 @@ mod tests {
             exe = exe.display()
         );
         let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, maps)])));
-        let info = reader.observe(7).unwrap();
-        assert!(reader.observe(8).is_none(), "pid 8 has no maps");
-        assert!(reader.observe(8).is_none(), "still gone");
-        assert!(reader.vanished(8));
+        let info = reader.observe(7, I).unwrap();
+        assert!(reader.observe(8, I).is_none(), "pid 8 has no maps");
+        assert!(reader.observe(8, I).is_none(), "still gone");
+        assert!(reader.vanished(key(8)));
         assert!(
             info.process.resolver(0).is_none(),
             "files are parsed only when prepared"
         );
         let mut table = ProcessTable::new();
         table.insert(info);
-        table.prepare(7);
+        table.prepare(key(7));
         let stats = reader.stats();
         assert_eq!(stats.captured, 1);
         assert_eq!(stats.vanished, 1, "a process is counted once");
         assert_eq!(stats.unreadable_files, 1, "the missing library");
         assert_eq!(table.unreadable_files(), 0, "what opened parses");
 
-        let info = table.get(7).unwrap();
+        let info = table.get(key(7)).unwrap();
         assert_eq!(info.mappings.len(), 3, "only r-x mappings are kept");
         assert!(info.process.resolver(0).is_some());
         let m = info.mapping(0x0040_0010).unwrap();
@@ -460,15 +512,18 @@ mod tests {
             exe.display()
         );
         let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, one)])));
-        assert!(reader.observe(7).is_some());
-        assert!(reader.refresh(7).is_none(), "unchanged");
+        assert!(reader.observe(7, I).is_some());
+        assert!(reader.refresh(7, I).is_none(), "unchanged");
         assert_eq!(reader.stats().refreshes_unchanged, 1);
-        assert!(reader.observe(7).is_some(), "an announcement re-captures");
+        assert!(
+            reader.observe(7, I).is_some(),
+            "an announcement re-captures"
+        );
         reader.source.0.insert(7, two);
-        let info = reader.refresh(7).expect("a new mapping");
+        let info = reader.refresh(7, I).expect("a new mapping");
         assert_eq!(info.mappings.len(), 2);
         assert_eq!(reader.stats().refreshes_unchanged, 1);
-        reader.forget(7);
+        reader.forget(key(7));
         reader.source.0.insert(
             7,
             format!(
@@ -477,9 +532,59 @@ mod tests {
             ),
         );
         assert!(
-            reader.refresh(7).is_some(),
+            reader.refresh(7, I).is_some(),
             "a forgotten pid (reused, perhaps) is captured afresh, not compared with its past"
         );
+        assert!(
+            reader.refresh(7, I + 2).is_some(),
+            "another incarnation of the pid is captured afresh, though its code looks the same"
+        );
+    }
+
+    /// A pid reused within a window: each incarnation keeps its own capture, and a sample
+    /// finds the capture of the process it was taken in, never the other's.
+    #[test]
+    fn a_reused_pid_never_lends_its_mappings() {
+        let exe = std::env::current_exe().unwrap();
+        let first = format!(
+            "00400000-00500000 r-xp 00001000 08:01 1234 {}
+",
+            exe.display()
+        );
+        let second = format!(
+            "00900000-00a00000 r-xp 00001000 08:01 1234 {}
+",
+            exe.display()
+        );
+        let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, first)])));
+        let mut table = ProcessTable::new();
+        table.insert(reader.observe(7, I).unwrap());
+        // The first process exits; another gets pid 7 and is announced at its exec.
+        reader.source.0.insert(7, second);
+        let later = ProcessKey {
+            pid: 7,
+            incarnation: I + 2,
+        };
+        table.insert(reader.observe(7, later.incarnation).unwrap());
+        let old = table
+            .get(key(7))
+            .expect("the first process stays for its samples");
+        assert!(old.mapping(0x0040_0010).is_some());
+        assert!(old.mapping(0x0090_0010).is_none());
+        let new = table.get(later).expect("the second process");
+        assert!(new.mapping(0x0090_0010).is_some());
+        assert!(new.mapping(0x0040_0010).is_none());
+        assert!(table
+            .get(ProcessKey {
+                pid: 7,
+                incarnation: I + 4
+            })
+            .is_none());
+        // Releasing the first leaves the second.
+        assert!(table.forget(key(7)));
+        assert!(table.holds_pid(7), "the later process is still held");
+        assert!(table.forget(later));
+        assert!(!table.holds_pid(7));
     }
 
     /// A process read again while it exits (or between exec's steps) maps no code: the earlier
@@ -495,17 +600,17 @@ mod tests {
         let mut reader =
             ProcessReader::with_source(Canned(HashMap::from([(7, live), (8, exiting.clone())])));
         let mut table = ProcessTable::new();
-        table.insert(reader.observe(7).unwrap());
+        table.insert(reader.observe(7, I).unwrap());
         reader.source.0.insert(7, exiting);
-        assert!(reader.observe(7).is_none(), "nothing new captured");
+        assert!(reader.observe(7, I).is_none(), "nothing new captured");
         assert!(
-            table.get(7).unwrap().mapping(0x0040_0010).is_some(),
+            table.get(key(7)).unwrap().mapping(0x0040_0010).is_some(),
             "the live capture is kept"
         );
-        assert!(reader.refresh(7).is_none(), "nor by a refresh");
-        assert!(reader.observe(8).is_none());
+        assert!(reader.refresh(7, I).is_none(), "nor by a refresh");
+        assert!(reader.observe(8, I).is_none());
         assert!(
-            !reader.vanished(8),
+            !reader.vanished(key(8)),
             "its mappings may still come: it is not gone"
         );
         assert_eq!(reader.stats().captured, 1);

@@ -273,7 +273,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
         }
     }
     for &pid in &cfg.pids {
-        session.observe(pid);
+        session.observe(pid)?;
     }
 
     let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(0);
@@ -291,7 +291,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             if let Some(pid) = child.id() {
                 // Read the command at once, not at its first sample: its tables are then
                 // loaded before most of its samples are taken.
-                session.observe(pid);
+                session.observe(pid)?;
                 if scratch.is_none() {
                     session.sampler.add_pid(pid)?;
                 }
@@ -317,9 +317,9 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
             }
             event = session.event() => match event {
                 Event::Interrupted => break StopReason::Interrupted,
-                Event::Captured(pids) => {
+                Event::Captured(processes) => {
                     if in_userspace {
-                        selection.classify(pids);
+                        selection.classify(processes.iter().map(|p| p.pid));
                     }
                 }
             },
@@ -359,7 +359,7 @@ pub async fn record(cfg: RecordConfig) -> Result<Report, RecordError> {
     let drops = session.sampler.drop_counts()?;
     let mut drained = session.sampler.drain()?;
     let userspace_selection = in_userspace.then(|| {
-        selection.classify(session.table.pids());
+        selection.classify(session.table.keys().iter().map(|p| p.pid));
         selection.apply(&mut drained)
     });
 

@@ -12,8 +12,8 @@ use std::{collections::HashMap, sync::Arc};
 use symbolizer::{lookup_addresses, Input, Source, Symbolized};
 
 use crate::{
-    ebpf::Drained,
-    process::ProcessTable,
+    ebpf::{Drained, RawSample},
+    process::{ProcessKey, ProcessTable},
     profile::{Location, Recording, Sample},
 };
 
@@ -68,25 +68,26 @@ pub fn resolve(
         missing_stacks: drained.missing_stacks,
         ..ResolveStats::default()
     };
-    let pids: std::collections::BTreeSet<u32> = drained.samples.iter().map(|s| s.tgid).collect();
-    for &pid in &pids {
-        table.prepare(pid);
+    let processes: std::collections::BTreeSet<ProcessKey> =
+        drained.samples.iter().map(RawSample::process).collect();
+    for &process in &processes {
+        table.prepare(process);
     }
 
     // Distinct addresses per process, then every process's at once: the symbolizer looks them
     // up grouped by binary (see commit 2f3927f: one binary at a time bounds DWARF rebuilds
     // under the budget).
     // Addresses an earlier window resolved are taken as they were.
-    let mut user_addrs: HashMap<u32, Vec<u64>> = HashMap::new();
-    let mut user_cache: HashMap<(u32, u64), Arc<Location>> = HashMap::new();
+    let mut user_addrs: HashMap<ProcessKey, Vec<u64>> = HashMap::new();
+    let mut user_cache: HashMap<(ProcessKey, u64), Arc<Location>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for raw in &drained.samples {
         let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) else {
             continue;
         };
-        let info = table.get(raw.tgid);
+        let info = table.get(raw.process());
         for addr in lookup_addresses(walked(ips)) {
-            if !seen.insert((raw.tgid, addr)) {
+            if !seen.insert((raw.process(), addr)) {
                 continue;
             }
             match info.and_then(|i| i.location(addr)) {
@@ -96,9 +97,9 @@ pub fn resolve(
                     if location.frames.is_empty() {
                         stats.user_unsymbolized += 1;
                     }
-                    user_cache.insert((raw.tgid, addr), Arc::clone(location));
+                    user_cache.insert((raw.process(), addr), Arc::clone(location));
                 }
-                None => user_addrs.entry(raw.tgid).or_default().push(addr),
+                None => user_addrs.entry(raw.process()).or_default().push(addr),
             }
         }
     }
@@ -195,12 +196,12 @@ pub fn resolve(
         if let Some(ips) = raw.kernel_stack.and_then(|id| drained.stacks.get(&id)) {
             stack.extend(lookup_addresses(ips).filter_map(|a| kernel_cache.get(&a).cloned()));
         }
-        if raw.user_stack.is_some() && table.get(raw.tgid).is_none() {
+        if raw.user_stack.is_some() && table.get(raw.process()).is_none() {
             stats.samples_without_process += 1;
         }
         if let Some(ips) = raw.user_stack.and_then(|id| drained.stacks.get(&id)) {
             let user = lookup_addresses(walked(ips))
-                .filter_map(|a| user_cache.get(&(raw.tgid, a)).cloned());
+                .filter_map(|a| user_cache.get(&(raw.process(), a)).cloned());
             stack.extend(user);
             if walked(ips).len() < ips.len() {
                 stack.push(Arc::clone(&truncated));
@@ -280,6 +281,7 @@ mod tests {
         drained.stacks.insert(5, vec![leaf, 0x10]);
         drained.samples.push(RawSample {
             tgid: 1,
+            incarnation: 5,
             tid: 1,
             cgroup_id: 0,
             comm: "t".into(),
@@ -289,6 +291,7 @@ mod tests {
         });
         drained.samples.push(RawSample {
             tgid: 2,
+            incarnation: 5,
             tid: 3,
             cgroup_id: 0,
             comm: "gone".into(),
@@ -298,8 +301,8 @@ mod tests {
         });
         let mut reader = ProcessReader::with_source(SelfOnly);
         let mut table = ProcessTable::new();
-        table.insert(reader.observe(1).expect("our own mappings"));
-        assert!(reader.observe(2).is_none(), "pid 2 is gone");
+        table.insert(reader.observe(1, 5).expect("our own mappings"));
+        assert!(reader.observe(2, 5).is_none(), "pid 2 is gone");
         let (rec, stats) = resolve(&drained, &mut table, empty_recording());
         assert_eq!(rec.samples.len(), 2);
         let leaf_loc = &rec.samples[0].stack[0];
@@ -327,11 +330,14 @@ mod tests {
         assert_eq!(table.remembered(), 2);
 
         // A new capture (exec, or a reused pid) starts with nothing remembered.
-        table.insert(reader.observe(1).expect("our own mappings"));
+        table.insert(reader.observe(1, 5).expect("our own mappings"));
         assert_eq!(table.remembered(), 0);
         let (_, stats) = resolve(&drained, &mut table, empty_recording());
         assert_eq!(stats.user_frames_remembered, 0);
-        table.forget(1);
+        table.forget(ProcessKey {
+            pid: 1,
+            incarnation: 5,
+        });
         assert_eq!(table.remembered(), 0);
     }
 }

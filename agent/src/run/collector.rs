@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     ebpf::{DropCounts, SamplerError},
+    process::ProcessKey,
     profile::Recording,
     push::Pusher,
     session::Session,
@@ -62,7 +63,7 @@ pub struct Collector {
     window_instant: Instant,
     totals: Totals,
     /// The collection in which each held process was last sampled.
-    last_sampled: HashMap<u32, u64>,
+    last_sampled: HashMap<ProcessKey, u64>,
 }
 
 /// Userspace totals since start, for /metrics.
@@ -204,21 +205,25 @@ impl Collector {
     fn evict_exited(&mut self, sampled: &[crate::ebpf::RawSample]) -> Result<usize, SamplerError> {
         let now = self.totals.collections + 1;
         for s in sampled {
-            self.last_sampled.insert(s.tgid, now);
+            self.last_sampled.insert(s.process(), now);
         }
         let mut gone = Vec::new();
-        for pid in self.session.table.pids() {
+        for key in self.session.table.keys() {
             // Announced but not yet sampled in a drained window: idle from now on, not from ever.
-            let idle = now - *self.last_sampled.entry(pid).or_insert(now);
-            let exited = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let idle = now - *self.last_sampled.entry(key).or_insert(now);
+            // The kernel side forgets a process when it exits; another incarnation means the
+            // pid was reused.
+            let mut exited = || {
+                self.session.sampler.incarnation(key.pid).ok().flatten() != Some(key.incarnation)
+            };
             if idle >= IDLE_COLLECTIONS || (idle > 0 && exited()) {
-                gone.push(pid);
+                gone.push(key);
             }
         }
         // Binaries no remaining process maps: their mappings and indexes go too.
         self.session.forget(&gone)?;
         let table = &self.session.table;
-        self.last_sampled.retain(|pid, _| table.get(*pid).is_some());
+        self.last_sampled.retain(|key, _| table.get(*key).is_some());
         Ok(gone.len())
     }
 

@@ -1,7 +1,8 @@
 //! The intake of new processes, on a thread of its own.
 //!
-//! The kernel side announces a process in a ring buffer at its first sample, after exec, and
-//! when it runs code outside its known mappings. The intake thread waits on that ring, reads
+//! The kernel side announces a process in a ring buffer when it execs (so that a short-lived
+//! process is read at once, while it lives), at its first sample, and when it runs code
+//! outside its known mappings. The intake thread waits on that ring, reads
 //! each announced process's mappings and opens its files at once ([`ProcessReader`]), hands the
 //! code mappings to the unwind-table loader, and sends the capture to the session. Nothing it
 //! does waits for symbolization, which is what keeps short-lived processes: a process must be
@@ -17,11 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_common::{announce, Announcement};
 use aya::maps::{MapData, RingBuf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::{
-    process::{ProcessInfo, ProcessReader, ProcessStats},
+    process::{ProcessInfo, ProcessKey, ProcessReader, ProcessStats},
     unwind::LoaderHandle,
 };
 
@@ -47,14 +49,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// One announcement (a tgid, with [`agent_common::REFRESH_FLAG`] for a refresh).
-    fn announced(&mut self, value: u32) -> Option<ProcessInfo> {
+    /// One announcement: an exec is read afresh; a first sample or a refresh request is read
+    /// again only if its code mappings changed since (or it is not held as that incarnation).
+    fn announced(&mut self, record: Announcement) -> Option<ProcessInfo> {
         self.stats.announcements += 1;
-        let pid = value & !agent_common::REFRESH_FLAG;
-        let info = if value & agent_common::REFRESH_FLAG != 0 {
-            self.reader.refresh(pid)
+        let Announcement {
+            tgid, incarnation, ..
+        } = record;
+        let info = if record.reason == announce::EXEC {
+            self.reader.observe(tgid, incarnation)
         } else {
-            self.reader.observe(pid)
+            self.reader.refresh(tgid, incarnation)
         }?;
         self.load(&info);
         Some(info)
@@ -107,9 +112,9 @@ impl Intake {
     }
 
     /// Reads a process now, on the caller's thread (and loads its tables).
-    pub fn observe(&self, pid: u32) -> Option<ProcessInfo> {
+    pub fn observe(&self, key: ProcessKey) -> Option<ProcessInfo> {
         let mut shared = self.lock();
-        let info = shared.reader.observe(pid)?;
+        let info = shared.reader.observe(key.pid, key.incarnation)?;
         shared.load(&info);
         Some(info)
     }
@@ -124,14 +129,14 @@ impl Intake {
         self.rx.try_recv().ok()
     }
 
-    /// Whether `pid` was tried and could not be read.
-    pub fn vanished(&self, pid: u32) -> bool {
-        self.lock().reader.vanished(pid)
+    /// Whether the process was tried and could not be read.
+    pub fn vanished(&self, key: ProcessKey) -> bool {
+        self.lock().reader.vanished(key)
     }
 
     /// Forgets a released process, so that its next announcement reads it afresh.
-    pub fn forget(&self, pid: u32) {
-        self.lock().reader.forget(pid);
+    pub fn forget(&self, key: ProcessKey) {
+        self.lock().reader.forget(key);
     }
 
     /// Forgets which processes could not be read (a reused pid is then read again).
@@ -177,8 +182,10 @@ fn intake_loop(
         let stopping = stop.load(Ordering::Relaxed);
         let mut announced = Vec::new();
         while let Some(item) = ring.next() {
-            if let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) {
-                announced.push(u32::from_ne_bytes(bytes));
+            if item.len() == std::mem::size_of::<Announcement>() {
+                // SAFETY: the kernel side writes exactly one `Announcement` (plain integers,
+                // any bit pattern valid) per record; read unaligned.
+                announced.push(unsafe { item.as_ptr().cast::<Announcement>().read_unaligned() });
             }
         }
         if !announced.is_empty() {

@@ -6,8 +6,8 @@
 //! it to its sinks. Both are policies over a [`Session`].
 //!
 //! New processes are taken in on a thread of their own ([`intake`]): the kernel announces a
-//! process at its first sample, and its mappings are read and its files opened right then, while
-//! the caller may be busy symbolizing a window. Captures reach the process table when the
+//! process at exec and at its first sample, and its mappings are read and its files opened right
+//! then, while the caller may be busy symbolizing a window. Captures reach the process table when the
 //! caller next asks ([`Session::accept`], or before every resolution).
 
 pub mod intake;
@@ -16,7 +16,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 
 use crate::{
     ebpf::{Drained, Sampler, SamplerConfig, SamplerError},
-    process::{ProcessStats, ProcessTable},
+    process::{ProcessKey, ProcessStats, ProcessTable},
     profile::Recording,
     resolve::{resolve, ResolveStats},
     unwind::{LoaderStats, TableLoader},
@@ -52,7 +52,7 @@ pub enum Event {
     /// SIGINT or SIGTERM.
     Interrupted,
     /// Processes captured by the intake, now in the table.
-    Captured(Vec<u32>),
+    Captured(Vec<ProcessKey>),
 }
 
 /// A loaded sampler and everything that turns its samples into symbolized stacks.
@@ -118,14 +118,15 @@ impl Session {
 
     /// Captures a process now, not at its first sample (the processes and command `record` is
     /// given), and loads its tables. Returns false when it could not be read.
-    pub fn observe(&mut self, pid: u32) -> bool {
-        match self.intake.observe(pid) {
+    pub fn observe(&mut self, pid: u32) -> Result<bool, SamplerError> {
+        let incarnation = self.sampler.incarnation_or_new(pid)?;
+        Ok(match self.intake.observe(ProcessKey { pid, incarnation }) {
             Some(info) => {
                 self.table.insert(info);
                 true
             }
             None => false,
-        }
+        })
     }
 
     /// Loads a binary's table before any process of it runs (the command `record` starts).
@@ -142,7 +143,7 @@ impl Session {
             _ = self.sigint.recv() => Event::Interrupted,
             _ = self.sigterm.recv() => Event::Interrupted,
             Some(first) = self.intake.captured() => {
-                let mut pids = vec![first.pid];
+                let mut pids = vec![first.key()];
                 self.table.insert(first);
                 pids.extend(self.accept());
                 Event::Captured(pids)
@@ -152,10 +153,10 @@ impl Session {
 
     /// Puts every capture the intake made since the last call into the table; returns their
     /// pids.
-    pub fn accept(&mut self) -> Vec<u32> {
+    pub fn accept(&mut self) -> Vec<ProcessKey> {
         let mut pids = Vec::new();
         while let Some(info) = self.intake.try_captured() {
-            pids.push(info.pid);
+            pids.push(info.key());
             self.table.insert(info);
         }
         pids
@@ -163,20 +164,30 @@ impl Session {
 
     /// Symbolizes a drained window: exactly one sample per drained sample, in the same order
     /// (see [`resolve`]). Takes in what the intake captured first; a process sampled but never
-    /// announced (or announced too late) is read now if it is still alive.
+    /// read (its announcement lost, or read too late) is read now if it is still alive as the
+    /// same incarnation.
     pub fn resolve(
         &mut self,
         drained: &Drained,
         recording: Recording,
     ) -> (Recording, ResolveStats) {
         self.accept();
-        let pids: std::collections::BTreeSet<u32> =
-            drained.samples.iter().map(|s| s.tgid).collect();
-        for &pid in &pids {
-            if self.table.get(pid).is_none() && !self.intake.vanished(pid) {
-                if let Some(info) = self.intake.observe(pid) {
-                    self.table.insert(info);
-                }
+        let processes: std::collections::BTreeSet<ProcessKey> = drained
+            .samples
+            .iter()
+            .map(crate::ebpf::RawSample::process)
+            .collect();
+        for &key in &processes {
+            if self.table.get(key).is_some() || self.intake.vanished(key) {
+                continue;
+            }
+            // Another process has the pid now (or none): reading it would name this one's
+            // samples with another's mappings.
+            if self.sampler.incarnation(key.pid).ok().flatten() != Some(key.incarnation) {
+                continue;
+            }
+            if let Some(info) = self.intake.observe(key) {
+                self.table.insert(info);
             }
         }
         resolve(drained, &mut self.table, recording)
@@ -186,17 +197,28 @@ impl Session {
     /// remaining process maps; lets the kernel announce their pids again (reused, or active
     /// again). Forgets which processes could not be read, so that a later process reusing
     /// such a pid is read.
-    pub fn forget(&mut self, pids: &[u32]) -> Result<(), SamplerError> {
-        for &pid in pids {
-            self.table.forget(pid);
-            self.intake.forget(pid);
-            if let Some(loader) = &self.loader {
+    pub fn forget(&mut self, processes: &[ProcessKey]) -> Result<(), SamplerError> {
+        for &key in processes {
+            self.table.forget(key);
+            self.intake.forget(key);
+        }
+        // A pid whose later incarnation is still held keeps its kernel-side state: that is the
+        // later process's.
+        let mut pids: Vec<u32> = processes
+            .iter()
+            .map(|k| k.pid)
+            .filter(|&pid| !self.table.holds_pid(pid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if let Some(loader) = &self.loader {
+            for &pid in &pids {
                 loader.exited(pid);
             }
         }
         self.table.symbolizer_mut().evict_unused();
         self.intake.clear_vanished();
-        self.sampler.forget_pids(pids)
+        self.sampler.forget_pids(&pids)
     }
 
     /// What capturing processes met: captured, vanished, unreadable files, idle refreshes.
