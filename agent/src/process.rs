@@ -142,12 +142,32 @@ impl ProcSource for Proc {
 /// thread ([`crate::session::intake`]), never behind symbolization.
 pub struct ProcessReader<S: ProcSource = Proc> {
     source: S,
-    /// The incarnation and code mappings of every pid captured and not forgotten, in address
-    /// order.
-    held: HashMap<u32, (u64, Vec<MapEntry>)>,
+    /// Every pid captured and not forgotten.
+    held: HashMap<u32, Held>,
     /// Processes that could not be read, each counted once.
     vanished: HashSet<ProcessKey>,
     stats: ProcessStats,
+}
+
+/// What a reader keeps of a capture.
+struct Held {
+    incarnation: u64,
+    /// The code mappings, in address order.
+    code: Vec<MapEntry>,
+    /// Whether it was sampled since: a capture taken at exec is not, and its tables wait for
+    /// its first sample (most exec'd processes are never sampled at all).
+    sampled: bool,
+}
+
+/// Why a process is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Asked for (a sample, or a process named by the user): always captured.
+    Now,
+    /// At its exec, before any sample.
+    Exec,
+    /// Its first sample after exec, or a pc outside its mappings.
+    Again,
 }
 
 impl ProcessReader<Proc> {
@@ -180,20 +200,28 @@ impl<S: ProcSource> ProcessReader<S> {
     /// side announces the process again, a new incarnation). None when the process could not
     /// be read. Files are parsed later, by [`ProcessTable::prepare`].
     pub fn observe(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
-        self.capture(ProcessKey { pid, incarnation }, false)
+        self.capture(ProcessKey { pid, incarnation }, Read::Now)
+    }
+
+    /// [`Self::observe`] at exec: the capture is not taken as sampled, so the process's first
+    /// sample ([`Self::refresh`]) captures it again, to load its tables with what it maps by
+    /// then.
+    pub fn at_exec(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
+        self.capture(ProcessKey { pid, incarnation }, Read::Exec)
     }
 
     /// Reads a held process's mappings again (at its first sample after an exec-time read, or
     /// because the kernel saw it run code outside them); captures only when its code mappings
-    /// changed, or when it is not held as this incarnation. A process whose walks keep reaching
+    /// changed, when it is not held as this incarnation, or when it was read at exec and not
+    /// sampled since. A process whose walks keep reaching
     /// addresses it does not map (a return address the tables got wrong) asks up to ten times
     /// a second, and re-opening and reloading its files each time would cost far more than the
     /// read.
     pub fn refresh(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
-        self.capture(ProcessKey { pid, incarnation }, true)
+        self.capture(ProcessKey { pid, incarnation }, Read::Again)
     }
 
-    fn capture(&mut self, key: ProcessKey, only_if_changed: bool) -> Option<ProcessInfo> {
+    fn capture(&mut self, key: ProcessKey, why: Read) -> Option<ProcessInfo> {
         let pid = key.pid;
         // Our own image in a child about to exec: its tables (the agent's, large) would be
         // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
@@ -208,7 +236,7 @@ impl<S: ProcSource> ProcessReader<S> {
                 let held = self
                     .held
                     .get(&pid)
-                    .is_some_and(|(i, _)| *i == key.incarnation);
+                    .is_some_and(|h| h.incarnation == key.incarnation);
                 if !held && self.vanished.insert(key) {
                     self.stats.vanished += 1;
                 }
@@ -225,11 +253,14 @@ impl<S: ProcSource> ProcessReader<S> {
             );
             return None;
         }
-        if only_if_changed {
-            if let Some((_, held)) = self.held.get(&pid).filter(|(i, _)| *i == key.incarnation) {
+        if why == Read::Again {
+            let held = self.held.get(&pid);
+            if let Some(held) = held.filter(|h| h.incarnation == key.incarnation && h.sampled) {
                 let mut code: Vec<&MapEntry> = entries.iter().filter(|e| e.executable).collect();
                 code.sort_by_key(|e| e.start);
-                if code.len() == held.len() && code.iter().zip(held).all(|(a, b)| **a == *b) {
+                if code.len() == held.code.len()
+                    && code.iter().zip(&held.code).all(|(a, b)| **a == *b)
+                {
                     self.stats.refreshes_unchanged += 1;
                     return None;
                 }
@@ -257,10 +288,12 @@ impl<S: ProcSource> ProcessReader<S> {
                 })
             })
             .collect();
-        let replaced = self
-            .held
-            .insert(pid, (key.incarnation, process.mappings().to_vec()))
-            .is_some();
+        let held = Held {
+            incarnation: key.incarnation,
+            code: process.mappings().to_vec(),
+            sampled: why != Read::Exec,
+        };
+        let replaced = self.held.insert(pid, held).is_some();
         tracing::debug!(
             pid,
             mappings = process.mappings().len(),
@@ -284,7 +317,7 @@ impl<S: ProcSource> ProcessReader<S> {
         if self
             .held
             .get(&key.pid)
-            .is_some_and(|(i, _)| *i == key.incarnation)
+            .is_some_and(|h| h.incarnation == key.incarnation)
         {
             self.held.remove(&key.pid);
         }
@@ -539,6 +572,12 @@ mod tests {
             reader.refresh(7, I + 2).is_some(),
             "another incarnation of the pid is captured afresh, though its code looks the same"
         );
+        assert!(reader.at_exec(7, I + 4).is_some(), "read at exec");
+        assert!(
+            reader.refresh(7, I + 4).is_some(),
+            "its first sample reads it again, for its tables"
+        );
+        assert!(reader.refresh(7, I + 4).is_none(), "then only changes do");
     }
 
     /// A pid reused within a window: each incarnation keeps its own capture, and a sample

@@ -49,18 +49,18 @@ struct Shared {
 }
 
 impl Shared {
-    /// One announcement: an exec is read afresh; a first sample or a refresh request is read
-    /// again only if its code mappings changed since (or it is not held as that incarnation).
+    /// One announcement: an exec is read afresh, without loading tables (most exec'd
+    /// processes are never sampled); a first sample or a refresh request is read again if its
+    /// code changed since, or its tables were not loaded yet.
     fn announced(&mut self, record: Announcement) -> Option<ProcessInfo> {
         self.stats.announcements += 1;
         let Announcement {
             tgid, incarnation, ..
         } = record;
-        let info = if record.reason == announce::EXEC {
-            self.reader.observe(tgid, incarnation)
-        } else {
-            self.reader.refresh(tgid, incarnation)
-        }?;
+        if record.reason == announce::EXEC {
+            return self.reader.at_exec(tgid, incarnation);
+        }
+        let info = self.reader.refresh(tgid, incarnation)?;
         self.load(&info);
         Some(info)
     }
