@@ -2,8 +2,9 @@
 //!
 //! Each sample records the process, thread name, cgroup v2 id and the user and kernel stacks, and
 //! counts it in `COUNTS` (or `COUNTS_B`, by generation). Userspace drains `COUNTS` and `STACKS`,
-//! and learns of processes seen for the first time through the `NEW_PIDS` ring buffer, so it can
-//! read their mappings while they still exist. Failures are counted per CPU in `ERRORS`; nothing
+//! and learns of processes at exec and at their first sample through the `NEW_PIDS` ring buffer,
+//! so it can read their mappings while they still exist. Every sample names its process's
+//! incarnation, so a pid reused within a window never mixes two processes. Failures are counted per CPU in `ERRORS`; nothing
 //! is dropped silently.
 //!
 //! User stacks of processes whose binaries have unwind tables (`PROCESS_MAPPINGS`) are walked
