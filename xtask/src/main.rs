@@ -13,6 +13,7 @@ mod budget;
 mod fuzz;
 mod overhead;
 mod setup;
+mod shortlived;
 mod vm;
 
 use std::{
@@ -106,6 +107,16 @@ enum BenchKind {
         #[arg(long, value_enum)]
         workload: Vec<overhead::Workload>,
     },
+    /// Share of samples named when four loops exec a short-lived program (a 3 ms Go program,
+    /// a 1 ms C program) as fast as they go, `bellows record` against `perf record -g`.
+    ShortLived {
+        /// Seconds per run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Runs per program and profiler.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
     /// `bellows run`'s memory and CPU with and without `[symbolizer] dwarf-budget`, while four
     /// busy binaries need more DWARF than the default budget holds.
     DwarfBudget {
@@ -193,6 +204,9 @@ fn run_task(cli: Cli) -> Result<()> {
                 &workload
             },
         ),
+        Task::Bench {
+            which: BenchKind::ShortLived { seconds, runs },
+        } => shortlived::short_lived(&root, seconds, runs),
         Task::Bench {
             which: BenchKind::DwarfBudget { seconds },
         } => budget::dwarf_budget(&root, seconds),
