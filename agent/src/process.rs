@@ -146,8 +146,17 @@ pub struct ProcessReader<S: ProcSource = Proc> {
     held: HashMap<u32, Held>,
     /// Processes that could not be read, each counted once.
     vanished: HashSet<ProcessKey>,
+    /// Files opened for captures, by the identity the mappings show (device, inode): a binary
+    /// that many processes map (a program exec'd a thousand times a second) is opened once and
+    /// duplicated after, which costs far less than opening it through `/proc` again. An open
+    /// file's inode cannot be reused by another file. Emptied by [`Self::release_files`] and
+    /// past [`MAX_OPENED`].
+    opened: HashMap<(u32, u32, u64), File>,
     stats: ProcessStats,
 }
+
+/// Files [`ProcessReader`] keeps open for reuse at most.
+const MAX_OPENED: usize = 1024;
 
 /// What a reader keeps of a capture.
 struct Held {
@@ -188,6 +197,7 @@ impl<S: ProcSource> ProcessReader<S> {
             source,
             held: HashMap::new(),
             vanished: HashSet::new(),
+            opened: HashMap::new(),
             stats: ProcessStats::default(),
         }
     }
@@ -225,7 +235,8 @@ impl<S: ProcSource> ProcessReader<S> {
         let pid = key.pid;
         // Our own image in a child about to exec: its tables (the agent's, large) would be
         // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
-        if self.source.is_unexeced_child(pid) {
+        // (A process announced at exec has exec'd.)
+        if why != Read::Exec && self.source.is_unexeced_child(pid) {
             tracing::debug!(pid, "a child of ours before its exec: not captured");
             return None;
         }
@@ -266,14 +277,31 @@ impl<S: ProcSource> ProcessReader<S> {
                 }
             }
         }
-        let (source, stats) = (&self.source, &mut self.stats);
+        if self.opened.len() > MAX_OPENED {
+            self.opened.clear();
+        }
+        let (source, stats, opened) = (&self.source, &mut self.stats, &mut self.opened);
         let process = Process::from_maps(pid, entries, |entry| {
-            let opened = source.open(pid, entry);
-            if let Err(err) = &opened {
-                tracing::debug!(pid, file = %entry.path, "cannot open: {err}");
-                stats.unreadable_files += 1;
+            let identity = (entry.dev_major, entry.dev_minor, entry.inode);
+            if let (MapPath::File(name), Some(file)) = (&entry.path, opened.get(&identity)) {
+                if let Ok(file) = file.try_clone() {
+                    return Ok((file, name.clone()));
+                }
             }
-            opened
+            let result = source.open(pid, entry);
+            match &result {
+                Ok((file, _)) if entry.inode != 0 => {
+                    if let Ok(file) = file.try_clone() {
+                        opened.insert(identity, file);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(pid, file = %entry.path, "cannot open: {err}");
+                    stats.unreadable_files += 1;
+                }
+            }
+            result
         });
         let mappings = process
             .mappings()
@@ -321,6 +349,12 @@ impl<S: ProcSource> ProcessReader<S> {
         {
             self.held.remove(&key.pid);
         }
+    }
+
+    /// Closes the files kept for reuse (continuous profiling does this every interval, so a
+    /// replaced binary is not held open for long).
+    pub fn release_files(&mut self) {
+        self.opened.clear();
     }
 
     /// Forgets which processes could not be read, so that a later process reusing one of
