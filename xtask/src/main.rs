@@ -65,12 +65,17 @@ enum Task {
         #[arg(last = true)]
         filters: Vec<String>,
     },
-    /// Run the symbolizer's fuzz targets (cargo-fuzz, nightly), seeded with real binaries.
+    /// Run the symbolizer's fuzz targets (cargo-fuzz, nightly), seeded with small Go tables
+    /// and ELF files made from the fixtures.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only these targets (gopclntab, elf, text).
+        /// Also seed with the whole fixture binaries, and accept inputs their size (far fewer
+        /// runs per second).
+        #[arg(long)]
+        whole_binaries: bool,
+        /// Only these targets (gopclntab, elf, unwind, text).
         targets: Vec<String>,
     },
     /// Benchmarks against peers measured in the same run.
@@ -170,7 +175,11 @@ fn run_task(cli: Cli) -> Result<()> {
                 timeout: std::time::Duration::from_secs(timeout),
             },
         ),
-        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
+        Task::Fuzz {
+            seconds,
+            whole_binaries,
+            targets,
+        } => fuzz::fuzz(&root, seconds, &targets, whole_binaries),
         Task::Bench {
             which: BenchKind::Symbolize,
         } => bench::symbolize(&root),
@@ -501,7 +510,7 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
     eprintln!("\n=== vm-test (other kernels and cgroup layouts; `cargo xtask vm-test` alone)");
     vm::vm_test(root, &vm::Options::default_matrix()).context("step 'vm-test' failed")?;
     eprintln!("\n=== fuzz (short run; `cargo xtask fuzz` for longer)");
-    fuzz::fuzz(root, 20, &[]).context("step 'fuzz' failed")?;
+    fuzz::fuzz(root, 20, &[], false).context("step 'fuzz' failed")?;
     eprintln!("\nall checks and tests passed");
     Ok(())
 }

@@ -18,15 +18,22 @@ fuzz_target!(|data: &[u8]| {
     if file.write_all(data).is_err() {
         return;
     }
-    let Ok(resolver) = ElfResolver::from_file_with_debug_root(file, "fuzz", std::path::Path::new("/nonexistent")) else {
+    let Ok(resolver) =
+        ElfResolver::from_file_with_debug_root(file, "fuzz", std::path::Path::new("/nonexistent"))
+    else {
         return;
     };
     let _ = resolver.build_id_hex();
-    for chunk in data.chunks(8).take(64) {
+    // Addresses from the input: as they are, and as file offsets inside the input, which land
+    // in its loaded code and data far more often.
+    let len = data.len() as u64;
+    for chunk in data.chunks(8).take(16) {
         let mut word = [0u8; 8];
         word[..chunk.len()].copy_from_slice(chunk);
         let addr = u64::from_le_bytes(word) % 0x100_0000;
         let _ = resolver.symbolize(addr);
-        let _ = resolver.file_offset_to_va(addr);
+        if let Some(va) = resolver.file_offset_to_va(addr % len) {
+            let _ = resolver.symbolize(va);
+        }
     }
 });

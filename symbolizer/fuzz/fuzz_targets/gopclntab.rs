@@ -1,5 +1,5 @@
 //! The Go table decoder on arbitrary bytes: locate, then look up addresses derived from the
-//! input, then walk every function.
+//! input, then walk every function and its stack-pointer deltas.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,5 +18,11 @@ fuzz_target!(|data: &[u8]| {
     }
     for f in table.functions(data).take(4096) {
         let _ = table.symbolize(data, f.entry);
+        let _ = table.symbolize(data, f.end.wrapping_sub(1));
+    }
+    for f in table.sp_deltas(data).take(4096) {
+        if let Some(runs) = f.runs {
+            runs.take(1024).for_each(drop);
+        }
     }
 });

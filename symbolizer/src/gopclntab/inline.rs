@@ -15,7 +15,7 @@ use super::{func::FuncRecord, reader::Bytes, GoTable, GoTableVersion};
 use crate::Frame;
 
 /// `PCDATA_InlTreeIndex`, stable since Go 1.12.
-const PCDATA_INL_TREE_INDEX: u32 = 2;
+pub(super) const PCDATA_INL_TREE_INDEX: u32 = 2;
 /// Inlining depth we follow at most; a deeper chain is a cycle or damage (real code rarely
 /// exceeds 10).
 pub(super) const MAX_INLINE_DEPTH: usize = 64;
@@ -32,7 +32,7 @@ pub(super) enum FramesError {
 impl GoTableVersion {
     /// `FUNCDATA_InlTree`: 4 in Go 1.12–1.15 (after RegPointerMaps and StackObjects), 3 since
     /// Go 1.16 dropped RegPointerMaps.
-    fn funcdata_inl_tree(self) -> u32 {
+    pub(super) fn funcdata_inl_tree(self) -> u32 {
         match self {
             Self::V12 => 4,
             _ => 3,
@@ -40,7 +40,7 @@ impl GoTableVersion {
     }
 
     /// Size of one `inlinedCall` record and the offsets of its name and parentPc fields.
-    fn inlined_call(self) -> (usize, usize, usize) {
+    pub(super) fn inlined_call(self) -> (usize, usize, usize) {
         match self {
             Self::V120 => (16, 4, 8),
             _ => (20, 12, 16),

@@ -16,6 +16,8 @@ mod header;
 mod inline;
 mod pcvalue;
 mod reader;
+#[cfg(any(test, feature = "seeds"))]
+pub mod write;
 
 use std::ops::Range;
 
