@@ -1,8 +1,9 @@
 //! `cargo xtask bench short-lived`: how many samples of short-lived processes are named.
 //!
 //! Four shell loops exec a program as fast as they can while `bellows record` profiles the
-//! loops (its command) and everything they start; then `perf record -g` profiles the same
-//! loops, as the peer. Two programs: the Go fixture `cpuburn` for 3 ms, and a small C program
+//! loops (its command) and everything they start; then `perf record -a -g` profiles the whole
+//! machine while the same loops run, as the peer (following the loops' children instead, perf
+//! starts each new task at a long period and samples few of them). Two programs: the Go fixture `cpuburn` for 3 ms, and a small C program
 //! that spins about 1 ms.
 //!
 //! A sample is named when its innermost user frame has a function name (a sample without user
@@ -18,7 +19,8 @@ use anyhow::{ensure, Context, Result};
 
 use crate::run;
 
-/// The C program: spins about a millisecond in two functions, so its samples have names to find.
+/// The C program: spins half a millisecond in two functions, so its samples have names to find;
+/// with its start and exit it lives about a millisecond.
 const SPIN_C: &str = r#"#include <time.h>
 static double now(void) {
     struct timespec t;
@@ -35,7 +37,7 @@ __attribute__((noinline)) static unsigned spin(double seconds) {
     while (now() < end) x = mix(x);
     return x;
 }
-int main(void) { return spin(0.001) == 42; }
+int main(void) { return spin(0.0005) == 42; }
 "#;
 
 struct Case {
@@ -185,7 +187,7 @@ fn profile_perf(dir: &Path, case: &Case, seconds: u64) -> Result<Outcome> {
     let script = driver(dir, &case.command, seconds)?;
     let data = dir.join("perf.data");
     let out = Command::new("perf")
-        .args(["record", "-F", "97", "-g", "-q", "-o"])
+        .args(["record", "-a", "-F", "97", "-g", "-q", "-o"])
         .arg(&data)
         .args(["--", "bash"])
         .arg(&script)
@@ -226,9 +228,7 @@ fn count_folded(text: &str, comm: &str) -> (u64, u64) {
             continue;
         }
         samples += count;
-        let innermost_user = frames
-            .filter(|f| !f.ends_with("_[k]") && *f != "[truncated]")
-            .last();
+        let innermost_user = frames.rfind(|f| !f.ends_with("_[k]") && *f != "[truncated]");
         if innermost_user.is_none_or(|f| f != "[unknown]") {
             named += count;
         }

@@ -509,3 +509,110 @@ fn vdso_frames_are_symbolized() {
         stacks.total()
     );
 }
+
+/// Runs `first`, then `second` under the pid `first` had (through `ns_last_pid`), a few times;
+/// prints the pids that were reused.
+const REUSE_PID: &str = r#"
+import subprocess, sys
+first, second, out = sys.argv[1], sys.argv[2], sys.argv[3]
+reused = []
+for _ in range(10):
+    a = subprocess.Popen([first, "-mode", "cpu", "-duration", "400ms"])
+    a.wait()
+    # The next pid handed out is a's, unless something else forks meanwhile.
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(a.pid - 1))
+    b = subprocess.Popen([second, "-duration", "400ms"])
+    b.wait()
+    if b.pid == a.pid:
+        reused.append(a.pid)
+    if len(reused) == 2:
+        break
+open(out, "w").write(" ".join(map(str, reused)))
+"#;
+
+/// Two Go programs run one after the other under the same pid, within one recording. Both are
+/// static and load at the same addresses, so a sample resolved with the other's mappings would
+/// get the other's function names. Each program's samples must have its own functions only.
+#[test]
+fn a_reused_pid_keeps_each_process_its_own_functions() {
+    let test = "a_reused_pid_keeps_each_process_its_own_functions";
+    if !bpf_available(test) {
+        return;
+    }
+    let find = |name: &str| {
+        require_go_fixtures(test, name)
+            .into_iter()
+            .filter(|f| f.variant == "default")
+            .max_by(|a, b| a.go_version.cmp(&b.go_version))
+    };
+    let (Some(cpuburn), Some(frameless)) = (find("cpuburn"), find("frameless")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("reuse.py");
+    std::fs::write(&script, REUSE_PID).unwrap();
+    let reused = dir.path().join("reused");
+    let pb = dir.path().join("profile.pb.gz");
+    let out = bellows(&[
+        "record",
+        "-F",
+        "499",
+        "-o",
+        pb.to_str().unwrap(),
+        "--",
+        "python3",
+        script.to_str().unwrap(),
+        cpuburn.path.to_str().unwrap(),
+        frameless.path.to_str().unwrap(),
+        reused.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "record failed:\n{log}");
+    let pids: Vec<i64> = std::fs::read_to_string(&reused)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty(), "no pid was reused in 10 tries");
+    let stacks = Stacks::from_profile(&read_pprof(&pb));
+    let own: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "cpuburn",
+            &["main.mix", "main.hotA", "main.hotB", "main.cpuLoop"],
+            &["main.leaf", "main.outerLoop"],
+        ),
+        (
+            "frameless",
+            &["main.leaf", "main.outerLoop"],
+            &["main.mix", "main.hotA", "main.hotB", "main.cpuLoop"],
+        ),
+    ];
+    for &pid in &pids {
+        for (comm, mine, theirs) in own {
+            let samples: Vec<_> = stacks
+                .samples
+                .iter()
+                .filter(|s| s.pid == pid && s.comm == comm)
+                .collect();
+            let named: i64 = samples
+                .iter()
+                .filter(|s| s.frames.iter().any(|f| mine.contains(&f.as_str())))
+                .map(|s| s.value)
+                .sum();
+            let wrong: Vec<_> = samples
+                .iter()
+                .filter(|s| s.frames.iter().any(|f| theirs.contains(&f.as_str())))
+                .collect();
+            assert!(
+                named >= 20,
+                "pid {pid}: only {named} samples of {comm} name its own functions:\n{log}"
+            );
+            assert!(
+                wrong.is_empty(),
+                "pid {pid}: {comm}'s samples name the other program's functions: {:?}",
+                wrong.first().map(|s| &s.frames)
+            );
+        }
+    }
+}
