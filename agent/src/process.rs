@@ -94,6 +94,22 @@ pub trait ProcSource {
     fn is_unexeced_child(&self, _pid: u32) -> bool {
         false
     }
+    /// The parent of `pid`, while it lives.
+    fn parent(&self, _pid: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the kernel side's incarnations
+/// (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// The real `/proc`.
@@ -101,16 +117,16 @@ pub trait ProcSource {
 pub struct Proc;
 
 impl ProcSource for Proc {
+    fn parent(&self, pid: u32) -> Option<u32> {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command, which is in parentheses and may hold anything.
+        let rest = &st[st.rfind(')')? + 1..];
+        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+    }
+
     fn is_unexeced_child(&self, pid: u32) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|st| {
-                // The fields after the command, which is in parentheses and may hold anything.
-                let rest = &st[st.rfind(')')? + 1..];
-                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-            });
-        if parent != Some(std::process::id()) {
+        if self.parent(pid) != Some(std::process::id()) {
             return false;
         }
         let exe = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
@@ -166,6 +182,17 @@ struct Held {
     /// Whether it was sampled since: a capture taken at exec is not, and its tables wait for
     /// its first sample (most exec'd processes are never sampled at all).
     sampled: bool,
+    /// When its read began ([`monotonic_ns`]).
+    read_at: u64,
+}
+
+/// A capture found to be of a later image than its incarnation's: the process was first
+/// sampled in the middle of an exec (or just before it), and read after it. Its samples were
+/// taken in the image it forked from: its parent's, which `parent` names when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreExec {
+    pub key: ProcessKey,
+    pub parent: Option<u32>,
 }
 
 /// Why a process is read.
@@ -215,9 +242,26 @@ impl<S: ProcSource> ProcessReader<S> {
 
     /// [`Self::observe`] at exec: the capture is not taken as sampled, so the process's first
     /// sample ([`Self::refresh`]) captures it again, to load its tables with what it maps by
-    /// then.
-    pub fn at_exec(&mut self, pid: u32, incarnation: u64) -> Option<ProcessInfo> {
-        self.capture(ProcessKey { pid, incarnation }, Read::Exec)
+    /// then. An earlier incarnation read after this exec began is returned as a [`PreExec`]:
+    /// that capture holds the new image, not the one its samples ran.
+    pub fn at_exec(
+        &mut self,
+        pid: u32,
+        incarnation: u64,
+    ) -> (Option<ProcessInfo>, Option<PreExec>) {
+        let stale = self
+            .held
+            .get(&pid)
+            .filter(|h| h.incarnation < incarnation && h.read_at >= incarnation)
+            .map(|h| PreExec {
+                key: ProcessKey {
+                    pid,
+                    incarnation: h.incarnation,
+                },
+                parent: self.source.parent(pid),
+            });
+        let info = self.capture(ProcessKey { pid, incarnation }, Read::Exec);
+        (info, stale)
     }
 
     /// Reads a held process's mappings again (at its first sample after an exec-time read, or
@@ -233,6 +277,7 @@ impl<S: ProcSource> ProcessReader<S> {
 
     fn capture(&mut self, key: ProcessKey, why: Read) -> Option<ProcessInfo> {
         let pid = key.pid;
+        let read_at = monotonic_ns();
         // Our own image in a child about to exec: its tables (the agent's, large) would be
         // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
         // (A process announced at exec has exec'd.)
@@ -320,6 +365,7 @@ impl<S: ProcSource> ProcessReader<S> {
             incarnation: key.incarnation,
             code: process.mappings().to_vec(),
             sampled: why != Read::Exec,
+            read_at,
         };
         let replaced = self.held.insert(pid, held).is_some();
         tracing::debug!(
@@ -378,7 +424,13 @@ pub struct ProcessTable {
     unreadable_files: u64,
     /// Locations remembered over all processes.
     remembered: usize,
+    /// Processes sampled before their exec and read after it, by their parent's pid: their
+    /// samples ran in the image they forked from (see [`PreExec`]).
+    forked_from: HashMap<ProcessKey, u32>,
 }
+
+/// Processes [`ProcessTable`] names by their parent at most; past it, the oldest half goes.
+const MAX_FORKED_FROM: usize = 16 * 1024;
 
 impl ProcessTable {
     pub fn new() -> Self {
@@ -394,7 +446,38 @@ impl ProcessTable {
     }
 
     pub fn get(&self, key: ProcessKey) -> Option<&ProcessInfo> {
-        self.procs.get(&key)
+        self.procs.get(&self.held_key(key)?)
+    }
+
+    /// The capture that holds `key`'s mappings: its own, or for a process read only after its
+    /// exec, its parent's (the parent's incarnation from before it was first seen: a fork
+    /// copies the parent's image).
+    fn held_key(&self, key: ProcessKey) -> Option<ProcessKey> {
+        if self.procs.contains_key(&key) {
+            return Some(key);
+        }
+        let parent = *self.forked_from.get(&key)?;
+        self.procs
+            .keys()
+            .filter(|k| k.pid == parent && k.incarnation < key.incarnation)
+            .max()
+            .copied()
+    }
+
+    /// Takes a [`PreExec`] in: its capture (of the later image) is dropped, and its samples
+    /// are resolved with its parent's mappings, or not at all.
+    pub fn pre_exec(&mut self, stale: PreExec) {
+        self.forget(stale.key);
+        if let Some(parent) = stale.parent {
+            if self.forked_from.len() >= MAX_FORKED_FROM {
+                let mut keys: Vec<ProcessKey> = self.forked_from.keys().copied().collect();
+                keys.sort_by_key(|k| k.incarnation);
+                for k in &keys[..keys.len() / 2] {
+                    self.forked_from.remove(k);
+                }
+            }
+            self.forked_from.insert(stale.key, parent);
+        }
     }
 
     /// Whether any incarnation of `pid` is held.
@@ -426,6 +509,7 @@ impl ProcessTable {
 
     /// Releases a process (its mappings and file references). Returns whether it was held.
     pub fn forget(&mut self, key: ProcessKey) -> bool {
+        self.forked_from.remove(&key);
         match self.procs.remove(&key) {
             Some(old) => {
                 self.remembered -= old.locations.len();
@@ -465,7 +549,7 @@ impl ProcessTable {
     /// Parses the files a process's mappings opened (once per file identity), so that its
     /// addresses can be resolved.
     pub fn prepare(&mut self, key: ProcessKey) {
-        let Some(info) = self.procs.get_mut(&key) else {
+        let Some(info) = self.held_key(key).and_then(|k| self.procs.get_mut(&k)) else {
             return;
         };
         let pid = key.pid;
@@ -606,7 +690,19 @@ mod tests {
             reader.refresh(7, I + 2).is_some(),
             "another incarnation of the pid is captured afresh, though its code looks the same"
         );
-        assert!(reader.at_exec(7, I + 4).is_some(), "read at exec");
+        let (info, stale) = reader.at_exec(7, I + 4);
+        assert!(info.is_some(), "read at exec");
+        assert_eq!(
+            stale,
+            Some(PreExec {
+                key: ProcessKey {
+                    pid: 7,
+                    incarnation: I + 2
+                },
+                parent: None
+            }),
+            "the earlier incarnation was read after this exec's time: it holds this image"
+        );
         assert!(
             reader.refresh(7, I + 4).is_some(),
             "its first sample reads it again, for its tables"
@@ -651,6 +747,61 @@ mod tests {
             .get(ProcessKey {
                 pid: 7,
                 incarnation: I + 4
+            })
+            .is_none());
+        // A process sampled in mid-exec and read after it: its capture goes, and its samples
+        // take its parent's mappings (pid 7's first process, here), from before it was seen.
+        let forked = ProcessKey {
+            pid: 9,
+            incarnation: I + 6,
+        };
+        reader.source.0.insert(
+            9,
+            format!(
+                "00b00000-00c00000 r-xp 00001000 08:01 1234 {}\n",
+                exe.display()
+            ),
+        );
+        table.insert(reader.observe(9, forked.incarnation).unwrap());
+        table.pre_exec(PreExec {
+            key: forked,
+            parent: Some(7),
+        });
+        let parent = table.get(forked).expect("the parent's capture");
+        assert_eq!(
+            parent.key(),
+            later,
+            "the parent's latest incarnation before it"
+        );
+        assert!(parent.mapping(0x0090_0010).is_some());
+        table.pre_exec(PreExec {
+            key: ProcessKey {
+                pid: 9,
+                incarnation: I + 1,
+            },
+            parent: Some(7),
+        });
+        assert_eq!(
+            table
+                .get(ProcessKey {
+                    pid: 9,
+                    incarnation: I + 1
+                })
+                .map(ProcessInfo::key),
+            Some(key(7)),
+            "never a parent incarnation that began after it"
+        );
+        table.pre_exec(PreExec {
+            key: ProcessKey {
+                pid: 9,
+                incarnation: I + 8,
+            },
+            parent: None,
+        });
+        assert!(table
+            .get(ProcessKey {
+                pid: 9,
+                incarnation: I + 8
             })
             .is_none());
         // Releasing the first leaves the second.

@@ -1,18 +1,20 @@
 //! `cargo xtask bench short-lived`: how many samples of short-lived processes are named.
 //!
 //! Four shell loops exec a program as fast as they can while `bellows record` profiles the
-//! loops (its command) and everything they start; then `perf record -a -g` profiles the whole
-//! machine while the same loops run, as the peer (following the loops' children instead, perf
-//! starts each new task at a long period and samples few of them). Two programs: the Go fixture `cpuburn` for 3 ms, and a small C program
+//! whole machine; then `perf record -a -g` does, as the peer, while the same loops run (perf
+//! following the loops' children instead starts each new task at a long period and samples
+//! few of them). Each profiler's own CPU time is reported beside (perf's: record and script). Two programs: the Go fixture `cpuburn` for 3 ms, and a small C program
 //! that spins about 1 ms.
 //!
-//! A sample is named when its innermost user frame has a function name (a sample without user
-//! frames, in a kernel thread or before exec, when its kernel frames have). Only the program's
+//! A sample is named when its innermost user frame has a function name, not an address alone
+//! (a sample without user frames when its kernel frames have). Only the program's
 //! samples count, told by thread name.
 
 use std::{
+    io::Read,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{ensure, Context, Result};
@@ -56,6 +58,8 @@ struct Outcome {
     named: u64,
     /// Processes that exited before they were read (bellows' summary).
     gone: Option<u64>,
+    /// The profiler's CPU seconds (perf: record and script).
+    cpu: f64,
 }
 
 impl Outcome {
@@ -109,13 +113,15 @@ pub fn short_lived(root: &Path, seconds: u64, runs: usize) -> Result<()> {
                 .with_context(|| format!("perf on {}", case.what))?;
             for (who, o) in [("bellows", &ours), ("perf -g", &peer)] {
                 println!(
-                    "  {:<18} run {}  {:<8} {:>6.0} execs/s  {:>5} samples  {:>6.2}% named{}",
+                    "  {:<18} run {}  {:<8} {:>6.0} execs/s  {:>5} samples  {:>6.2}% named  \
+                     {:>5.2} s CPU{}",
                     case.what,
                     run + 1,
                     who,
                     o.execs as f64 / o.seconds,
                     o.samples,
                     100.0 * o.share(),
+                    o.cpu,
                     o.gone
                         .map(|g| format!("  ({g} processes gone before they were read)"))
                         .unwrap_or_default(),
@@ -151,23 +157,55 @@ fn execs(dir: &Path) -> Result<u64> {
     text.trim().parse().context("the loops' exec count")
 }
 
-fn profile_bellows(bellows: &Path, dir: &Path, case: &Case, seconds: u64) -> Result<Outcome> {
+/// Runs `profiler` (which profiles the whole machine for `seconds` + 2 s) with the loops
+/// started a second into it; returns the profiler's CPU seconds, the loops' exec count and what
+/// the profiler printed.
+fn with_loops(
+    dir: &Path,
+    case: &Case,
+    seconds: u64,
+    profiler: &mut Command,
+) -> Result<(f64, u64, String)> {
     let script = driver(dir, &case.command, seconds)?;
+    let mut child = profiler
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the profiler")?;
+    std::thread::sleep(Duration::from_secs(1));
+    run(Command::new("bash").arg(&script))?;
+    // Both write a few lines, at the end: one pipe cannot fill while the other is read.
+    let mut stderr = String::new();
+    for pipe in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut pipe = pipe;
+        pipe.read_to_string(&mut stderr)?;
+    }
+    let (code, (cpu, _)) = crate::overhead::wait4(&mut child)?;
+    ensure!(code == 0, "the profiler failed ({code}):\n{stderr}");
+    Ok((cpu, execs(dir)?, stderr))
+}
+
+fn profile_bellows(bellows: &Path, dir: &Path, case: &Case, seconds: u64) -> Result<Outcome> {
     let folded = dir.join("bellows.folded");
-    let started = std::time::Instant::now();
-    let out = Command::new(bellows)
-        .arg("record")
-        .arg("-o")
-        .arg(dir.join("bellows.pb.gz"))
-        .arg("--folded")
-        .arg(&folded)
-        .args(["--", "bash"])
-        .arg(&script)
-        .output()?;
-    let elapsed = started.elapsed();
-    let summary =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "bellows record failed:\n{summary}");
+    let (cpu, execs, summary) = with_loops(
+        dir,
+        case,
+        seconds,
+        Command::new(bellows)
+            .arg("record")
+            .arg("-d")
+            .arg(format!("{}s", seconds + 2))
+            .arg("-o")
+            .arg(dir.join("bellows.pb.gz"))
+            .arg("--folded")
+            .arg(&folded),
+    )?;
     let (samples, named) = count_folded(&std::fs::read_to_string(&folded)?, &case.comm);
     let gone = summary
         .split("processes gone before their mappings were read: ")
@@ -175,40 +213,47 @@ fn profile_bellows(bellows: &Path, dir: &Path, case: &Case, seconds: u64) -> Res
         .and_then(|rest| rest.split(';').next())
         .and_then(|n| n.trim().parse().ok());
     Ok(Outcome {
-        execs: execs(dir)?,
-        seconds: seconds.min(elapsed.as_secs()).max(1) as f64,
+        execs,
+        seconds: seconds as f64,
         samples,
         named,
         gone,
+        cpu,
     })
 }
 
 fn profile_perf(dir: &Path, case: &Case, seconds: u64) -> Result<Outcome> {
-    let script = driver(dir, &case.command, seconds)?;
     let data = dir.join("perf.data");
-    let out = Command::new("perf")
-        .args(["record", "-a", "-F", "97", "-g", "-q", "-o"])
-        .arg(&data)
-        .args(["--", "bash"])
-        .arg(&script)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "perf record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = Command::new("perf")
+    let (record_cpu, execs, _) = with_loops(
+        dir,
+        case,
+        seconds,
+        Command::new("perf")
+            .args(["record", "-a", "-F", "97", "-g", "-q", "-o"])
+            .arg(&data)
+            .args(["--", "sleep"])
+            .arg((seconds + 2).to_string()),
+    )?;
+    let mut script = Command::new("perf")
         .args(["script", "-F", "comm,ip,sym", "-i"])
         .arg(&data)
-        .output()?;
-    ensure!(text.status.success(), "perf script failed");
-    let (samples, named) = count_perf_script(&String::from_utf8_lossy(&text.stdout), &case.comm);
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut text = String::new();
+    if let Some(mut pipe) = script.stdout.take() {
+        pipe.read_to_string(&mut text)?;
+    }
+    let (code, (script_cpu, _)) = crate::overhead::wait4(&mut script)?;
+    ensure!(code == 0, "perf script failed ({code})");
+    let (samples, named) = count_perf_script(&text, &case.comm);
     Ok(Outcome {
-        execs: execs(dir)?,
+        execs,
         seconds: seconds as f64,
         samples,
         named,
         gone: None,
+        cpu: record_cpu + script_cpu,
     })
 }
 
@@ -229,7 +274,8 @@ fn count_folded(text: &str, comm: &str) -> (u64, u64) {
         }
         samples += count;
         let innermost_user = frames.rfind(|f| !f.ends_with("_[k]") && *f != "[truncated]");
-        if innermost_user.is_none_or(|f| f != "[unknown]") {
+        // An address without a symbol shows as `file+0xoffset`.
+        if innermost_user.is_none_or(|f| f != "[unknown]" && !f.contains("+0x")) {
             named += count;
         }
     }
@@ -272,8 +318,9 @@ mod tests {
                       spin;[unknown];do_exit_[k] 2\n\
                       spin;[unknown];main;[truncated] 1\n\
                       spin;exc_page_fault_[k] 4\n\
+                      spin;main;ld.so+0x1ab70;do_exit_[k] 5\n\
                       bash;[unknown] 9\n";
-        assert_eq!(count_folded(folded, "spin"), (10, 8));
+        assert_eq!(count_folded(folded, "spin"), (15, 8));
         let script = "spin\n\tffffffff81000000 do_exit\n\t401000 [unknown]\n\n\
                       spin\n\t401000 main\n\n\
                       bash\n\t401000 [unknown]\n";

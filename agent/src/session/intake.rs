@@ -23,7 +23,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::{
-    process::{ProcessInfo, ProcessKey, ProcessReader, ProcessStats},
+    process::{PreExec, ProcessInfo, ProcessKey, ProcessReader, ProcessStats},
     unwind::LoaderHandle,
 };
 
@@ -41,6 +41,13 @@ pub struct IntakeStats {
     pub longest_batch: Duration,
 }
 
+/// What the intake hands the session.
+pub enum Captured {
+    Process(ProcessInfo),
+    /// A capture to drop: it holds a later image than its samples ran.
+    PreExec(PreExec),
+}
+
 /// The reader and the loader handle, shared by the thread and synchronous captures.
 struct Shared {
     reader: ProcessReader,
@@ -52,17 +59,26 @@ impl Shared {
     /// One announcement: an exec is read afresh, without loading tables (most exec'd
     /// processes are never sampled); a first sample or a refresh request is read again if its
     /// code changed since, or its tables were not loaded yet.
-    fn announced(&mut self, record: Announcement) -> Option<ProcessInfo> {
+    fn announced(&mut self, record: Announcement, tx: &UnboundedSender<Captured>) {
         self.stats.announcements += 1;
         let Announcement {
             tgid, incarnation, ..
         } = record;
+        // The receiver is gone only when the session is: nothing left to do then.
         if record.reason == announce::EXEC {
-            return self.reader.at_exec(tgid, incarnation);
+            let (info, stale) = self.reader.at_exec(tgid, incarnation);
+            if let Some(stale) = stale {
+                let _ = tx.send(Captured::PreExec(stale));
+            }
+            if let Some(info) = info {
+                let _ = tx.send(Captured::Process(info));
+            }
+            return;
         }
-        let info = self.reader.refresh(tgid, incarnation)?;
-        self.load(&info);
-        Some(info)
+        if let Some(info) = self.reader.refresh(tgid, incarnation) {
+            self.load(&info);
+            let _ = tx.send(Captured::Process(info));
+        }
     }
 
     /// Hands a capture's code mappings to the table loader.
@@ -76,7 +92,7 @@ impl Shared {
 /// The intake thread and its outputs.
 pub struct Intake {
     shared: Arc<Mutex<Shared>>,
-    rx: UnboundedReceiver<ProcessInfo>,
+    rx: UnboundedReceiver<Captured>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -120,12 +136,12 @@ impl Intake {
     }
 
     /// The next capture of the thread; None once the thread has ended.
-    pub async fn captured(&mut self) -> Option<ProcessInfo> {
+    pub async fn captured(&mut self) -> Option<Captured> {
         self.rx.recv().await
     }
 
     /// A capture of the thread that is ready, if any.
-    pub fn try_captured(&mut self) -> Option<ProcessInfo> {
+    pub fn try_captured(&mut self) -> Option<Captured> {
         self.rx.try_recv().ok()
     }
 
@@ -197,7 +213,7 @@ fn raise_priority() {
 fn intake_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
-    tx: &UnboundedSender<ProcessInfo>,
+    tx: &UnboundedSender<Captured>,
     stop: &AtomicBool,
 ) {
     let fd = ring.as_raw_fd();
@@ -217,11 +233,8 @@ fn intake_loop(
         if !announced.is_empty() {
             let started = Instant::now();
             let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-            for value in announced {
-                if let Some(info) = shared.announced(value) {
-                    // The receiver is gone only when the session is: nothing left to do.
-                    let _ = tx.send(info);
-                }
+            for record in announced {
+                shared.announced(record, tx);
             }
             let took = started.elapsed();
             let stats = &mut shared.stats;

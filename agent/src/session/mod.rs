@@ -22,7 +22,7 @@ use crate::{
     unwind::{LoaderStats, TableLoader},
 };
 
-use self::intake::{Intake, IntakeStats};
+use self::intake::{Captured, Intake, IntakeStats};
 
 /// What a session is started with.
 #[derive(Debug, Clone)]
@@ -143,8 +143,7 @@ impl Session {
             _ = self.sigint.recv() => Event::Interrupted,
             _ = self.sigterm.recv() => Event::Interrupted,
             Some(first) = self.intake.captured() => {
-                let mut pids = vec![first.key()];
-                self.table.insert(first);
+                let mut pids: Vec<ProcessKey> = self.take(first).into_iter().collect();
                 pids.extend(self.accept());
                 Event::Captured(pids)
             }
@@ -155,11 +154,25 @@ impl Session {
     /// pids.
     pub fn accept(&mut self) -> Vec<ProcessKey> {
         let mut pids = Vec::new();
-        while let Some(info) = self.intake.try_captured() {
-            pids.push(info.key());
-            self.table.insert(info);
+        while let Some(captured) = self.intake.try_captured() {
+            pids.extend(self.take(captured));
         }
         pids
+    }
+
+    /// Puts one of the intake's captures in the table; returns its process.
+    fn take(&mut self, captured: Captured) -> Option<ProcessKey> {
+        match captured {
+            Captured::Process(info) => {
+                let key = info.key();
+                self.table.insert(info);
+                Some(key)
+            }
+            Captured::PreExec(stale) => {
+                self.table.pre_exec(stale);
+                None
+            }
+        }
     }
 
     /// Symbolizes a drained window: exactly one sample per drained sample, in the same order
