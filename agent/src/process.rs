@@ -41,6 +41,8 @@ pub struct ProcessKey {
 pub struct ProcessInfo {
     pub pid: u32,
     pub incarnation: u64,
+    /// Read because it was sampled (or asked for), not only because it exec'd.
+    pub sampled: bool,
     /// Mappings and the files behind them; symbolized through
     /// [`symbolizer::Source::Process`].
     pub process: Process,
@@ -379,6 +381,7 @@ impl<S: ProcSource> ProcessReader<S> {
         Some(ProcessInfo {
             pid,
             incarnation: key.incarnation,
+            sampled: why != Read::Exec,
             process,
             mappings,
             locations: HashMap::new(),
@@ -501,9 +504,21 @@ impl ProcessTable {
     /// Holds a capture, replacing an earlier one of the same process (and what it
     /// remembered). Earlier incarnations of its pid stay until forgotten: their samples may
     /// wait in the same window.
-    pub fn insert(&mut self, info: ProcessInfo) {
-        if let Some(old) = self.procs.insert(info.key(), info) {
+    ///
+    /// A sampled process's files are parsed now (once per file identity), and so let go of;
+    /// one read only at its exec keeps open just the files not parsed yet, as most such
+    /// processes are never sampled. Either way a program exec'd a thousand times a second does
+    /// not hold a thousand copies of its files open.
+    pub fn insert(&mut self, mut info: ProcessInfo) {
+        let (key, sampled) = (info.key(), info.sampled);
+        if !sampled {
+            self.symbolizer.prepare_parsed(&mut info.process);
+        }
+        if let Some(old) = self.procs.insert(key, info) {
             self.remembered -= old.locations.len();
+        }
+        if sampled {
+            self.prepare(key);
         }
     }
 

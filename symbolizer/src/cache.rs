@@ -93,6 +93,12 @@ impl Symbolizer {
     }
 
     /// The resolver for an opened file, parsing it on first sight of its identity.
+    /// The resolver of `file` if it was parsed already (by identity); never parses.
+    pub fn parsed(&self, file: &File) -> Option<Arc<ElfResolver>> {
+        let id = FileIdentity::of(file).ok()?;
+        self.elfs.get(&id).map(Arc::clone)
+    }
+
     pub fn elf(&mut self, file: File, display: &str) -> Result<Arc<ElfResolver>> {
         let id = FileIdentity::of(&file).map_err(|source| Error::Io {
             path: display.to_string(),

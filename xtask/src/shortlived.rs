@@ -167,28 +167,20 @@ fn with_loops(
     profiler: &mut Command,
 ) -> Result<(f64, u64, String)> {
     let script = driver(dir, &case.command, seconds)?;
+    // To a file: a pipe nobody reads until the end could fill and stall the profiler.
+    let log_path = dir.join("profiler.log");
+    let log = std::fs::File::create(&log_path)?;
     let mut child = profiler
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
         .context("starting the profiler")?;
     std::thread::sleep(Duration::from_secs(1));
     run(Command::new("bash").arg(&script))?;
-    // Both write a few lines, at the end: one pipe cannot fill while the other is read.
-    let mut stderr = String::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut pipe = pipe;
-        pipe.read_to_string(&mut stderr)?;
-    }
     let (code, (cpu, _)) = crate::overhead::wait4(&mut child)?;
-    ensure!(code == 0, "the profiler failed ({code}):\n{stderr}");
-    Ok((cpu, execs(dir)?, stderr))
+    let printed = std::fs::read_to_string(&log_path)?;
+    ensure!(code == 0, "the profiler failed ({code}):\n{printed}");
+    Ok((cpu, execs(dir)?, printed))
 }
 
 fn profile_bellows(bellows: &Path, dir: &Path, case: &Case, seconds: u64) -> Result<Outcome> {

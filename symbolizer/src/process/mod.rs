@@ -158,6 +158,22 @@ impl Symbolizer {
         }
         failed
     }
+
+    /// [`Self::prepare`] for the files parsed already (by identity) only, which need no
+    /// parse: the process lets go of them at once. The others stay open and pending. A
+    /// program exec'd a thousand times a second would otherwise hold a thousand copies of its
+    /// files open until they are prepared.
+    pub fn prepare_parsed(&self, process: &mut Process) {
+        for pinned in &mut process.files {
+            let Some((file, _)) = &pinned.pending else {
+                continue;
+            };
+            if let Some(resolver) = self.parsed(file) {
+                pinned.resolver = Some(resolver);
+                pinned.pending = None;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,9 +211,21 @@ mod tests {
         ));
 
         let mut s = Symbolizer::new();
+        s.prepare_parsed(&mut p);
+        assert!(p.resolver(0).is_none(), "nothing parsed yet: still pending");
+        assert!(p.pinned_file(0).is_some());
         let failed = s.prepare(&mut p);
         assert!(failed.is_empty(), "{failed:?}");
         assert!(p.resolver(0).is_some());
+        let mut again = Process::from_maps(8, parse_maps(&maps).unwrap(), |e| {
+            let MapPath::File(name) = &e.path else {
+                unreachable!("only files are opened")
+            };
+            Ok((File::open(name)?, name.clone()))
+        });
+        s.prepare_parsed(&mut again);
+        assert!(again.resolver(0).is_some(), "parsed once, shared");
+        assert!(again.pinned_file(0).is_none(), "and let go of");
         assert!(p.resolver(1).is_none(), "could not be opened");
         assert!(p.resolver(2).is_some(), "the vDSO");
         assert!(matches!(
