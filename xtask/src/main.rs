@@ -121,6 +121,10 @@ enum BenchKind {
         /// Runs per program and profiler.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// A `bellows` binary to measure instead of this tree's release build (an earlier
+        /// commit's, for a before-and-after).
+        #[arg(long)]
+        bellows: Option<std::path::PathBuf>,
     },
     /// `bellows run`'s memory and CPU with and without `[symbolizer] dwarf-budget`, while four
     /// busy binaries need more DWARF than the default budget holds.
@@ -214,8 +218,13 @@ fn run_task(cli: Cli) -> Result<()> {
             },
         ),
         Task::Bench {
-            which: BenchKind::ShortLived { seconds, runs },
-        } => shortlived::short_lived(&root, seconds, runs),
+            which:
+                BenchKind::ShortLived {
+                    seconds,
+                    runs,
+                    bellows,
+                },
+        } => shortlived::short_lived(&root, seconds, runs, bellows),
         Task::Bench {
             which: BenchKind::DwarfBudget { seconds },
         } => budget::dwarf_budget(&root, seconds),

@@ -68,8 +68,11 @@ impl Outcome {
     }
 }
 
-pub fn short_lived(root: &Path, seconds: u64, runs: usize) -> Result<()> {
-    let bellows = crate::build_release(root)?;
+pub fn short_lived(root: &Path, seconds: u64, runs: usize, bellows: Option<PathBuf>) -> Result<()> {
+    let bellows = match bellows {
+        Some(path) => path,
+        None => crate::build_release(root)?,
+    };
     let dir = root.join("target/bench/short-lived");
     std::fs::create_dir_all(&dir)?;
     let cpuburn = crate::build_fixtures(root)?

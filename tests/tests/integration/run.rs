@@ -270,9 +270,11 @@ pod-labels = ["team"]
 
     // Stop a second into an interval: that partial window holds samples and must be pushed.
     let seen = pyroscope.received().len();
-    wait_until("the next push", Duration::from_secs(10), || {
-        pyroscope.received().len() > seen
-    });
+    assert!(
+        pyroscope.wait_for(Duration::from_secs(10), |got| got.len() > seen),
+        "no push after the first {seen}; agent log:\n{}",
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(1));
     let before = pyroscope.received().len();
     let (code, stderr) = agent.terminate(Duration::from_secs(20));
