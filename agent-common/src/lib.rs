@@ -432,8 +432,9 @@ mod tests {
     fn sample_key_has_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<SampleKey>(),
-            4 + 4 + 8 + 8 + 8 + COMM_LEN
+            4 + 4 + 8 + 8 + 8 + COMM_LEN + 8
         );
+        assert_eq!(core::mem::size_of::<Announcement>(), 4 + 4 + 8);
         assert_eq!(core::mem::size_of::<Stack>(), 8 + 8 * MAX_STACK_DEPTH);
     }
 
