@@ -208,12 +208,12 @@ pub struct Sampler {
     unwind_rows: u32,
 }
 
-/// A task's kernel stack on x86_64 without KASAN (`THREAD_SIZE`). With KASAN it is twice that;
-/// the kernel side then finds no user-mode registers where it looks and falls back to frame
-/// pointers.
 /// `BPF_NOEXIST`, the map update flag that refuses to replace an entry.
 const BPF_NOEXIST: u64 = 1;
 
+/// A task's kernel stack on x86_64 without KASAN (`THREAD_SIZE`). With KASAN it is twice that;
+/// the kernel side then finds no user-mode registers where it looks and falls back to frame
+/// pointers.
 const X86_64_THREAD_SIZE: u32 = 16 * 1024;
 
 /// How long [`Sampler::flip`] waits for programs that started before the flip. A sample runs in
@@ -537,13 +537,7 @@ impl Sampler {
             return Ok(known);
         }
         let mut known: BpfHashMap<&mut MapData, u32, u64> = self.map_mut(maps::KNOWN_PIDS)?;
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: one valid timespec for the call.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let now = (now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64) & !UNSAMPLED;
+        let now = crate::process::monotonic_ns() & !UNSAMPLED;
         // BPF_NOEXIST: a sample on another CPU may have made it meanwhile; its value wins.
         match known.insert(pid, now, BPF_NOEXIST) {
             Ok(()) => Ok(now),

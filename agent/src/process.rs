@@ -9,7 +9,7 @@
 //! file identity (the symbolizer's cache).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fs::File,
     io,
     sync::Arc,
@@ -421,7 +421,8 @@ impl<S: ProcSource> ProcessReader<S> {
 /// pid → [`ProcessInfo`] as captured, with the symbolizer that parses the opened files.
 #[derive(Default)]
 pub struct ProcessTable {
-    procs: HashMap<ProcessKey, ProcessInfo>,
+    /// By pid, then incarnation: a pid's incarnations are one range.
+    procs: BTreeMap<ProcessKey, ProcessInfo>,
     symbolizer: Symbolizer,
     /// Files opened at capture that could not be parsed.
     unreadable_files: u64,
@@ -459,12 +460,23 @@ impl ProcessTable {
         if self.procs.contains_key(&key) {
             return Some(key);
         }
-        let parent = *self.forked_from.get(&key)?;
+        let pid = *self.forked_from.get(&key)?;
+        let before = ProcessKey {
+            pid,
+            incarnation: key.incarnation,
+        };
         self.procs
-            .keys()
-            .filter(|k| k.pid == parent && k.incarnation < key.incarnation)
-            .max()
-            .copied()
+            .range(Self::first_of(pid)..before)
+            .next_back()
+            .map(|(k, _)| *k)
+    }
+
+    /// The least key of `pid`'s incarnations.
+    fn first_of(pid: u32) -> ProcessKey {
+        ProcessKey {
+            pid,
+            incarnation: 0,
+        }
     }
 
     /// Takes a [`PreExec`] in: its capture (of the later image) is dropped, and its samples
@@ -485,7 +497,10 @@ impl ProcessTable {
 
     /// Whether any incarnation of `pid` is held.
     pub fn holds_pid(&self, pid: u32) -> bool {
-        self.procs.keys().any(|k| k.pid == pid)
+        self.procs
+            .range(Self::first_of(pid)..)
+            .next()
+            .is_some_and(|(k, _)| k.pid == pid)
     }
 
     pub fn symbolizer(&self) -> &Symbolizer {

@@ -6,9 +6,9 @@
 //! it to its sinks. Both are policies over a [`Session`].
 //!
 //! New processes are taken in on a thread of their own ([`intake`]): the kernel announces a
-//! process at exec and at its first sample, and its mappings are read and its files opened right
-//! then, while the caller may be busy symbolizing a window. Captures reach the process table when the
-//! caller next asks ([`Session::accept`], or before every resolution).
+//! process at exec and at its first sample, and its mappings are read and its files opened
+//! right then, while the caller may be busy symbolizing a window. Captures reach the process
+//! table when the caller next asks ([`Session::accept`], or before every resolution).
 
 pub mod intake;
 
