@@ -392,6 +392,11 @@ pub mod unwind {
     pub struct ProcessMappings {
         pub len: u32,
         pub _pad: u32,
+        /// The incarnation (see [`SampleKey::incarnation`](crate::SampleKey)) these mappings
+        /// were read from. A walk uses them only for a sample of the same incarnation: a
+        /// capture of a process that has since exec'd or exited may be loaded after the exec
+        /// or exit hook cleared the entry.
+        pub incarnation: u64,
         pub entries: [Mapping; MAX_MAPPINGS],
     }
 
@@ -400,6 +405,7 @@ pub mod unwind {
             ProcessMappings {
                 len: 0,
                 _pad: 0,
+                incarnation: 0,
                 entries: [Mapping::default(); MAX_MAPPINGS],
             }
         }
@@ -463,7 +469,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Mapping>(), 32);
         assert_eq!(
             core::mem::size_of::<ProcessMappings>(),
-            8 + 32 * MAX_MAPPINGS
+            16 + 32 * MAX_MAPPINGS
         );
     }
 

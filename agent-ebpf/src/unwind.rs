@@ -117,8 +117,10 @@ fn user_regs(ctx: &PerfEventContext) -> Option<UserRegs> {
 /// without BTF), or the tail call failed; the caller then takes the frame-pointer stack.
 #[inline(always)]
 pub fn start(ctx: &PerfEventContext, key: &SampleKey, generation: u32) {
-    // SAFETY: presence test only.
-    if unsafe { PROCESS_MAPPINGS.get(&key.tgid) }.is_none() {
+    // SAFETY: plain data, compared in place.
+    if unsafe { PROCESS_MAPPINGS.get(&key.tgid) }
+        .is_none_or(|mappings| mappings.incarnation != key.incarnation)
+    {
         return;
     }
     let Some(regs) = user_regs(ctx) else {
@@ -157,6 +159,10 @@ pub fn resume(ctx: &PerfEventContext) {
     let Some(mappings) = (unsafe { PROCESS_MAPPINGS.get(&state.key.tgid) }) else {
         return finish(state, true);
     };
+    // Replaced since `start` by another incarnation's (an exec on another CPU).
+    if mappings.incarnation != state.key.incarnation {
+        return finish(state, true);
+    }
     let (mut end, mut count) = (TRACE_NEXT, 0u32);
     for i in 0..FRAMES_PER_CALL {
         let (ip, sp, bp, depth) = (state.ip, state.sp, state.bp, state.stack.len);

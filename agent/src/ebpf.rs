@@ -819,9 +819,18 @@ impl UnwindMaps {
             })
     }
 
-    pub fn remove_process(&mut self, pid: u32) {
-        // Absent already (never loaded, or removed): nothing to remove.
-        let _ = self.processes.remove(&pid);
+    /// Removes a process's mappings, unless a later incarnation's replaced them.
+    pub fn remove_process(&mut self, key: ProcessKey) {
+        // Absent already (never loaded, or removed): nothing to remove. Another incarnation's
+        // could replace them between the two calls; the kernel then walks with frame pointers
+        // until that incarnation's next capture.
+        let ours = self
+            .processes
+            .get(&key.pid, 0)
+            .is_ok_and(|m| m.incarnation == key.incarnation);
+        if ours {
+            let _ = self.processes.remove(&key.pid);
+        }
     }
 }
 

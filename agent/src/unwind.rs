@@ -25,7 +25,10 @@ use symbolizer::{
     unwind::{Cfa, Rbp, UnwindLimits, UnwindRow, UnwindTable},
 };
 
-use crate::{ebpf::UnwindMaps, process::ProcessInfo};
+use crate::{
+    ebpf::UnwindMaps,
+    process::{ProcessInfo, ProcessKey},
+};
 
 /// A binary's table in the kernel's layout: rows grouped by 64 KiB page, each page's rows sorted
 /// and starting at `pc_low` 0, pages that only say "unknown" left out.
@@ -198,7 +201,7 @@ impl LoaderHandle {
             .collect();
         // The thread only ends when every sender is dropped.
         let _ = self.tx.send(Request::Process {
-            pid: info.pid,
+            key: info.key(),
             mappings,
         });
     }
@@ -227,10 +230,10 @@ pub struct LoaderStats {
 
 enum Request {
     Process {
-        pid: u32,
+        key: ProcessKey,
         mappings: Vec<ExecMapping>,
     },
-    Exited(u32),
+    Exited(ProcessKey),
     Preload(File),
 }
 
@@ -254,8 +257,8 @@ impl TableLoader {
                 let mut state = LoaderState::new(maps, limits);
                 while let Ok(request) = rx.recv() {
                     match request {
-                        Request::Process { pid, mappings } => state.load_process(pid, mappings),
-                        Request::Exited(pid) => state.maps.remove_process(pid),
+                        Request::Process { key, mappings } => state.load_process(key, mappings),
+                        Request::Exited(key) => state.maps.remove_process(key),
                         Request::Preload(file) => state.ensure_loaded(&file),
                     }
                     if let Ok(mut s) = published.lock() {
@@ -285,9 +288,9 @@ impl TableLoader {
         let _ = self.tx.send(Request::Preload(file));
     }
 
-    /// Forgets an exited process.
-    pub fn exited(&self, pid: u32) {
-        let _ = self.tx.send(Request::Exited(pid));
+    /// Forgets an exited process (its mappings stay if a later incarnation's replaced them).
+    pub fn exited(&self, key: ProcessKey) {
+        let _ = self.tx.send(Request::Exited(key));
     }
 
     /// Waits for the requests sent so far and ends the thread (once every [`LoaderHandle`]
@@ -358,8 +361,12 @@ impl LoaderState {
         }
     }
 
-    fn load_process(&mut self, pid: u32, mappings: Vec<ExecMapping>) {
-        let mut value = ProcessMappings::default();
+    fn load_process(&mut self, key: ProcessKey, mappings: Vec<ExecMapping>) {
+        let pid = key.pid;
+        let mut value = ProcessMappings {
+            incarnation: key.incarnation,
+            ..ProcessMappings::default()
+        };
         let mut entries: Vec<Mapping> = Vec::new();
         for m in &mappings {
             // Every executable mapping goes in, with file id 0 where there is no table: then
@@ -387,7 +394,7 @@ impl LoaderState {
             entries.truncate(MAX_MAPPINGS);
         }
         if entries.is_empty() {
-            self.maps.remove_process(pid);
+            self.maps.remove_process(key);
             return;
         }
         tracing::debug!(

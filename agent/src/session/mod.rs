@@ -217,18 +217,19 @@ impl Session {
         }
         // A pid whose later incarnation is still held keeps its kernel-side state: that is the
         // later process's.
-        let mut pids: Vec<u32> = processes
+        let released: Vec<ProcessKey> = processes
             .iter()
-            .map(|k| k.pid)
-            .filter(|&pid| !self.table.holds_pid(pid))
+            .copied()
+            .filter(|k| !self.table.holds_pid(k.pid))
             .collect();
-        pids.sort_unstable();
-        pids.dedup();
         if let Some(loader) = &self.loader {
-            for &pid in &pids {
-                loader.exited(pid);
+            for &key in &released {
+                loader.exited(key);
             }
         }
+        let mut pids: Vec<u32> = released.iter().map(|k| k.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
         self.table.symbolizer_mut().evict_unused();
         self.intake.clear_vanished();
         self.sampler.forget_pids(&pids)
