@@ -57,7 +57,33 @@ pub fn native_fixtures(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn fuzz(root: &Path, seconds: u64, only: &[String], whole_binaries: bool) -> Result<()> {
+/// How long each target runs.
+#[derive(Clone, Copy)]
+pub enum Limit {
+    Seconds(u64),
+    /// Executions, however long they take.
+    Runs(u64),
+}
+
+impl Limit {
+    fn flag(self) -> String {
+        match self {
+            Limit::Seconds(s) => format!("-max_total_time={s}"),
+            Limit::Runs(n) => format!("-runs={n}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Seconds(s) => write!(f, "{s} s"),
+            Limit::Runs(n) => write!(f, "{n} runs"),
+        }
+    }
+}
+
+pub fn fuzz(root: &Path, limit: Limit, only: &[String], whole_binaries: bool) -> Result<()> {
     native_fixtures(root)?;
     let work = root.join("target/fuzz-seeds/build");
     std::fs::create_dir_all(&work)?;
@@ -103,7 +129,7 @@ pub fn fuzz(root: &Path, seconds: u64, only: &[String], whole_binaries: bool) ->
             );
         }
         eprintln!(
-            "\n=== fuzz {} for {seconds} s ({} seeds)",
+            "\n=== fuzz {} for {limit} ({} seeds)",
             target.name,
             target.seeds.len()
         );
@@ -113,7 +139,7 @@ pub fn fuzz(root: &Path, seconds: u64, only: &[String], whole_binaries: bool) ->
             .arg(&corpus)
             .arg(&seeds)
             .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
+            .arg(limit.flag())
             .arg(format!("-max_len={}", target.max_len))
             .arg("-rss_limit_mb=4096")
             .arg("-print_final_stats=1"))

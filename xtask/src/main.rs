@@ -71,11 +71,15 @@ enum Task {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Run each target this many executions instead, however long it takes (the record
+        /// runs in BENCHMARKS.md: 10,000,000).
+        #[arg(long, conflicts_with = "seconds")]
+        runs: Option<u64>,
         /// Also seed with the whole fixture binaries, and accept inputs their size (far fewer
         /// runs per second).
         #[arg(long)]
         whole_binaries: bool,
-        /// Only these targets (gopclntab, elf, unwind, text).
+        /// Only these targets (gopclntab, gopclntab_table, elf, unwind, text).
         targets: Vec<String>,
     },
     /// Benchmarks against peers measured in the same run.
@@ -181,9 +185,13 @@ fn run_task(cli: Cli) -> Result<()> {
         ),
         Task::Fuzz {
             seconds,
+            runs,
             whole_binaries,
             targets,
-        } => fuzz::fuzz(&root, seconds, &targets, whole_binaries),
+        } => {
+            let limit = runs.map_or(fuzz::Limit::Seconds(seconds), fuzz::Limit::Runs);
+            fuzz::fuzz(&root, limit, &targets, whole_binaries)
+        }
         Task::Bench {
             which: BenchKind::Symbolize,
         } => bench::symbolize(&root),
@@ -519,7 +527,7 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<()> {
     eprintln!("\n=== vm-test (other kernels and cgroup layouts; `cargo xtask vm-test` alone)");
     vm::vm_test(root, &vm::Options::default_matrix()).context("step 'vm-test' failed")?;
     eprintln!("\n=== fuzz (short run; `cargo xtask fuzz` for longer)");
-    fuzz::fuzz(root, 20, &[], false).context("step 'fuzz' failed")?;
+    fuzz::fuzz(root, fuzz::Limit::Seconds(20), &[], false).context("step 'fuzz' failed")?;
     eprintln!("\nall checks and tests passed");
     Ok(())
 }
