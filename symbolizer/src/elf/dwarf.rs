@@ -4,7 +4,6 @@
 
 use std::{
     borrow::Cow,
-    ops::Deref,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -24,54 +23,23 @@ pub(super) const MAX_DWARF_BYTES: u64 = 1 << 30;
 /// Deepest inlining reported for one address.
 const MAX_INLINE_FRAMES: usize = 64;
 
-/// The bytes of one DWARF section: borrowed from the mapped file when stored plainly (no copy),
-/// on the heap when it had to be decompressed.
-#[derive(Clone)]
-enum SectionBytes {
-    Mapped {
-        map: Arc<Mmap>,
-        start: usize,
-        len: usize,
-    },
-    Owned(Arc<[u8]>),
-}
-
-impl Deref for SectionBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            // The range was checked against the map when this was built.
-            SectionBytes::Mapped { map, start, len } => {
-                map.get(*start..start.saturating_add(*len)).unwrap_or(&[])
-            }
-            SectionBytes::Owned(bytes) => bytes,
-        }
-    }
-}
-
-impl std::fmt::Debug for SectionBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SectionBytes::Mapped { start, len, .. } => write!(f, "Mapped({start:#x}+{len:#x})"),
-            SectionBytes::Owned(b) => write!(f, "Owned({:#x})", b.len()),
-        }
-    }
-}
-
-// SAFETY: both variants point into memory owned through an `Arc` (the map, or the heap slice):
-// moving or cloning the handle never moves the bytes, and neither is ever mutated.
-unsafe impl gimli::StableDeref for SectionBytes {}
-// SAFETY: as above; a clone shares the same `Arc` and so derefs to the same bytes.
-unsafe impl gimli::CloneStableDeref for SectionBytes {}
-
-type DwarfReader = gimli::EndianReader<gimli::RunTimeEndian, SectionBytes>;
+/// gimli reads the sections through plain slices: a reader that owns its bytes (an `Arc` per
+/// clone) costs an atomic count on every one of the many copies the line and DIE parsers make.
+/// The slices are made `'static` here and kept valid by [`Dwarf`], which owns what they point
+/// into.
+type DwarfReader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
 /// DWARF of one file, parsed on first use. addr2line's context memoises per unit and function
 /// as it is asked; the mutex lets a resolver be shared between threads.
 struct Dwarf {
+    /// Declared first, so dropped first: it borrows from the two fields below.
     context: Mutex<addr2line::Context<DwarfReader>>,
     /// Bytes of sections decompressed onto the heap (plain sections stay in the map).
     decompressed_bytes: usize,
+    /// The file, which plainly stored sections are windows on.
+    _map: Arc<Mmap>,
+    /// Sections that had to be decompressed.
+    _decompressed: Vec<Box<[u8]>>,
 }
 
 /// Where a file's DWARF stands: not tried yet (or released), loaded, or unusable (absent,
@@ -262,8 +230,7 @@ impl DwarfState {
     /// map, compressed ones decompressed onto the heap); None when they are damaged.
     fn load(&self) -> Option<Dwarf> {
         let data: &[u8] = &self.map;
-        let base = data.as_ptr() as usize;
-        let mut decompressed_bytes = 0usize;
+        let mut decompressed: Vec<Box<[u8]>> = Vec::new();
         let dwarf = self.ranges.borrow(|range| {
             let bytes = range
                 .and_then(|range| {
@@ -274,32 +241,26 @@ impl DwarfState {
                     compressed.decompress().ok()
                 })
                 .unwrap_or(Cow::Borrowed(&[]));
-            let section = match bytes {
-                // Stored plainly: a window on the map. object hands out sub-slices of `data`,
-                // so the position is the pointer difference; checked all the same.
-                Cow::Borrowed(b) => {
-                    let start = (b.as_ptr() as usize).wrapping_sub(base);
-                    if b.is_empty() || data.get(start..start.saturating_add(b.len())).is_none() {
-                        SectionBytes::Owned(Arc::from(&[][..]))
-                    } else {
-                        SectionBytes::Mapped {
-                            map: Arc::clone(&self.map),
-                            start,
-                            len: b.len(),
-                        }
-                    }
-                }
+            let section: &[u8] = match bytes {
+                Cow::Borrowed(b) => b,
                 Cow::Owned(v) => {
-                    decompressed_bytes = decompressed_bytes.saturating_add(v.len());
-                    SectionBytes::Owned(Arc::from(v))
+                    decompressed.push(v.into_boxed_slice());
+                    decompressed.last().map_or(&[], |b| &b[..])
                 }
             };
-            gimli::EndianReader::new(section, self.endian)
+            // SAFETY: `section` lies in the map or in a boxed slice; the `Dwarf` built below
+            // owns both (an `Arc` of the map, the boxes), neither moves its bytes when moved,
+            // neither is mutated, and its context, which holds the slices, is dropped first.
+            let section: &'static [u8] =
+                unsafe { std::slice::from_raw_parts(section.as_ptr(), section.len()) };
+            gimli::EndianSlice::new(section, self.endian)
         });
         let context = addr2line::Context::from_dwarf(dwarf).ok()?;
         Some(Dwarf {
             context: Mutex::new(context),
-            decompressed_bytes,
+            decompressed_bytes: decompressed.iter().map(|b| b.len()).sum(),
+            _map: Arc::clone(&self.map),
+            _decompressed: decompressed,
         })
     }
 
