@@ -72,31 +72,72 @@ pub(crate) fn random_addresses(funcs: &[(u64, u64)], seed: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Runs `cmd` with the addresses on stdin; returns (median wall time, stdout of the last run).
-fn time_runs(mut make: impl FnMut() -> Command, addrs: &[u64]) -> Result<(Duration, String)> {
-    let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
+/// How a tool takes its addresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// One per line on stdin.
+    Stdin,
+    /// As arguments, after the command's own.
+    Args,
+}
+
+/// A tool's figures over [`RUNS`] runs.
+struct Timed {
+    /// Median wall time.
+    time: Duration,
+    /// Largest peak resident set, KiB.
+    peak_kib: u64,
+    /// Standard output of the last run.
+    out: String,
+}
+
+/// Runs `cmd` over the addresses [`RUNS`] times.
+fn time_runs(mut make: impl FnMut() -> Command, input: Input, addrs: &[u64]) -> Result<Timed> {
+    let lines: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
     let mut times = Vec::new();
+    let mut peak_kib = 0;
     let mut last = String::new();
     for _ in 0..RUNS {
         let mut cmd = make();
+        if input == Input::Args {
+            cmd.args(lines.lines());
+        }
         let started = Instant::now();
         let mut child = cmd
-            .stdin(Stdio::piped())
+            .stdin(if input == Input::Stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("spawn {}", crate::describe(&cmd)))?;
-        let mut stdin = child.stdin.take().context("stdin")?;
-        let data = input.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(data.as_bytes()));
-        let out = child.wait_with_output()?;
+        let writer = child.stdin.take().map(|mut stdin| {
+            let data = lines.clone();
+            std::thread::spawn(move || stdin.write_all(data.as_bytes()))
+        });
+        let mut stdout = child.stdout.take().context("stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
+        });
+        let out = reader.join().expect("reader thread")?;
+        let (code, (_, peak)) = crate::overhead::wait4(&mut child)?;
         times.push(started.elapsed());
-        writer.join().expect("writer thread")?;
-        ensure!(out.status.success(), "{} failed", crate::describe(&cmd));
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(writer) = writer {
+            writer.join().expect("writer thread")?;
+        }
+        ensure!(code == 0, "{} failed", crate::describe(&cmd));
+        peak_kib = peak_kib.max(peak);
+        last = String::from_utf8_lossy(&out).into_owned();
     }
     times.sort();
-    Ok((times[RUNS / 2], last))
+    Ok(Timed {
+        time: times[RUNS / 2],
+        peak_kib,
+        out: last,
+    })
 }
 
 /// One frame of text output: (function, file:line).
@@ -156,9 +197,9 @@ fn strip_hash(name: &str) -> &str {
 
 struct Row {
     what: String,
-    ours: Duration,
+    ours: Timed,
     peer_name: String,
-    peer: Duration,
+    peer: Timed,
     agree: usize,
     total: usize,
 }
@@ -274,13 +315,14 @@ fn go_addr2line(go: &Path) -> Result<PathBuf> {
 }
 
 /// `bellows symbolize --elf binary` over `addrs`, timed as [`time_runs`] does.
-fn time_bellows(bellows: &Path, binary: &Path, addrs: &[u64]) -> Result<(Duration, String)> {
+fn time_bellows(bellows: &Path, binary: &Path, addrs: &[u64]) -> Result<Timed> {
     time_runs(
         || {
             let mut c = Command::new(bellows);
             c.args(["symbolize", "--elf"]).arg(binary);
             c
         },
+        Input::Stdin,
         addrs,
     )
 }
@@ -295,17 +337,18 @@ fn against_addr2line(
     binary: &Path,
     addrs: &[u64],
 ) -> Result<Row> {
-    let (ours, ours_out) = time_bellows(bellows, binary, addrs)?;
-    let (peer, peer_out) = time_runs(
+    let ours = time_bellows(bellows, binary, addrs)?;
+    let peer = time_runs(
         || {
             let mut c = Command::new(addr2line);
             c.arg(binary);
             c
         },
+        Input::Stdin,
         addrs,
     )?;
-    let ours_frames = parse_frames(&ours_out);
-    let peer_lines: Vec<&str> = peer_out.lines().collect();
+    let ours_frames = parse_frames(&ours.out);
+    let peer_lines: Vec<&str> = peer.out.lines().collect();
     ensure!(
         ours_frames.len() == addrs.len(),
         "bellows answered {} of {}",
@@ -349,17 +392,18 @@ fn against_llvm(
     addrs: &[u64],
     same: fn(&[Frame], &[Frame]) -> bool,
 ) -> Result<Row> {
-    let (ours, ours_out) = time_bellows(bellows, binary, addrs)?;
-    let (peer, peer_out) = time_runs(
+    let ours = time_bellows(bellows, binary, addrs)?;
+    let peer = time_runs(
         || {
             let mut c = Command::new(llvm);
             c.arg(format!("--obj={}", binary.display()))
                 .arg("--inlining");
             c
         },
+        Input::Stdin,
         addrs,
     )?;
-    let (a, b) = (parse_frames(&ours_out), parse_frames(&peer_out));
+    let (a, b) = (parse_frames(&ours.out), parse_frames(&peer.out));
     if a.len() != b.len() {
         bail!(
             "answer counts differ: bellows {} llvm-symbolizer {}",
@@ -372,6 +416,123 @@ fn against_llvm(
         what,
         ours,
         peer_name: format!("llvm-symbolizer --inlining ({llvm_version})"),
+        peer,
+        agree,
+        total: addrs.len(),
+    })
+}
+
+/// The blazesym release the native DWARF row is measured against.
+const BLAZECLI_VERSION: &str = "0.1.14";
+
+/// blazesym's command line tool, installed under `target/toolchains/blazecli` on first use.
+fn blazecli(root: &Path) -> Result<PathBuf> {
+    let prefix = root.join("target/toolchains/blazecli");
+    let tool = prefix.join("bin/blazecli");
+    if !tool.is_file() {
+        crate::run(
+            crate::cargo()
+                .args(["install", "--locked", "--quiet", "blazecli", "--version"])
+                .arg(BLAZECLI_VERSION)
+                .arg("--root")
+                .arg(&prefix),
+        )?;
+    }
+    Ok(tool)
+}
+
+/// Splits blazecli's `symbolize elf` output into per-address frame lists, innermost first as
+/// llvm-symbolizer orders them. It prints an address's outermost function first, with the
+/// position of its call to the first inlined one, then each inlined function indented and
+/// marked `[inlined]`, the innermost holding the address's own position:
+/// `0x…: name @ 0xstart+0xoffset file:line:column`, `   name @ file:line:column [inlined]`;
+/// `<no-symbol>` when it knows none.
+fn parse_blazecli(text: &str) -> Vec<Vec<Frame>> {
+    let position = |rest: &str| -> String {
+        // "file:line:column" or nothing; a position without line is "no line", as ours.
+        let pos = rest.trim();
+        match pos.rsplitn(3, ':').collect::<Vec<_>>()[..] {
+            [_col, line, file] if line.parse::<u32>().is_ok() => format!("{file}:{line}"),
+            _ => "??:0".to_string(),
+        }
+    };
+    let mut out: Vec<Vec<Frame>> = Vec::new();
+    for line in text.lines() {
+        let inlined = line.strip_suffix(" [inlined]");
+        let body = inlined.unwrap_or(line).trim_start();
+        let body = match (inlined, body.split_once(": ")) {
+            (None, Some((addr, rest))) if addr.starts_with("0x") => {
+                out.push(Vec::new());
+                rest
+            }
+            _ => body,
+        };
+        let Some(frames) = out.last_mut() else {
+            continue;
+        };
+        let (name, pos) = match body.split_once(" @ ") {
+            // The top line's "0xstart+0xoffset" comes before its position.
+            Some((name, rest)) if inlined.is_none() => {
+                (name, rest.split_once(' ').map_or("", |(_, p)| p))
+            }
+            Some((name, rest)) => (name, rest),
+            None => (body, ""),
+        };
+        if name == "<no-symbol>" {
+            frames.push(("??".into(), "??:0".into()));
+        } else {
+            frames.push((name.to_string(), position(pos)));
+        }
+    }
+    for frames in &mut out {
+        frames.reverse();
+    }
+    out
+}
+
+/// A binary with DWARF against blazecli: every frame's position compared, and its function,
+/// written the same way but for blazesym's angle brackets around a type's path
+/// (`<alloc::string::String>::push` for `alloc::string::String::push`).
+fn against_blazecli(
+    bellows: &Path,
+    blazecli: &Path,
+    what: String,
+    binary: &Path,
+    addrs: &[u64],
+) -> Result<Row> {
+    let ours = time_bellows(bellows, binary, addrs)?;
+    let peer = time_runs(
+        || {
+            let mut c = Command::new(blazecli);
+            c.args(["symbolize", "elf", "--path"]).arg(binary);
+            c
+        },
+        Input::Args,
+        addrs,
+    )?;
+    let (a, b) = (parse_frames(&ours.out), parse_blazecli(&peer.out));
+    ensure!(
+        a.len() == b.len(),
+        "answer counts differ: bellows {} blazecli {}",
+        a.len(),
+        b.len()
+    );
+    let plain = |name: &str| name.replace(['<', '>'], "");
+    let no_line = |pos: &str| pos.ends_with(":0");
+    let agree = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(o, p)| {
+                    plain(&o.0) == plain(&p.0) && (o.1 == p.1 || no_line(&o.1) && no_line(&p.1))
+                })
+        })
+        .count();
+    Ok(Row {
+        what,
+        ours,
+        peer_name: format!("blazecli {BLAZECLI_VERSION} (blazesym)"),
         peer,
         agree,
         total: addrs.len(),
@@ -450,26 +611,34 @@ pub fn symbolize(root: &Path) -> Result<()> {
     rows.push(against_llvm(
         &bellows,
         &llvm,
-        what,
+        what.clone(),
         &bellows,
         &addrs,
         same_frames,
     )?);
+    let blazecli = blazecli(root)?;
+    rows.push(against_blazecli(&bellows, &blazecli, what, &bellows, &addrs)?);
 
     println!(
         "\n{ADDRESSES} random addresses (over all of .text for stripped binaries), whole \
          processes, median of {RUNS} runs\n"
     );
-    println!("| binary | bellows symbolize | peer | peer time | speed-up | same answers |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| binary | bellows symbolize | peer | peer time | speed-up | peak RSS bellows / peer | \
+         same answers |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mib = |kib: u64| kib as f64 / 1024.0;
     for r in &rows {
         println!(
-            "| {} | {:.0} ms | {} | {:.0} ms | {:.2}x | {} of {} ({:.2}%) |",
+            "| {} | {:.0} ms | {} | {:.0} ms | {:.2}x | {:.0} / {:.0} MiB | {} of {} ({:.2}%) |",
             r.what,
-            r.ours.as_secs_f64() * 1e3,
+            r.ours.time.as_secs_f64() * 1e3,
             r.peer_name,
-            r.peer.as_secs_f64() * 1e3,
-            r.peer.as_secs_f64() / r.ours.as_secs_f64(),
+            r.peer.time.as_secs_f64() * 1e3,
+            r.peer.time.as_secs_f64() / r.ours.time.as_secs_f64(),
+            mib(r.ours.peak_kib),
+            mib(r.peer.peak_kib),
             r.agree,
             r.total,
             100.0 * r.agree as f64 / r.total as f64
@@ -490,4 +659,38 @@ pub fn symbolize(root: &Path) -> Result<()> {
 
 fn file_mb(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len() >> 20).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blazecli_output_becomes_frames_innermost_first() {
+        let text = "\
+0x0000000000cdccf4: regex::AhoCorasick::new @ 0xcdcb60+0x194 /src/aho_corasick.rs:69:18
+                  aho_corasick::AhoCorasickBuilder::build @ /src/ahocorasick.rs:2203:22 [inlined]
+                  <alloc::sync::Arc<T>>::new @ /rustc/library/alloc/src/sync.rs:422:34 [inlined]
+0x00000000006e3e40: core::error::Error::cause @ 0x6e3e40+0x0 /rustc/core/src/error.rs:149:6
+0x000000000045bef5: __FRAME_END__ @ 0x311400+0x14aaf5
+0x00000000005f0468: <no-symbol>
+0x0000000000cd8872: regex::AhoCorasick::new @ 0xcd8680+0x1f2 /src/aho_corasick.rs
+";
+        let frames = parse_blazecli(text);
+        let f = |name: &str, pos: &str| (name.to_string(), pos.to_string());
+        assert_eq!(
+            frames,
+            vec![
+                vec![
+                    f("<alloc::sync::Arc<T>>::new", "/rustc/library/alloc/src/sync.rs:422"),
+                    f("aho_corasick::AhoCorasickBuilder::build", "/src/ahocorasick.rs:2203"),
+                    f("regex::AhoCorasick::new", "/src/aho_corasick.rs:69"),
+                ],
+                vec![f("core::error::Error::cause", "/rustc/core/src/error.rs:149")],
+                vec![f("__FRAME_END__", "??:0")],
+                vec![f("??", "??:0")],
+                vec![f("regex::AhoCorasick::new", "??:0")],
+            ]
+        );
+    }
 }
