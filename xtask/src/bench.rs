@@ -617,7 +617,9 @@ pub fn symbolize(root: &Path) -> Result<()> {
         same_frames,
     )?);
     let blazecli = blazecli(root)?;
-    rows.push(against_blazecli(&bellows, &blazecli, what, &bellows, &addrs)?);
+    rows.push(against_blazecli(
+        &bellows, &blazecli, what, &bellows, &addrs,
+    )?);
 
     println!(
         "\n{ADDRESSES} random addresses (over all of .text for stripped binaries), whole \
@@ -682,11 +684,20 @@ mod tests {
             frames,
             vec![
                 vec![
-                    f("<alloc::sync::Arc<T>>::new", "/rustc/library/alloc/src/sync.rs:422"),
-                    f("aho_corasick::AhoCorasickBuilder::build", "/src/ahocorasick.rs:2203"),
+                    f(
+                        "<alloc::sync::Arc<T>>::new",
+                        "/rustc/library/alloc/src/sync.rs:422"
+                    ),
+                    f(
+                        "aho_corasick::AhoCorasickBuilder::build",
+                        "/src/ahocorasick.rs:2203"
+                    ),
                     f("regex::AhoCorasick::new", "/src/aho_corasick.rs:69"),
                 ],
-                vec![f("core::error::Error::cause", "/rustc/core/src/error.rs:149")],
+                vec![f(
+                    "core::error::Error::cause",
+                    "/rustc/core/src/error.rs:149"
+                )],
                 vec![f("__FRAME_END__", "??:0")],
                 vec![f("??", "??:0")],
                 vec![f("regex::AhoCorasick::new", "??:0")],
