@@ -34,12 +34,10 @@ type DwarfReader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 struct Dwarf {
     /// Declared first, so dropped first: it borrows from the two fields below.
     context: Mutex<addr2line::Context<DwarfReader>>,
-    /// Bytes of sections decompressed onto the heap (plain sections stay in the map).
-    decompressed_bytes: usize,
     /// The file, which plainly stored sections are windows on.
     _map: Arc<Mmap>,
-    /// Sections that had to be decompressed.
-    _decompressed: Vec<Box<[u8]>>,
+    /// Sections that had to be decompressed onto the heap.
+    decompressed: Vec<Box<[u8]>>,
 }
 
 /// Where a file's DWARF stands: not tried yet (or released), loaded, or unusable (absent,
@@ -176,7 +174,8 @@ impl DwarfState {
 
     /// Heap bytes of sections decompressed for the loaded context.
     pub(super) fn decompressed_bytes(&self) -> usize {
-        self.loaded().map_or(0, |d| d.decompressed_bytes)
+        self.loaded()
+            .map_or(0, |d| d.decompressed.iter().map(|b| b.len()).sum())
     }
 
     /// True once a lookup needed DWARF that was refused for its size.
@@ -258,9 +257,8 @@ impl DwarfState {
         let context = addr2line::Context::from_dwarf(dwarf).ok()?;
         Some(Dwarf {
             context: Mutex::new(context),
-            decompressed_bytes: decompressed.iter().map(|b| b.len()).sum(),
             _map: Arc::clone(&self.map),
-            _decompressed: decompressed,
+            decompressed,
         })
     }
 
