@@ -383,6 +383,48 @@ fn against_addr2line(
     })
 }
 
+/// A peer that prints every frame of an answer, inlined ones included.
+struct FramedPeer<'a> {
+    name: String,
+    /// The command without its addresses.
+    command: &'a dyn Fn() -> Command,
+    input: Input,
+    /// Its output as frame lists, innermost first.
+    parse: fn(&str) -> Vec<Vec<Frame>>,
+    /// Whether its answer and ours agree.
+    same: fn(&[Frame], &[Frame]) -> bool,
+}
+
+/// bellows and a peer that prints every frame, timed on the same addresses, every answer
+/// compared.
+fn against_framed(
+    bellows: &Path,
+    peer: FramedPeer,
+    what: String,
+    binary: &Path,
+    addrs: &[u64],
+) -> Result<Row> {
+    let ours = time_bellows(bellows, binary, addrs)?;
+    let timed = time_runs(peer.command, peer.input, addrs)?;
+    let (a, b) = (parse_frames(&ours.out), (peer.parse)(&timed.out));
+    ensure!(
+        a.len() == b.len(),
+        "answer counts differ: bellows {} {} {}",
+        a.len(),
+        peer.name,
+        b.len()
+    );
+    let agree = a.iter().zip(&b).filter(|(x, y)| (peer.same)(x, y)).count();
+    Ok(Row {
+        what,
+        ours,
+        peer_name: peer.name,
+        peer: timed,
+        agree,
+        total: addrs.len(),
+    })
+}
+
 /// A binary with DWARF against `llvm-symbolizer --inlining`, every frame compared.
 fn against_llvm(
     bellows: &Path,
@@ -392,34 +434,20 @@ fn against_llvm(
     addrs: &[u64],
     same: fn(&[Frame], &[Frame]) -> bool,
 ) -> Result<Row> {
-    let ours = time_bellows(bellows, binary, addrs)?;
-    let peer = time_runs(
-        || {
-            let mut c = Command::new(llvm);
-            c.arg(format!("--obj={}", binary.display()))
-                .arg("--inlining");
-            c
-        },
-        Input::Stdin,
-        addrs,
-    )?;
-    let (a, b) = (parse_frames(&ours.out), parse_frames(&peer.out));
-    if a.len() != b.len() {
-        bail!(
-            "answer counts differ: bellows {} llvm-symbolizer {}",
-            a.len(),
-            b.len()
-        );
-    }
-    let agree = a.iter().zip(&b).filter(|(x, y)| same(x, y)).count();
-    Ok(Row {
-        what,
-        ours,
-        peer_name: format!("llvm-symbolizer --inlining ({llvm_version})"),
-        peer,
-        agree,
-        total: addrs.len(),
-    })
+    let command = || {
+        let mut c = Command::new(llvm);
+        c.arg(format!("--obj={}", binary.display()))
+            .arg("--inlining");
+        c
+    };
+    let peer = FramedPeer {
+        name: format!("llvm-symbolizer --inlining ({llvm_version})"),
+        command: &command,
+        input: Input::Stdin,
+        parse: parse_frames,
+        same,
+    };
+    against_framed(bellows, peer, what, binary, addrs)
 }
 
 /// The blazesym release the native DWARF row is measured against.
@@ -490,9 +518,7 @@ fn parse_blazecli(text: &str) -> Vec<Vec<Frame>> {
     out
 }
 
-/// A binary with DWARF against blazecli: every frame's position compared, and its function,
-/// written the same way but for blazesym's angle brackets around a type's path
-/// (`<alloc::string::String>::push` for `alloc::string::String::push`).
+/// A binary with DWARF against blazecli, every frame compared.
 fn against_blazecli(
     bellows: &Path,
     blazecli: &Path,
@@ -500,43 +526,31 @@ fn against_blazecli(
     binary: &Path,
     addrs: &[u64],
 ) -> Result<Row> {
-    let ours = time_bellows(bellows, binary, addrs)?;
-    let peer = time_runs(
-        || {
-            let mut c = Command::new(blazecli);
-            c.args(["symbolize", "elf", "--path"]).arg(binary);
-            c
-        },
-        Input::Args,
-        addrs,
-    )?;
-    let (a, b) = (parse_frames(&ours.out), parse_blazecli(&peer.out));
-    ensure!(
-        a.len() == b.len(),
-        "answer counts differ: bellows {} blazecli {}",
-        a.len(),
-        b.len()
-    );
+    let command = || {
+        let mut c = Command::new(blazecli);
+        c.args(["symbolize", "elf", "--path"]).arg(binary);
+        c
+    };
+    let peer = FramedPeer {
+        name: format!("blazecli {BLAZECLI_VERSION} (blazesym)"),
+        command: &command,
+        input: Input::Args,
+        parse: parse_blazecli,
+        same: same_blazecli_frames,
+    };
+    against_framed(bellows, peer, what, binary, addrs)
+}
+
+/// Every frame's position agrees, and its function, written the same way but for blazesym's
+/// angle brackets around a type's path (`<alloc::string::String>::push` for
+/// `alloc::string::String::push`).
+fn same_blazecli_frames(ours: &[Frame], peer: &[Frame]) -> bool {
     let plain = |name: &str| name.replace(['<', '>'], "");
     let no_line = |pos: &str| pos.ends_with(":0");
-    let agree = a
-        .iter()
-        .zip(&b)
-        .filter(|(x, y)| {
-            x.len() == y.len()
-                && x.iter().zip(y.iter()).all(|(o, p)| {
-                    plain(&o.0) == plain(&p.0) && (o.1 == p.1 || no_line(&o.1) && no_line(&p.1))
-                })
+    ours.len() == peer.len()
+        && ours.iter().zip(peer).all(|(o, p)| {
+            plain(&o.0) == plain(&p.0) && (o.1 == p.1 || no_line(&o.1) && no_line(&p.1))
         })
-        .count();
-    Ok(Row {
-        what,
-        ours,
-        peer_name: format!("blazecli {BLAZECLI_VERSION} (blazesym)"),
-        peer,
-        agree,
-        total: addrs.len(),
-    })
 }
 
 /// Go table frames against Go DWARF as llvm-symbolizer reads it, allowing for what the two
