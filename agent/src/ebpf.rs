@@ -424,8 +424,10 @@ impl Sampler {
                 })
             }
         };
+        let rows_mapped = map_rows(&rows, self.unwind_rows);
         Ok(Some(UnwindMaps {
             rows,
+            rows_mapped,
             row_capacity: self.unwind_rows,
             pages: BpfHashMap::try_from(pages).map_err(map_err(maps::UNWIND_PAGES))?,
             processes: BpfHashMap::try_from(processes).map_err(map_err(maps::PROCESS_MAPPINGS))?,
@@ -731,11 +733,33 @@ impl Sampler {
     }
 }
 
+/// The row array mapped into our memory (the map is created `BPF_F_MMAPABLE`); None when the
+/// kernel refuses the mapping, and rows are written through the syscall.
+fn map_rows(rows: &MapData, capacity: u32) -> Option<memmap2::MmapMut> {
+    use std::os::fd::{AsFd, AsRawFd};
+    const _: () = assert!(
+        std::mem::size_of::<Row>() == 8,
+        "array values are 8-byte strided"
+    );
+    let bytes = capacity as usize * std::mem::size_of::<Row>();
+    let fd = rows.fd().as_fd().as_raw_fd();
+    // SAFETY: the map's memory is plain rows; only this process writes it, and the kernel reads
+    // rows only once a page entry (inserted after the copy, by syscall) points at them.
+    match unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(fd) } {
+        Ok(mapped) => Some(mapped),
+        Err(err) => {
+            tracing::debug!("cannot map the unwind row array, writing it by syscall: {err}");
+            None
+        }
+    }
+}
+
 /// The unwind maps, owned by whoever loads tables (see [`crate::unwind`]).
 pub struct UnwindMaps {
-    /// Written in batches by [`Self::write_rows`], through the syscall itself (aya has no batch
-    /// updates).
+    /// Written by [`Self::write_rows`]: through `rows_mapped` where the kernel maps the array,
+    /// else in batches through the syscall itself (aya has no batch updates).
     rows: MapData,
+    rows_mapped: Option<memmap2::MmapMut>,
     row_capacity: u32,
     pages: BpfHashMap<MapData, PageKey, PageRows>,
     processes: BpfHashMap<MapData, u32, ProcessMappings>,
@@ -756,9 +780,10 @@ impl UnwindMaps {
         self.row_capacity
     }
 
-    /// Writes `rows` at `first..first + rows.len()`: in batches of up to 64 Ki rows
-    /// (`BPF_MAP_UPDATE_BATCH`, Linux 5.6+), row by row where the kernel has no batches. One
-    /// syscall per row costs about 90 ms for a Go binary's 17,000 rows.
+    /// Writes `rows` at `first..first + rows.len()`: one copy into the mapped array; without
+    /// it, in batches of up to 64 Ki rows (`BPF_MAP_UPDATE_BATCH`, Linux 5.6+), row by row
+    /// where the kernel has no batches. One syscall per row costs about 90 ms for a Go binary's
+    /// 17,000 rows.
     pub fn write_rows(&mut self, first: u32, rows: &[Row]) -> Result<(), UnwindMapError> {
         use std::os::fd::{AsFd, AsRawFd};
         let fd = self.rows.fd().as_fd().as_raw_fd();
@@ -775,6 +800,16 @@ impl UnwindMaps {
             .filter(|&end| end <= self.row_capacity);
         if end.is_none() {
             return Err(err(std::io::Error::from_raw_os_error(libc::E2BIG)));
+        }
+        if let Some(mapped) = &mut self.rows_mapped {
+            let size = std::mem::size_of::<Row>();
+            // SAFETY: `Row` is plain `repr(C)` data without padding.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(rows.as_ptr().cast::<u8>(), std::mem::size_of_val(rows))
+            };
+            let at = first as usize * size;
+            mapped[at..at + bytes.len()].copy_from_slice(bytes);
+            return Ok(());
         }
         for (chunk_index, chunk) in rows.chunks(1 << 16).enumerate() {
             let base = first + (chunk_index as u32) * (1 << 16);
