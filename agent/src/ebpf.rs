@@ -786,7 +786,6 @@ impl UnwindMaps {
     /// 17,000 rows.
     pub fn write_rows(&mut self, first: u32, rows: &[Row]) -> Result<(), UnwindMapError> {
         use std::os::fd::{AsFd, AsRawFd};
-        let fd = self.rows.fd().as_fd().as_raw_fd();
         let err = |e: std::io::Error| UnwindMapError {
             name: maps::UNWIND_ROWS,
             source: MapError::SyscallError(aya::sys::SyscallError {
@@ -802,15 +801,15 @@ impl UnwindMaps {
             return Err(err(std::io::Error::from_raw_os_error(libc::E2BIG)));
         }
         if let Some(mapped) = &mut self.rows_mapped {
-            let size = std::mem::size_of::<Row>();
             // SAFETY: `Row` is plain `repr(C)` data without padding.
             let bytes = unsafe {
                 std::slice::from_raw_parts(rows.as_ptr().cast::<u8>(), std::mem::size_of_val(rows))
             };
-            let at = first as usize * size;
+            let at = first as usize * std::mem::size_of::<Row>();
             mapped[at..at + bytes.len()].copy_from_slice(bytes);
             return Ok(());
         }
+        let fd = self.rows.fd().as_fd().as_raw_fd();
         for (chunk_index, chunk) in rows.chunks(1 << 16).enumerate() {
             let base = first + (chunk_index as u32) * (1 << 16);
             let keys: Vec<u32> = (base..base + chunk.len() as u32).collect();

@@ -443,15 +443,16 @@ impl LoaderState {
         if !self.files.contains_key(&key) {
             let started = Instant::now();
             let loaded = self.load_file(file);
+            let elapsed = started.elapsed();
             tracing::debug!(
                 inode = key.1,
                 size = key.2,
                 file_id = loaded.as_ref().map(|l| l.file_id),
-                elapsed_us = started.elapsed().as_micros() as u64,
+                elapsed_us = elapsed.as_micros() as u64,
                 "unwind table built"
             );
             self.files.insert(key, loaded);
-            self.stats.build_time += started.elapsed();
+            self.stats.build_time += elapsed;
         }
     }
 
