@@ -22,6 +22,7 @@ pub mod process;
 pub mod unwind;
 
 mod cache;
+mod parallel;
 mod source;
 
 pub use cache::{own_vdso_image, FileIdentity, MemoryUse, Symbolizer};

@@ -248,7 +248,9 @@ mod tests {
         assert!(answers[0][0].frames().iter().any(|f| f.line.is_some()));
         let m = s.memory();
         assert_eq!(m.dwarf_reloads, 0, "each binary's DWARF built once");
-        assert!(m.dwarf <= a.resolver(0).unwrap().dwarf_size(), "{m:?}");
+        let loaded = [&a, &b].map(|p| p.resolver(0).unwrap().dwarf_bytes());
+        assert!(loaded.contains(&0), "both loaded: {loaded:?}");
+        assert_eq!(m.dwarf, loaded[0] + loaded[1], "{m:?}");
         assert!(m.dwarf_released >= 1);
     }
 }

@@ -1,5 +1,5 @@
-//! DWARF of one file and its lifecycle: sized at open, the addr2line context built at the first
-//! lookup that needs it, released under memory pressure (least recently used first, by
+//! DWARF of one file and its lifecycle: sized at open, its index ([`super::dwarf_index`]) built
+//! at the first lookup that needs it, released under memory pressure (least recently used first, by
 //! [`crate::Symbolizer`]) and built again when needed again.
 
 use std::{
@@ -15,7 +15,7 @@ use object::{CompressedFileRange, Object, ObjectSection};
 
 use crate::Frame;
 
-use super::symbols::demangle;
+use super::{dwarf_index::DwarfIndex, symbols::demangle};
 
 /// Most DWARF bytes (decompressed) loaded per file; larger debug info is not used.
 pub(super) const MAX_DWARF_BYTES: u64 = 1 << 30;
@@ -23,17 +23,16 @@ pub(super) const MAX_DWARF_BYTES: u64 = 1 << 30;
 /// Deepest inlining reported for one address.
 const MAX_INLINE_FRAMES: usize = 64;
 
+/// DWARF of one file, indexed on first use. The index builds each unit's tables the first time
+/// an address falls in it, and can be shared between threads.
+///
 /// gimli reads the sections through plain slices: a reader that owns its bytes (an `Arc` per
-/// clone) costs an atomic count on every one of the many copies the line and DIE parsers make.
-/// The slices are made `'static` here and kept valid by [`Dwarf`], which owns what they point
-/// into.
-type DwarfReader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
-
-/// DWARF of one file, parsed on first use. addr2line's context memoises per unit and function
-/// as it is asked; the mutex lets a resolver be shared between threads.
+/// clone) costs an atomic count on every one of the many copies the line and entry parsers
+/// make. The slices are made `'static` here and kept valid by this struct, which owns what they
+/// point into.
 struct Dwarf {
     /// Declared first, so dropped first: it borrows from the two fields below.
-    context: Mutex<addr2line::Context<DwarfReader>>,
+    index: DwarfIndex,
     /// The file, which plainly stored sections are windows on.
     _map: Arc<Mmap>,
     /// Sections that had to be decompressed onto the heap.
@@ -167,9 +166,11 @@ impl DwarfState {
         self.slot.lock().ok()?.loaded.clone()
     }
 
-    /// Bytes of the sections behind the loaded context; 0 when none is loaded.
+    /// Bytes of the sections behind the loaded index and of the index itself (it grows as
+    /// units are built); 0 when none is loaded.
     pub(super) fn loaded_bytes(&self) -> usize {
-        self.loaded().map_or(0, |_| self.size)
+        self.loaded()
+            .map_or(0, |d| self.size + d.index.heap_bytes())
     }
 
     /// Heap bytes of sections decompressed for the loaded context.
@@ -198,8 +199,9 @@ impl DwarfState {
         let dwarf = slot.loaded.take()?;
         slot.tried = false;
         drop(slot);
+        let bytes = self.size + dwarf.index.heap_bytes();
         drop(dwarf);
-        Some(self.size)
+        Some(bytes)
     }
 
     /// The context, built on first use (or first use since a release).
@@ -225,7 +227,15 @@ impl DwarfState {
         Some(dwarf)
     }
 
-    /// Builds an addr2line context over the DWARF sections (plain ones read in place from the
+    /// Loads the DWARF if needed, and builds the index's tables for `vas` ahead of their
+    /// lookups, on several threads (see [`DwarfIndex::prepare`]).
+    pub(super) fn prepare(&self, vas: &[u64]) {
+        if let Some(dwarf) = self.context() {
+            dwarf.index.prepare(vas);
+        }
+    }
+
+    /// Indexes the DWARF sections (plain ones read in place from the
     /// map, compressed ones decompressed onto the heap); None when they are damaged.
     fn load(&self) -> Option<Dwarf> {
         let data: &[u8] = &self.map;
@@ -254,9 +264,9 @@ impl DwarfState {
                 unsafe { std::slice::from_raw_parts(section.as_ptr(), section.len()) };
             gimli::EndianSlice::new(section, self.endian)
         });
-        let context = addr2line::Context::from_dwarf(dwarf).ok()?;
+        let index = DwarfIndex::new(dwarf).ok()?;
         Some(Dwarf {
-            context: Mutex::new(context),
+            index,
             _map: Arc::clone(&self.map),
             decompressed,
         })
@@ -270,36 +280,29 @@ impl DwarfState {
         symbol: impl Fn() -> Option<String>,
     ) -> Option<Vec<Frame>> {
         let dwarf = self.context()?;
-        let context = dwarf.context.lock().ok()?;
-        let mut iter = context.find_frames(va).skip_all_loads().ok()?;
-        let mut frames = Vec::new();
-        while let Ok(Some(frame)) = iter.next() {
-            let name = frame
-                .function
-                .as_ref()
-                .and_then(|f| f.raw_name().ok())
-                .map(|n| demangle(n.as_ref()))
-                .or_else(&symbol);
-            let Some(function) = name else { break };
-            let (file, line) = frame
-                .location
-                .map(|l| (l.file.map(str::to_string), l.line))
-                .unwrap_or_default();
-            frames.push(Frame {
+        let frames = dwarf.index.frames(va, MAX_INLINE_FRAMES)?;
+        let mut out = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let Some(function) = frame.name.map(demangle_bytes).or_else(&symbol) else {
+                break;
+            };
+            out.push(Frame {
                 function,
-                file,
-                line,
+                file: frame.file,
+                line: frame.line,
                 inlined: true,
                 start_line: None,
             });
-            if frames.len() >= MAX_INLINE_FRAMES {
-                break;
-            }
         }
-        let last = frames.last_mut()?;
+        let last = out.last_mut()?;
         last.inlined = false;
-        Some(frames)
+        Some(out)
     }
+}
+
+/// A DWARF name, demangled; bytes that are not UTF-8 are replaced.
+fn demangle_bytes(name: &[u8]) -> String {
+    demangle(&String::from_utf8_lossy(name))
 }
 
 /// Bytes of an object's DWARF sections as they will be in memory: a compressed section's header

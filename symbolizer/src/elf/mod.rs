@@ -8,6 +8,7 @@
 
 mod debug_file;
 mod dwarf;
+mod dwarf_index;
 mod symbols;
 
 use std::{
@@ -187,7 +188,7 @@ impl ElfResolver {
     }
 
     /// Heap bytes used by the indexes: symbols, segments, decompressed MiniDebugInfo and DWARF
-    /// sections (once loaded). addr2line's own memoised units are not counted.
+    /// sections (once loaded). The DWARF index is counted in [`Self::dwarf_bytes`].
     pub fn index_bytes(&self) -> usize {
         self.symbols.heap_bytes()
             + self.loads.capacity() * std::mem::size_of::<Load>()
@@ -195,8 +196,9 @@ impl ElfResolver {
             + self.dwarf.decompressed_bytes()
     }
 
-    /// Bytes of DWARF sections behind the loaded DWARF context (decompressed or mapped); 0
-    /// when none is loaded. What [`crate::Symbolizer::set_dwarf_budget`] bounds.
+    /// Bytes of DWARF sections behind the loaded DWARF index (decompressed or mapped) and of
+    /// the index's tables; 0 when none is loaded. What [`crate::Symbolizer::set_dwarf_budget`]
+    /// bounds.
     pub fn dwarf_bytes(&self) -> usize {
         self.dwarf.loaded_bytes()
     }
@@ -218,7 +220,7 @@ impl ElfResolver {
         self.dwarf.loads()
     }
 
-    /// Drops the DWARF context and every unit addr2line parsed into it, and lets the kernel
+    /// Drops the DWARF index and every unit table built into it, and lets the kernel
     /// reclaim the file's pages from this process; the next lookup that needs DWARF builds it
     /// again. Returns the [`Self::dwarf_bytes`] released.
     pub fn release_dwarf(&self) -> usize {
@@ -291,9 +293,31 @@ impl ElfResolver {
         }
     }
 
-    /// [`Self::symbolize`] for many addresses.
+    /// [`Self::symbolize`] for many addresses, answered in order. They are looked up in address
+    /// order, on several threads, once the DWARF tables they need are built (on several threads
+    /// too): the same answers, sooner.
     pub fn symbolize_batch(&self, vas: &[u64]) -> Vec<Symbolized> {
-        vas.iter().map(|&va| self.symbolize(va)).collect()
+        let mut order: Vec<(u64, usize)> = vas.iter().copied().zip(0..).collect();
+        order.sort_unstable();
+        // A Go binary's addresses are answered by its Go table.
+        if self.go.is_none() && self.dwarf.present() && !vas.is_empty() {
+            let sorted: Vec<u64> = order.iter().map(|&(va, _)| va).collect();
+            self.dwarf.prepare(&sorted);
+        }
+        let pieces: Vec<&[(u64, usize)]> = order.chunks(BATCH_PIECE).collect();
+        let answered = crate::parallel::map(&pieces, |piece| {
+            piece
+                .iter()
+                .map(|&(va, _)| self.symbolize(va))
+                .collect::<Vec<_>>()
+        });
+        let mut answers = vec![Symbolized::Unknown(Reason::NoFunction); vas.len()];
+        for (piece, piece_answers) in pieces.into_iter().zip(answered) {
+            for (&(_, i), answer) in piece.iter().zip(piece_answers) {
+                answers[i] = answer;
+            }
+        }
+        answers
     }
 
     /// Uses DWARF only when its sections take at most `bytes` (default 1 GiB): a bound on the
@@ -329,6 +353,10 @@ impl ElfResolver {
         self.symbols.name_at(va, names)
     }
 }
+
+/// Addresses of a batch that one thread answers in a row (see
+/// [`ElfResolver::symbolize_batch`]).
+const BATCH_PIECE: usize = 256;
 
 /// Maps an opened file.
 pub(crate) fn map_file(file: &File, display: &str) -> Result<Arc<Mmap>> {

@@ -1,0 +1,1148 @@
+//! Our own index of a file's DWARF. Opening it lists the compilation units and their address
+//! ranges, reading no more of each than its root entry. A unit is read and its tables built
+//! (address-sorted function ranges, inlined-call ranges and line rows, in one pass over its
+//! entries) the first time an address falls in it; a profile needs few of a large binary's
+//! units. Names, call sites and file names are read only for the frames of an answer.
+//!
+//! The answers are those of `addr2line` (the tests compare both on real binaries): the same unit
+//! order, the same choice between identical ranges, the same naming rules. What differs is the
+//! work done for them: one walk of a unit's entries instead of one for its function list and one
+//! more per function asked for, no unit read that no address needs, no name chased for an
+//! inlined call that is never in an answer, and no file name rendered for a file that never is.
+//! Units can be built on several threads at once.
+
+use std::{
+    cmp::Ordering,
+    sync::{
+        atomic::{self, AtomicUsize},
+        OnceLock,
+    },
+};
+
+use gimli::AttributeValue;
+
+/// gimli reads the sections through plain slices made `'static` by their owner (see
+/// [`super::dwarf`]).
+pub(super) type DwarfReader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+
+/// How far a chain of `DW_AT_abstract_origin` / `DW_AT_specification` is followed for a name.
+const NAME_DEPTH: usize = 16;
+
+/// Deepest nesting of entries walked in one unit; deeper entries are skipped.
+const MAX_DEPTH: usize = 1024;
+
+/// An address range, end excluded.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    begin: u64,
+    end: u64,
+}
+
+/// The name of a function as its entry gives it, resolved when it is part of an answer.
+#[derive(Debug, Clone, Copy, Default)]
+enum Name {
+    #[default]
+    None,
+    /// The linkage name, else the plain name.
+    Str(&'static [u8]),
+    /// The name of another entry (an abstract origin or specification), by `.debug_info`
+    /// offset; `fallback` is a plain name seen after the reference, used if it names nothing.
+    Ref {
+        offset: usize,
+        fallback: Option<&'static [u8]>,
+    },
+}
+
+/// A function's address range, pointing at the function.
+#[derive(Debug, Clone, Copy)]
+struct FuncRange {
+    span: Span,
+    func: u32,
+}
+
+/// A physical function (`DW_TAG_subprogram` with code).
+#[derive(Debug, Clone, Copy)]
+struct Function {
+    /// Its entry (unit offset), read again for its name when it is part of an answer.
+    entry: u32,
+    /// Its inlined calls' ranges: `inline_ranges[inlines.0..inlines.1]`, sorted by depth then
+    /// start.
+    inlines: (u32, u32),
+}
+
+/// What an answer reads of a function's or an inlined call's entry.
+#[derive(Debug, Default)]
+struct EntryInfo {
+    name: Name,
+    /// For an inlined call: the caller's file (an index of the unit's line table) and line.
+    call_file: Option<u64>,
+    call_line: u32,
+}
+
+/// An inlined call's range at its depth (0 for a call inlined straight into the function).
+#[derive(Debug, Clone, Copy)]
+struct InlineRange {
+    span: Span,
+    depth: u32,
+    /// The `DW_TAG_inlined_subroutine` entry (unit offset), read again for its name and call
+    /// site when it is part of an answer.
+    entry: u32,
+}
+
+/// A line-table row: from `address` up to the next row (or its sequence's end).
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    address: u64,
+    file: u32,
+    line: u32,
+}
+
+/// A contiguous run of rows: `rows[rows.0..rows.1]`.
+#[derive(Debug, Clone, Copy)]
+struct Sequence {
+    span: Span,
+    rows: (u32, u32),
+}
+
+/// What one unit holds for lookups, built on first use.
+#[derive(Debug, Default)]
+struct Parsed {
+    /// Sorted by start.
+    func_ranges: Vec<FuncRange>,
+    functions: Vec<Function>,
+    inline_ranges: Vec<InlineRange>,
+    /// Sorted by start.
+    sequences: Vec<Sequence>,
+    rows: Vec<Row>,
+    /// File names by line-table index, rendered when first answered.
+    files: Vec<OnceLock<Option<String>>>,
+}
+
+/// A compilation unit: its header, and once needed, the unit (abbreviations, line-table header)
+/// and its lookup tables. Most units of a large binary are never needed by a profile.
+struct IndexedUnit {
+    /// Its place in [`DwarfIndex::units`].
+    id: usize,
+    /// Its `.debug_info` offset.
+    offset: usize,
+    header: gimli::UnitHeader<DwarfReader>,
+    unit: OnceLock<Option<gimli::Unit<DwarfReader>>>,
+    parsed: OnceLock<Option<Parsed>>,
+}
+
+/// A unit's address range; `min_begin` is the least start of this and every later range (in
+/// end order), which bounds the scan for the units holding an address.
+#[derive(Debug, Clone, Copy)]
+struct UnitRange {
+    span: Span,
+    unit: usize,
+    min_begin: u64,
+}
+
+/// One frame of an answer, innermost first: function name (raw, not demangled) and location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawFrame {
+    pub name: Option<&'static [u8]>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// The index of one file's DWARF.
+pub(super) struct DwarfIndex {
+    dwarf: gimli::Dwarf<DwarfReader>,
+    /// Sorted by offset.
+    units: Vec<IndexedUnit>,
+    /// Sorted by end.
+    ranges: Vec<UnitRange>,
+    /// Heap bytes of the unit tables built so far.
+    built_bytes: AtomicUsize,
+}
+
+/// The ranges of an entry, from its attributes.
+#[derive(Default)]
+struct RangeAttrs {
+    low_pc: Option<u64>,
+    high_pc: Option<u64>,
+    size: Option<u64>,
+    ranges: Option<gimli::RangeListsOffset<usize>>,
+}
+
+impl RangeAttrs {
+    /// Takes the attribute if it is one of the range attributes; true when it was.
+    fn take(
+        &mut self,
+        unit: gimli::UnitRef<'_, DwarfReader>,
+        attr: &gimli::Attribute<DwarfReader>,
+    ) -> gimli::Result<bool> {
+        match attr.name() {
+            gimli::DW_AT_low_pc => match attr.value() {
+                AttributeValue::Addr(a) => self.low_pc = Some(a),
+                AttributeValue::DebugAddrIndex(i) => self.low_pc = Some(unit.address(i)?),
+                _ => {}
+            },
+            gimli::DW_AT_high_pc => match attr.value() {
+                AttributeValue::Addr(a) => self.high_pc = Some(a),
+                AttributeValue::DebugAddrIndex(i) => self.high_pc = Some(unit.address(i)?),
+                AttributeValue::Udata(n) => self.size = Some(n),
+                _ => {}
+            },
+            gimli::DW_AT_ranges => self.ranges = unit.attr_ranges_offset(attr.value())?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Reads an entry's attributes, keeping its ranges.
+    fn read(
+        unit: gimli::UnitRef<'_, DwarfReader>,
+        entries: &mut gimli::EntriesRaw<'_, DwarfReader>,
+        abbrev: &gimli::Abbreviation,
+    ) -> gimli::Result<Self> {
+        let mut attrs = RangeAttrs::default();
+        for spec in abbrev.attributes() {
+            let attr = entries.read_attribute(*spec)?;
+            attrs.take(unit, &attr)?;
+        }
+        Ok(attrs)
+    }
+
+    /// Calls `f` for every non-empty range; true when there was one.
+    fn each(
+        &self,
+        unit: gimli::UnitRef<'_, DwarfReader>,
+        mut f: impl FnMut(Span),
+    ) -> gimli::Result<bool> {
+        let mut any = false;
+        let mut add = |begin: u64, end: u64| {
+            if begin < end {
+                f(Span { begin, end });
+                any = true;
+            }
+        };
+        if let Some(offset) = self.ranges {
+            let mut list = unit.ranges(offset)?;
+            while let Some(r) = list.next()? {
+                add(r.begin, r.end);
+            }
+        } else if let (Some(begin), Some(end)) = (self.low_pc, self.high_pc) {
+            add(begin, end);
+        } else if let (Some(begin), Some(size)) = (self.low_pc, self.size) {
+            // A -1 tombstone wraps to below its start and is dropped.
+            add(begin, begin.wrapping_add(size));
+        }
+        Ok(any)
+    }
+}
+
+/// Takes a naming attribute into `name`: a linkage name wins, else the first of a plain name
+/// and a reference.
+fn take_name(
+    unit: gimli::UnitRef<'_, DwarfReader>,
+    attr: &gimli::Attribute<DwarfReader>,
+    name: &mut Name,
+    linkage: &mut bool,
+) {
+    match attr.name() {
+        gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+            if let Ok(s) = unit.attr_string(attr.value()) {
+                *name = Name::Str(s.slice());
+                *linkage = true;
+            }
+        }
+        gimli::DW_AT_name if !*linkage => match name {
+            Name::None => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    *name = Name::Str(s.slice());
+                }
+            }
+            Name::Ref { fallback, .. } if fallback.is_none() => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    *fallback = Some(s.slice());
+                }
+            }
+            _ => {}
+        },
+        gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if !*linkage => {
+            if let (Name::None, Some(offset)) = (*name, die_offset(unit, attr.value())) {
+                *name = Name::Ref {
+                    offset,
+                    fallback: None,
+                };
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The `.debug_info` offset a reference attribute points at.
+fn die_offset(
+    unit: gimli::UnitRef<'_, DwarfReader>,
+    value: AttributeValue<DwarfReader>,
+) -> Option<usize> {
+    match value {
+        AttributeValue::UnitRef(o) => o.to_debug_info_offset(&unit.header).map(|o| o.0),
+        AttributeValue::DebugInfoRef(o) => Some(o.0),
+        _ => None,
+    }
+}
+
+/// A unit as [`DwarfIndex::new`] lists it, and its address ranges.
+type ListedUnit = (IndexedUnit, Vec<Span>);
+
+impl DwarfIndex {
+    /// Lists the units and their ranges; nothing inside a unit is read yet. Units are listed
+    /// on several threads when there are many.
+    pub(super) fn new(dwarf: gimli::Dwarf<DwarfReader>) -> gimli::Result<Self> {
+        let mut aranges = Vec::new();
+        let mut headers = dwarf.debug_aranges.headers();
+        while let Some(header) = headers.next()? {
+            aranges.push((header.debug_info_offset().0, header.offset()));
+        }
+        aranges.sort_unstable_by_key(|a| a.0);
+
+        let mut headers = Vec::new();
+        let mut iter = dwarf.units();
+        while let Some(header) = iter.next()? {
+            headers.push(header);
+        }
+        let listed = crate::parallel::map(&headers, |header| list_unit(&dwarf, &aranges, *header));
+
+        let mut units = Vec::with_capacity(listed.len());
+        let mut ranges = Vec::new();
+        for listed in listed {
+            let Some((indexed, spans)) = listed? else {
+                continue;
+            };
+            let id = units.len();
+            let unit_range = |span| UnitRange {
+                span,
+                unit: id,
+                min_begin: 0,
+            };
+            ranges.extend(spans.into_iter().map(unit_range));
+            units.push(IndexedUnit { id, ..indexed });
+        }
+        ranges.sort_unstable_by_key(|r| (r.span.end, r.unit));
+        let mut min = u64::MAX;
+        for r in ranges.iter_mut().rev() {
+            min = min.min(r.span.begin);
+            r.min_begin = min;
+        }
+        Ok(DwarfIndex {
+            dwarf,
+            units,
+            ranges,
+            built_bytes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Builds, on several threads, the tables of the units that `probes` fall in (the first
+    /// unit tried for each), so that the lookups that follow find them built.
+    pub(super) fn prepare(&self, probes: &[u64]) {
+        let mut todo: Vec<usize> = probes
+            .iter()
+            .filter_map(|&probe| self.units_at(probe).next())
+            .filter(|unit| unit.parsed.get().is_none())
+            .map(|unit| unit.id)
+            .collect();
+        todo.sort_unstable();
+        todo.dedup();
+        crate::parallel::map(&todo, |&id| {
+            self.parsed(&self.units[id]);
+        });
+    }
+
+    /// The units whose ranges hold `probe`, in the order they are tried.
+    fn units_at(&self, probe: u64) -> impl Iterator<Item = &IndexedUnit> + '_ {
+        let first = self.ranges.partition_point(|r| r.span.end <= probe);
+        self.ranges[first..]
+            .iter()
+            .take_while(move |r| probe >= r.min_begin)
+            .filter(move |r| r.span.begin <= probe && probe < r.span.end)
+            .map(|r| &self.units[r.unit])
+    }
+
+    /// Heap bytes of the index: its lists of units and ranges, and the tables of the units
+    /// built so far (gimli's own abbreviations and line-table headers are not counted).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.units.capacity() * std::mem::size_of::<IndexedUnit>()
+            + self.ranges.capacity() * std::mem::size_of::<UnitRange>()
+            + self.built_bytes.load(atomic::Ordering::Relaxed)
+    }
+
+    /// The tables of `unit`, built on first use (and counted in [`Self::heap_bytes`]); None
+    /// when the unit cannot be read.
+    fn parsed<'a>(&'a self, unit: &'a IndexedUnit) -> Option<&'a Parsed> {
+        unit.parsed
+            .get_or_init(|| {
+                let parsed =
+                    Parsed::build(gimli::UnitRef::new(&self.dwarf, unit.unit(&self.dwarf)?))
+                        .ok()?;
+                self.built_bytes
+                    .fetch_add(parsed.heap_bytes(), atomic::Ordering::Relaxed);
+                Some(parsed)
+            })
+            .as_ref()
+    }
+
+    /// Frames for `probe`, innermost first; None when no unit knows it. A frame's name is None
+    /// when DWARF gives none.
+    pub(super) fn frames(&self, probe: u64, max: usize) -> Option<Vec<RawFrame>> {
+        for unit in self.units_at(probe) {
+            let Some(parsed) = self.parsed(unit) else {
+                continue;
+            };
+            let func = parsed.find_function(probe);
+            let row = parsed.find_row(probe);
+            if func.is_none() && row.is_none() {
+                continue;
+            }
+            let mut location = row.map(|r| {
+                (
+                    self.file(unit, parsed, u64::from(r.file)),
+                    (r.line != 0).then_some(r.line),
+                )
+            });
+            let Some(func) = func else {
+                let (file, line) = location.unwrap_or_default();
+                return Some(vec![RawFrame {
+                    name: None,
+                    file,
+                    line,
+                }]);
+            };
+            let mut frames = Vec::new();
+            let chain = parsed.inline_chain(func, probe);
+            for &entry in chain.iter().rev() {
+                let call = self.entry(unit, entry).unwrap_or_default();
+                let (file, line) = location.take().unwrap_or_default();
+                frames.push(RawFrame {
+                    name: self.name(call.name),
+                    file,
+                    line,
+                });
+                location = Some((
+                    call.call_file.and_then(|f| self.file(unit, parsed, f)),
+                    (call.call_line != 0).then_some(call.call_line),
+                ));
+                if frames.len() + 1 >= max {
+                    break;
+                }
+            }
+            let (file, line) = location.take().unwrap_or_default();
+            let function = self
+                .entry(unit, parsed.functions[func].entry)
+                .unwrap_or_default();
+            frames.push(RawFrame {
+                name: self.name(function.name),
+                file,
+                line,
+            });
+            return Some(frames);
+        }
+        None
+    }
+
+    /// What an answer needs of a function's or an inlined call's entry, at unit offset `at`.
+    fn entry(&self, unit: &IndexedUnit, at: u32) -> Option<EntryInfo> {
+        let unit_ref = gimli::UnitRef::new(&self.dwarf, unit.unit(&self.dwarf)?);
+        let mut entries = unit_ref
+            .entries_raw(Some(gimli::UnitOffset(at as usize)))
+            .ok()?;
+        let abbrev = entries.read_abbreviation().ok()??;
+        let mut info = EntryInfo::default();
+        let mut linkage = false;
+        for spec in abbrev.attributes() {
+            let attr = entries.read_attribute(*spec).ok()?;
+            match attr.name() {
+                gimli::DW_AT_call_file => {
+                    // In DWARF 5, file 0 is a real file.
+                    if let AttributeValue::FileIndex(f) = attr.value() {
+                        if f > 0 || unit.header.version() >= 5 {
+                            info.call_file = Some(f);
+                        }
+                    }
+                }
+                gimli::DW_AT_call_line => {
+                    info.call_line = attr.udata_value().unwrap_or(0) as u32;
+                }
+                _ => take_name(unit_ref, &attr, &mut info.name, &mut linkage),
+            }
+        }
+        Some(info)
+    }
+
+    /// The file at line-table index `index` of `unit`, rendered once.
+    fn file(&self, unit: &IndexedUnit, parsed: &Parsed, index: u64) -> Option<String> {
+        let slot = parsed.files.get(usize::try_from(index).ok()?)?;
+        slot.get_or_init(|| {
+            let program = unit.unit(&self.dwarf)?.line_program.as_ref()?;
+            let header = program.header();
+            let unit_ref = gimli::UnitRef::new(&self.dwarf, unit.unit(&self.dwarf)?);
+            match header.file(index) {
+                Some(file) => render_file(unit_ref, file, header).ok(),
+                // DWARF 4 and older may have no file 0.
+                None if index == 0 => Some(String::new()),
+                None => None,
+            }
+        })
+        .clone()
+    }
+
+    /// Resolves a name, following references across units; a plain name seen after the first
+    /// reference is used when the whole chain names nothing.
+    fn name(&self, name: Name) -> Option<&'static [u8]> {
+        let (mut offset, fallback) = match name {
+            Name::None => return None,
+            Name::Str(s) => return Some(s),
+            Name::Ref { offset, fallback } => (offset, fallback),
+        };
+        for _ in 0..NAME_DEPTH {
+            match self.name_at(offset) {
+                Some(Name::Str(s)) => return Some(s),
+                Some(Name::Ref { offset: next, .. }) => offset = next,
+                Some(Name::None) | None => break,
+            }
+        }
+        fallback
+    }
+
+    /// The naming attributes of the entry at `.debug_info` offset `offset`.
+    fn name_at(&self, offset: usize) -> Option<Name> {
+        let i = self.units.partition_point(|u| u.offset < offset);
+        let unit = self.units[i.checked_sub(1)?].unit(&self.dwarf)?;
+        let unit_ref = gimli::UnitRef::new(&self.dwarf, unit);
+        let at = gimli::DebugInfoOffset(offset).to_unit_offset(&unit.header)?;
+        let mut entries = unit_ref.entries_raw(Some(at)).ok()?;
+        let abbrev = entries.read_abbreviation().ok()??;
+        // An entry naming another: its own linkage name wins, then its own plain name, and only
+        // then the one it refers to.
+        let mut linkage = None;
+        let mut plain = None;
+        let mut next = None;
+        for spec in abbrev.attributes() {
+            let attr = entries.read_attribute(*spec).ok()?;
+            match attr.name() {
+                gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+                    if let Ok(s) = unit_ref.attr_string(attr.value()) {
+                        linkage.get_or_insert(s.slice());
+                    }
+                }
+                gimli::DW_AT_name => {
+                    if let Ok(s) = unit_ref.attr_string(attr.value()) {
+                        plain = Some(s.slice());
+                    }
+                }
+                gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
+                    next = die_offset(unit_ref, attr.value());
+                }
+                _ => {}
+            }
+        }
+        Some(match (linkage.or(plain), next) {
+            (Some(s), _) => Name::Str(s),
+            (None, Some(offset)) => Name::Ref {
+                offset,
+                fallback: None,
+            },
+            (None, None) => Name::None,
+        })
+    }
+
+    /// Builds every unit's tables now (benchmarks and tests).
+    #[cfg(test)]
+    pub(super) fn build_all(&self) -> usize {
+        self.units
+            .iter()
+            .filter(|u| self.parsed(u).is_some())
+            .count()
+    }
+}
+
+impl IndexedUnit {
+    /// The unit, read on first use; None when it cannot be.
+    fn unit(&self, dwarf: &gimli::Dwarf<DwarfReader>) -> Option<&gimli::Unit<DwarfReader>> {
+        self.unit
+            .get_or_init(|| dwarf.unit(self.header).ok())
+            .as_ref()
+    }
+}
+
+/// What encloses an entry during the walk.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Neither a function with code nor an inlined call.
+    Other,
+    /// A function without code: its inlined calls are not kept.
+    Skipped,
+    /// A function with code (index into `functions`).
+    Function(u32),
+    /// An inlined call at this depth, inside that function.
+    Inlined { func: u32, depth: u32 },
+}
+
+impl Parsed {
+    /// Heap bytes of the tables (file names rendered later are not counted).
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.func_ranges.capacity() * size_of::<FuncRange>()
+            + self.functions.capacity() * size_of::<Function>()
+            + self.inline_ranges.capacity() * size_of::<InlineRange>()
+            + self.sequences.capacity() * size_of::<Sequence>()
+            + self.rows.capacity() * size_of::<Row>()
+            + self.files.capacity() * size_of::<OnceLock<Option<String>>>()
+    }
+
+    fn build(unit: gimli::UnitRef<'_, DwarfReader>) -> gimli::Result<Self> {
+        let mut parsed = Parsed::default();
+        parsed.read_lines(unit)?;
+        parsed.read_entries(unit)?;
+        Ok(parsed)
+    }
+
+    /// The line table: sequences of rows, a row per address (the last one given for it).
+    fn read_lines(&mut self, unit: gimli::UnitRef<'_, DwarfReader>) -> gimli::Result<()> {
+        let Some(program) = unit.line_program.clone() else {
+            return Ok(());
+        };
+        let mut rows = program.rows();
+        let mut start = self.rows.len();
+        while let Some((_, row)) = rows.next_row()? {
+            if row.end_sequence() {
+                let end = row.address();
+                match self.rows.get(start) {
+                    Some(first) if first.address < end => {
+                        self.sequences.push(Sequence {
+                            span: Span {
+                                begin: first.address,
+                                end,
+                            },
+                            rows: (index(start), index(self.rows.len())),
+                        });
+                    }
+                    _ => self.rows.truncate(start),
+                }
+                start = self.rows.len();
+                continue;
+            }
+            let next = Row {
+                address: row.address(),
+                file: u32::try_from(row.file_index()).unwrap_or(u32::MAX),
+                line: row.line().map_or(0, |l| l.get() as u32),
+            };
+            let in_sequence = self.rows.len() > start;
+            match self.rows.last_mut() {
+                Some(last) if in_sequence && last.address == next.address => {
+                    *last = next;
+                }
+                _ => self.rows.push(next),
+            }
+        }
+        // Rows of a sequence that never ended are not used.
+        self.rows.truncate(start);
+        self.sequences.sort_unstable_by_key(|s| s.span.begin);
+        let header = rows.header();
+        let count = match header.version() {
+            ..=4 => header.file_names().len() + 1,
+            _ => header.file_names().len().max(1),
+        };
+        self.files = (0..count).map(|_| OnceLock::new()).collect();
+        Ok(())
+    }
+
+    /// One walk over the unit's entries: functions with code, and the inlined calls in each.
+    /// Only ranges are read here; names and call sites are read for the frames of an answer.
+    fn read_entries(&mut self, unit: gimli::UnitRef<'_, DwarfReader>) -> gimli::Result<()> {
+        // Inlined ranges in walk order, and the function each is in.
+        let mut inline_ranges: Vec<InlineRange> = Vec::new();
+        let mut owners: Vec<u32> = Vec::new();
+        let mut scopes: Vec<(isize, Scope)> = Vec::new();
+        let mut entries = unit.entries_raw(None)?;
+        while !entries.is_empty() {
+            let entry = index(entries.next_offset().0);
+            let depth = entries.next_depth();
+            let Some(abbrev) = entries.read_abbreviation()? else {
+                continue;
+            };
+            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+                scopes.pop();
+            }
+            let outer = scopes.last().map_or(Scope::Other, |s| s.1);
+            let scope = match abbrev.tag() {
+                gimli::DW_TAG_subprogram => {
+                    let ranges = RangeAttrs::read(unit, &mut entries, abbrev)?;
+                    let func = index(self.functions.len());
+                    let has_code = ranges.each(unit, |span| {
+                        self.func_ranges.push(FuncRange { span, func });
+                    })?;
+                    if has_code {
+                        self.functions.push(Function {
+                            entry,
+                            inlines: (0, 0),
+                        });
+                        Scope::Function(func)
+                    } else {
+                        Scope::Skipped
+                    }
+                }
+                gimli::DW_TAG_inlined_subroutine
+                    if matches!(outer, Scope::Function(_) | Scope::Inlined { .. }) =>
+                {
+                    let (func, depth) = match outer {
+                        Scope::Function(func) => (func, 0),
+                        Scope::Inlined { func, depth } => (func, depth + 1),
+                        _ => unreachable!("matched above"),
+                    };
+                    let ranges = RangeAttrs::read(unit, &mut entries, abbrev)?;
+                    ranges.each(unit, |span| {
+                        inline_ranges.push(InlineRange { span, depth, entry });
+                        owners.push(func);
+                    })?;
+                    Scope::Inlined { func, depth }
+                }
+                _ => {
+                    entries.skip_attributes(abbrev.attributes())?;
+                    // Lexical blocks and the like are transparent; an inlined call outside
+                    // every function, and what it holds, is not kept.
+                    match (abbrev.tag(), outer) {
+                        (gimli::DW_TAG_inlined_subroutine, _) => Scope::Skipped,
+                        (_, outer) => outer,
+                    }
+                }
+            };
+            if abbrev.has_children() && scopes.len() < MAX_DEPTH {
+                scopes.push((depth, scope));
+            }
+        }
+
+        // The same choice between identical ranges as addr2line: its sort, over the same order
+        // (a function's inlined calls in walk order). They are already grouped by function
+        // unless a function is nested in another.
+        if !owners.is_sorted() {
+            let mut tagged: Vec<(u32, InlineRange)> =
+                owners.iter().copied().zip(inline_ranges).collect();
+            tagged.sort_by_key(|(func, _)| *func);
+            (owners, inline_ranges) = tagged.into_iter().unzip();
+        }
+        self.func_ranges.sort_unstable_by_key(|r| r.span.begin);
+        let mut start = 0;
+        for (func, function) in self.functions.iter_mut().enumerate() {
+            let end = start + owners[start..].partition_point(|owner| *owner as usize == func);
+            inline_ranges[start..end].sort_unstable_by_key(|r| (r.depth, r.span.begin));
+            function.inlines = (index(start), index(end));
+            start = end;
+        }
+        self.inline_ranges = inline_ranges;
+        Ok(())
+    }
+
+    /// The function whose range holds `probe`.
+    fn find_function(&self, probe: u64) -> Option<usize> {
+        let i = self
+            .func_ranges
+            .binary_search_by(|r| span_order(r.span, probe))
+            .ok()?;
+        Some(self.func_ranges[i].func as usize)
+    }
+
+    /// The line row for `probe`.
+    fn find_row(&self, probe: u64) -> Option<Row> {
+        let s = self
+            .sequences
+            .binary_search_by(|s| span_order(s.span, probe))
+            .ok()?;
+        let rows = &self.rows[self.sequences[s].rows.0 as usize..self.sequences[s].rows.1 as usize];
+        let i = match rows.binary_search_by(|r| r.address.cmp(&probe)) {
+            Ok(i) => i,
+            Err(0) => return None,
+            Err(i) => i - 1,
+        };
+        Some(rows[i])
+    }
+
+    /// The entries of the inlined calls of `func` that hold `probe`, outermost first.
+    fn inline_chain(&self, func: usize, probe: u64) -> Vec<u32> {
+        let (start, end) = self.functions[func].inlines;
+        let mut ranges = &self.inline_ranges[start as usize..end as usize];
+        let mut chain = Vec::new();
+        loop {
+            let depth = index(chain.len());
+            let found = ranges
+                .binary_search_by(|r| r.depth.cmp(&depth).then_with(|| span_order(r.span, probe)));
+            let Ok(i) = found else { break };
+            chain.push(ranges[i].entry);
+            ranges = &ranges[i + 1..];
+        }
+        chain
+    }
+}
+
+/// Where `span` lies relative to `probe`, for binary searches.
+fn span_order(span: Span, probe: u64) -> Ordering {
+    if probe < span.begin {
+        Ordering::Greater
+    } else if probe >= span.end {
+        Ordering::Less
+    } else {
+        Ordering::Equal
+    }
+}
+
+/// One unit of [`DwarfIndex::new`]: None for a unit that holds no code of its own (type units)
+/// or whose root cannot be read.
+fn list_unit(
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    aranges: &[(usize, gimli::DebugArangesOffset<usize>)],
+    header: gimli::UnitHeader<DwarfReader>,
+) -> gimli::Result<Option<ListedUnit>> {
+    let Some(offset) = header.debug_info_offset() else {
+        return Ok(None);
+    };
+    let need_range = match header.type_() {
+        gimli::UnitType::Type { .. } | gimli::UnitType::SplitType { .. } => return Ok(None),
+        gimli::UnitType::Partial => false,
+        _ => true,
+    };
+    let mut spans = Vec::new();
+    if need_range {
+        let Ok(root) = root_unit(dwarf, header) else {
+            return Ok(None);
+        };
+        let unit_ref = gimli::UnitRef::new(dwarf, &root.unit);
+        let mut attrs = RangeAttrs::default();
+        for attr in &root.attrs {
+            attrs.take(unit_ref, attr)?;
+        }
+        if attrs.ranges.is_none() {
+            let first = aranges.partition_point(|a| a.0 < offset.0);
+            for (_, at) in aranges[first..].iter().take_while(|a| a.0 == offset.0) {
+                let mut entries = dwarf.debug_aranges.header(*at)?.entries();
+                while let Some(entry) = entries.next().transpose() {
+                    // An entry that overflows is skipped; others end the list.
+                    let Ok(entry) = entry else { continue };
+                    if entry.length() != 0 {
+                        let r = entry.range();
+                        spans.push(Span {
+                            begin: r.begin,
+                            end: r.end,
+                        });
+                    }
+                }
+            }
+        }
+        if spans.is_empty() && !attrs.each(unit_ref, |span| spans.push(span))? {
+            // No ranges declared: the line table's sequences say where the unit is.
+            match line_spans(dwarf, &root) {
+                Ok(lines) => spans = lines,
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+    let indexed = IndexedUnit {
+        id: 0,
+        offset: offset.0,
+        header,
+        unit: OnceLock::new(),
+        parsed: OnceLock::new(),
+    };
+    Ok(Some((indexed, spans)))
+}
+
+/// A unit read only as far as its root entry: enough to resolve the root's address and range
+/// attributes, without the line-table header that a full [`gimli::Unit`] parses.
+struct RootUnit {
+    unit: gimli::Unit<DwarfReader>,
+    attrs: Vec<gimli::Attribute<DwarfReader>>,
+}
+
+fn root_unit(
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    header: gimli::UnitHeader<DwarfReader>,
+) -> gimli::Result<RootUnit> {
+    let encoding = header.encoding();
+    let mut unit = gimli::Unit {
+        abbreviations: dwarf.abbreviations(&header)?,
+        name: None,
+        comp_dir: None,
+        low_pc: 0,
+        str_offsets_base: gimli::DebugStrOffsetsBase::default_for_encoding_and_file(
+            encoding,
+            dwarf.file_type,
+        ),
+        addr_base: gimli::DebugAddrBase(0),
+        loclists_base: gimli::DebugLocListsBase::default_for_encoding_and_file(
+            encoding,
+            dwarf.file_type,
+        ),
+        rnglists_base: gimli::DebugRngListsBase::default_for_encoding_and_file(
+            encoding,
+            dwarf.file_type,
+        ),
+        line_program: None,
+        dwo_id: None,
+        header,
+    };
+    let mut attrs = Vec::new();
+    {
+        let mut entries = unit.header.entries_raw(&unit.abbreviations, None)?;
+        let abbrev = entries
+            .read_abbreviation()?
+            .ok_or(gimli::Error::MissingUnitDie)?;
+        for spec in abbrev.attributes() {
+            attrs.push(entries.read_attribute(*spec)?);
+        }
+    }
+    // The bases first: the root's own address and range attributes may be relative to them.
+    for attr in &attrs {
+        match (attr.name(), attr.value()) {
+            (
+                gimli::DW_AT_addr_base | gimli::DW_AT_GNU_addr_base,
+                AttributeValue::DebugAddrBase(base),
+            ) => {
+                unit.addr_base = base;
+            }
+            (
+                gimli::DW_AT_rnglists_base | gimli::DW_AT_GNU_ranges_base,
+                AttributeValue::DebugRngListsBase(base),
+            ) => unit.rnglists_base = base,
+            (gimli::DW_AT_str_offsets_base, AttributeValue::DebugStrOffsetsBase(base)) => {
+                unit.str_offsets_base = base;
+            }
+            _ => {}
+        }
+    }
+    Ok(RootUnit { unit, attrs })
+}
+
+/// The spans of a unit's line sequences (as [`Parsed::read_lines`] keeps them), read without
+/// the rest of the unit.
+fn line_spans(dwarf: &gimli::Dwarf<DwarfReader>, root: &RootUnit) -> gimli::Result<Vec<Span>> {
+    let mut spans = Vec::new();
+    let stmt_list = root.attrs.iter().find_map(|attr| match attr.value() {
+        AttributeValue::DebugLineRef(offset) if attr.name() == gimli::DW_AT_stmt_list => {
+            Some(offset)
+        }
+        _ => None,
+    });
+    let Some(offset) = stmt_list else {
+        return Ok(spans);
+    };
+    let program = dwarf
+        .debug_line
+        .program(offset, root.unit.header.address_size(), None, None)?;
+    let mut rows = program.rows();
+    let mut first = None;
+    while let Some((_, row)) = rows.next_row()? {
+        if row.end_sequence() {
+            if let Some(begin) = first.take().filter(|&begin| begin < row.address()) {
+                spans.push(Span {
+                    begin,
+                    end: row.address(),
+                });
+            }
+        } else if first.is_none() {
+            first = Some(row.address());
+        }
+    }
+    Ok(spans)
+}
+
+/// A count or position that fits the tables' u32 fields (a unit is far smaller than 4 Gi).
+fn index(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A line-table file's full path: the unit's directory, the file's directory (unless it is the
+/// unit's), the file's name; an absolute part replaces what is before it.
+fn render_file(
+    unit: gimli::UnitRef<'_, DwarfReader>,
+    file: &gimli::FileEntry<DwarfReader>,
+    header: &gimli::LineProgramHeader<DwarfReader>,
+) -> gimli::Result<String> {
+    let mut path = match unit.comp_dir {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => String::new(),
+    };
+    if file.directory_index() != 0 {
+        if let Some(dir) = file.directory(header) {
+            push_path(&mut path, &unit.attr_string(dir)?.to_string_lossy());
+        }
+    }
+    push_path(
+        &mut path,
+        &unit.attr_string(file.path_name())?.to_string_lossy(),
+    );
+    Ok(path)
+}
+
+fn push_path(path: &mut String, part: &str) {
+    let rooted = |p: &str| {
+        p.starts_with('/')
+            || p.starts_with('\\')
+            || p.get(1..3).is_some_and(|d| d == ":/" || d == ":\\")
+    };
+    if rooted(part) {
+        *path = part.to_string();
+        return;
+    }
+    let windows = path.starts_with('\\') || path.get(1..3) == Some(":\\");
+    let sep = if windows { '\\' } else { '/' };
+    if !path.is_empty() && !path.ends_with(sep) {
+        path.push(sep);
+    }
+    path.push_str(part);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use object::{Object, ObjectSection};
+
+    use super::*;
+
+    /// The DWARF of the file at `path`, its sections leaked so that they are `'static`.
+    fn load(path: &std::path::Path) -> gimli::Dwarf<DwarfReader> {
+        let data: &'static [u8] = Vec::leak(std::fs::read(path).expect("read binary"));
+        let obj = object::File::parse(data).expect("parse binary");
+        let endian = if obj.is_little_endian() {
+            gimli::RunTimeEndian::Little
+        } else {
+            gimli::RunTimeEndian::Big
+        };
+        let section = |id: gimli::SectionId| -> Result<DwarfReader, gimli::Error> {
+            let bytes: &'static [u8] = match obj.section_by_name(id.name()) {
+                Some(s) => match s.uncompressed_data().expect("section data") {
+                    Cow::Borrowed(b) => b,
+                    Cow::Owned(v) => Vec::leak(v),
+                },
+                None => &[],
+            };
+            Ok(gimli::EndianSlice::new(bytes, endian))
+        };
+        gimli::Dwarf::load(section).expect("load DWARF")
+    }
+
+    /// addr2line's frames for `probe`, in the same shape as ours.
+    fn reference(ctx: &addr2line::Context<DwarfReader>, probe: u64) -> Option<Vec<RawFrame>> {
+        let mut iter = ctx.find_frames(probe).skip_all_loads().ok()?;
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = iter.next() {
+            let (file, line) = frame
+                .location
+                .map(|l| (l.file.map(str::to_string), l.line))
+                .unwrap_or_default();
+            frames.push(RawFrame {
+                name: frame.function.map(|f| f.name.slice()),
+                file,
+                line,
+            });
+        }
+        (!frames.is_empty()).then_some(frames)
+    }
+
+    /// Compares the index with addr2line at the start, middle and last byte of every function
+    /// range of every unit, and at every line row; returns how many addresses were compared.
+    fn compare(path: &std::path::Path) -> usize {
+        let index = DwarfIndex::new(load(path)).expect("index");
+        let ctx = addr2line::Context::from_dwarf(load(path)).expect("addr2line");
+        index.build_all();
+        let mut probes = Vec::new();
+        for unit in &index.units {
+            let Some(Some(parsed)) = unit.parsed.get() else {
+                continue;
+            };
+            for r in &parsed.func_ranges {
+                probes.extend([
+                    r.span.begin,
+                    r.span.begin + (r.span.end - r.span.begin) / 2,
+                    r.span.end - 1,
+                ]);
+            }
+            probes.extend(parsed.inline_ranges.iter().map(|r| r.span.begin));
+            probes.extend(parsed.rows.iter().step_by(7).map(|r| r.address));
+        }
+        // Only addresses of code: ranges of functions the linker dropped lie at 0 and overlap,
+        // and no sample is ever there.
+        let data = std::fs::read(path).expect("read binary");
+        let obj = object::File::parse(&*data).expect("parse binary");
+        let code: Vec<(u64, u64)> = obj
+            .sections()
+            .filter(|s| s.kind() == object::SectionKind::Text)
+            .map(|s| (s.address(), s.address() + s.size()))
+            .collect();
+        probes.retain(|p| code.iter().any(|(start, end)| (*start..*end).contains(p)));
+        probes.sort_unstable();
+        probes.dedup();
+        let mut differ = Vec::new();
+        for &probe in &probes {
+            let ours = index.frames(probe, usize::MAX);
+            let theirs = reference(&ctx, probe);
+            if ours != theirs {
+                differ.push((probe, ours, theirs));
+            }
+        }
+        let show = |frames: &Option<Vec<RawFrame>>| -> Vec<String> {
+            frames
+                .iter()
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "{} {:?}:{:?}",
+                        f.name.map(String::from_utf8_lossy).unwrap_or_default(),
+                        f.file,
+                        f.line
+                    )
+                })
+                .collect()
+        };
+        assert!(
+            differ.is_empty(),
+            "{} of {} addresses differ from addr2line in {}; first: {:#x}\nours:   {:#?}\ntheirs: {:#?}",
+            differ.len(),
+            probes.len(),
+            path.display(),
+            differ[0].0,
+            show(&differ[0].1),
+            show(&differ[0].2),
+        );
+        probes.len()
+    }
+
+    #[test]
+    fn answers_as_addr2line_on_this_test_binary() {
+        let exe = std::env::current_exe().expect("current exe");
+        let compared = compare(&exe);
+        assert!(compared > 10_000, "only {compared} addresses compared");
+    }
+
+    /// The same comparison on the native fixtures (C, optimized, with inlined calls; one with
+    /// compressed sections), and on any binaries named by `BELLOWS_DWARF_COMPARE=PATH[:PATH]`
+    /// (a release build of bellows, say).
+    #[test]
+    fn answers_as_addr2line_on_fixtures() {
+        let mut paths = Vec::new();
+        match std::env::var_os("BELLOWS_FIXTURES") {
+            Some(dir) => {
+                let native = std::path::Path::new(&dir).join("native");
+                paths.extend(["dwarf", "zdwarf"].map(|name| native.join(name)));
+            }
+            None if std::env::var_os("CI").is_some() => {
+                panic!("BELLOWS_FIXTURES is not set: run `cargo xtask test`")
+            }
+            None => eprintln!("BELLOWS_FIXTURES is not set: fixtures not compared"),
+        }
+        if let Some(given) = std::env::var_os("BELLOWS_DWARF_COMPARE") {
+            paths.extend(std::env::split_paths(&given));
+        }
+        for path in paths {
+            let compared = compare(&path);
+            assert!(
+                compared > 10,
+                "{}: only {compared} addresses compared",
+                path.display()
+            );
+            println!("{}: {compared} addresses agree", path.display());
+        }
+    }
+}
