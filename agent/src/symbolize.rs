@@ -65,8 +65,8 @@ pub fn read_addresses(given: &[String]) -> Result<Vec<u64>, SymbolizeError> {
     Ok(out)
 }
 
-/// Symbolizes every address in order, handing each answer to `each` as soon as it is known, so
-/// that output streams and memory stays flat however many addresses there are. One bad address
+/// Symbolizes every address in order, handing answers to `each` a batch at a time, so that
+/// output streams and memory stays flat however many addresses there are. One bad address
 /// never fails the others.
 pub fn symbolize_each(
     target: &Target,
@@ -76,14 +76,20 @@ pub fn symbolize_each(
     match target {
         Target::Elf(path) => {
             let resolver = ElfResolver::open(path)?;
-            for &a in addrs {
-                each(a, resolver.symbolize(a)).map_err(SymbolizeError::Output)?;
+            for chunk in addrs.chunks(ELF_CHUNK) {
+                for (&a, answer) in chunk.iter().zip(resolver.symbolize_batch(chunk)) {
+                    each(a, answer).map_err(SymbolizeError::Output)?;
+                }
             }
             Ok(())
         }
         Target::Pid(pid) => symbolize_process(*pid, addrs, each),
     }
 }
+
+/// Addresses of one file symbolized per call: a batch is looked up in address order on several
+/// threads, and its answers held until it is printed.
+const ELF_CHUNK: usize = 4096;
 
 /// Kernel addresses on x86-64 and arm64 live in the upper half.
 fn is_kernel_address(addr: u64) -> bool {
