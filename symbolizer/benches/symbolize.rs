@@ -1,5 +1,7 @@
-//! Criterion benchmarks of the symbolizer on large real binaries: cold open (parse and index)
-//! and lookups per second, for a stripped Go binary (Go's own table) and a binary with DWARF.
+//! Criterion benchmarks of the symbolizer on large real binaries: cold open (parse and index),
+//! lookups per second, and a cold batch (open, then every address at once, as `bellows
+//! symbolize` does), for a stripped Go binary (Go's own table) and a binary with DWARF. On the
+//! DWARF binary the `addr2line` crate answers the same cold batch, in the same process.
 //!
 //! Inputs, when present (`cargo xtask setup` and `cargo build --release -p agent` make them):
 //! - Go 1.26's `compile` from `target/toolchains/go-1.26.6` (stripped, about 24 MB);
@@ -11,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 use symbolizer::ElfResolver;
 
 const LOOKUPS: usize = 2_000;
@@ -89,8 +91,64 @@ fn bench(c: &mut Criterion) {
                 })
             },
         );
+        group.bench_with_input(
+            BenchmarkId::new("cold batch", addrs.len()),
+            &addrs,
+            |b, addrs| {
+                b.iter(|| {
+                    let r = ElfResolver::open(&path).unwrap();
+                    std::hint::black_box(r.symbolize_batch(addrs));
+                })
+            },
+        );
+        if name == "dwarf" {
+            group.bench_with_input(
+                BenchmarkId::new("peer: addr2line crate, cold batch", addrs.len()),
+                &addrs,
+                |b, addrs| b.iter(|| std::hint::black_box(addr2line_batch(&path, addrs))),
+            );
+        }
         group.finish();
     }
+}
+
+/// The `addr2line` crate's frames (inlined ones included) for every address, from a fresh
+/// context over the file mapped.
+fn addr2line_batch(path: &Path, addrs: &[u64]) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: a benchmark input nothing writes to while it runs.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let obj = object::File::parse(&*map).unwrap();
+    let endian = if obj.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let sections = gimli::DwarfSections::load(|id| -> Result<_, gimli::Error> {
+        Ok(obj
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or_default())
+    })
+    .unwrap();
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, endian));
+    let ctx = addr2line::Context::from_dwarf(dwarf).unwrap();
+    let mut frames = 0;
+    for &a in addrs {
+        let mut iter = ctx.find_frames(a).skip_all_loads().unwrap();
+        while let Ok(Some(frame)) = iter.next() {
+            frames += 1;
+            // Demangled and with its file name, as our answers are.
+            let name = frame.function.and_then(|f| {
+                f.raw_name()
+                    .ok()
+                    .map(|n| rustc_demangle::demangle(&n).to_string())
+            });
+            let file = frame.location.and_then(|l| l.file.map(str::to_string));
+            std::hint::black_box((name, file));
+        }
+    }
+    frames
 }
 
 criterion_group!(benches, bench);

@@ -347,6 +347,8 @@ impl DwarfIndex {
             .collect();
         todo.sort_unstable();
         todo.dedup();
+        // Largest first: the threads finish together.
+        todo.sort_by_key(|&id| std::cmp::Reverse(self.units[id].header.unit_length()));
         crate::parallel::map(&todo, |&id| {
             self.parsed(&self.units[id]);
         });

@@ -356,7 +356,7 @@ impl ElfResolver {
 
 /// Addresses of a batch that one thread answers in a row (see
 /// [`ElfResolver::symbolize_batch`]).
-const BATCH_PIECE: usize = 256;
+const BATCH_PIECE: usize = 64;
 
 /// Maps an opened file.
 pub(crate) fn map_file(file: &File, display: &str) -> Result<Arc<Mmap>> {
