@@ -1,5 +1,5 @@
 //! The ELF resolver on arbitrary bytes (as a file, the way binaries reach it): symbol tables,
-//! Go tables, DWARF through addr2line, build ids and offset translation.
+//! Go tables, DWARF through its index, build ids and offset translation.
 #![no_main]
 
 use std::{io::Write, os::fd::FromRawFd};
