@@ -26,7 +26,7 @@ mod unwind;
 use agent_common::{
     announce, config, stack_hash,
     unwind::{PageKey, PageRows, ProcessMappings, Row},
-    Announcement, ErrorKind, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES,
+    Announcement, ErrorKind, ExecImage, SampleKey, Stack, COMM_LEN, COUNTS_ENTRIES, FILTER_ENTRIES,
     KNOWN_PIDS_ENTRIES, MAX_STACK_DEPTH, NEW_PIDS_BYTES, NO_STACK, STACK_MAP_ENTRIES, UNSAMPLED,
 };
 use aya_ebpf::{
@@ -131,7 +131,8 @@ pub fn bellows_sample(ctx: PerfEventContext) -> u32 {
 /// at once as a new incarnation, so userspace can read it before it exits (a short-lived
 /// process may never live to a second sample). A raw tracepoint (Linux 4.17+) attaches by name
 /// through `bpf(BPF_RAW_TRACEPOINT_OPEN)`, so it needs no tracefs, which bare hosts do not mount;
-/// the program reads none of the tracepoint's arguments, only the current task.
+/// the program reads none of the tracepoint's arguments, only the current task (and, with
+/// offsets from BTF, its new executable: see [`exec_image`]).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bellows_exec(ctx: RawTracePointContext) -> u32 {
     let tgid = ctx.tgid();
@@ -147,9 +148,51 @@ pub fn bellows_exec(ctx: RawTracePointContext) -> u32 {
     // SAFETY: the helper only reads the clock.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } & !UNSAMPLED;
     if KNOWN_PIDS.insert(&tgid, &(now | UNSAMPLED), 0).is_ok() {
-        announce_process(tgid, announce::EXEC, now);
+        send_announcement(Announcement {
+            tgid,
+            reason: announce::EXEC,
+            incarnation: now,
+            exe: exec_image().unwrap_or_default(),
+        });
     }
     0
+}
+
+/// The current task's executable, through the offsets userspace read from BTF
+/// (`config::EXE_OFFSETS`); None when they are unknown or a read fails. Called at exec, when
+/// the new image is loaded and nothing else has been mapped yet.
+#[inline(always)]
+fn exec_image() -> Option<ExecImage> {
+    let offset = |i: u32| config(config::EXE_OFFSETS + i) as usize;
+    if offset(0) == 0 {
+        return None;
+    }
+    /// Reads a `T` at `base + off` in kernel memory.
+    #[inline(always)]
+    fn read<T>(base: u64, off: usize) -> Option<T> {
+        if base == 0 {
+            return None;
+        }
+        // SAFETY: the helper copies from kernel memory and fails cleanly on a bad address.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base as usize + off) as *const T).ok() }
+    }
+    // SAFETY: the helper takes no arguments and returns the current task's address.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let mm: u64 = read(task, offset(0))?;
+    let file: u64 = read(mm, offset(1))?;
+    let start_code: u64 = read(mm, offset(2))?;
+    let end_code: u64 = read(mm, offset(3))?;
+    let inode: u64 = read(file, offset(4))?;
+    let ino: u64 = read(inode, offset(5))?;
+    let sb: u64 = read(inode, offset(6))?;
+    let dev: u32 = read(sb, offset(7))?;
+    Some(ExecImage {
+        dev,
+        _pad: 0,
+        inode: ino,
+        start_code,
+        end_code,
+    })
 }
 
 /// A task exited: when it leads its thread group, the process is gone, and its pid may be
@@ -387,11 +430,16 @@ fn incarnation(tgid: u32) -> u64 {
 /// resolves its samples, if it is still alive).
 #[inline(always)]
 fn announce_process(tgid: u32, reason: u32, incarnation: u64) {
-    let record = Announcement {
+    send_announcement(Announcement {
         tgid,
         reason,
         incarnation,
-    };
+        exe: ExecImage::default(),
+    });
+}
+
+#[inline(always)]
+fn send_announcement(record: Announcement) {
     if NEW_PIDS.output::<Announcement>(&record, 0).is_err() {
         count_error(ErrorKind::NewPidDropped);
     }

@@ -1,93 +1,200 @@
-//! Reads one fact from the kernel's BTF: where a struct member sits.
+//! Reads a few facts from the kernel's BTF: where struct members sit.
 //!
 //! The unwinder needs the user registers of samples taken in kernel mode (a syscall, a page
 //! fault). They sit at the top of the task's kernel stack, so the kernel side needs the offset
-//! of `task_struct.stack`, which differs between builds; `/sys/kernel/btf/vmlinux` says it.
-//! Without BTF those samples keep their frame-pointer stacks (counted).
+//! of `task_struct.stack`, which differs between builds. The exec hook reads the new image's
+//! executable (its file's device and inode, where its code was loaded) through `task_struct.mm`,
+//! `mm_struct`, `file`, `inode` and `super_block`, so that a process that exits before its
+//! mappings are read is still named. `/sys/kernel/btf/vmlinux` says where all of these are.
+//! Without BTF those samples keep their frame-pointer stacks, and such processes go unnamed
+//! (counted).
 //!
 //! The format (Documentation/bpf/btf.rst): a header, then a type section whose entries are a
 //! 12-byte common part followed by data whose size depends on the kind, then a string section.
+//! Type ids count entries from 1 (0 is `void`).
 
 use std::path::Path;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+/// How deep anonymous structs and unions are looked into (the kernel nests two or three).
+const MAX_ANONYMOUS_DEPTH: usize = 8;
 
-/// The byte offset of `member` in `struct name`, from a BTF blob. None when either is absent,
-/// the member is a bitfield, or the blob is malformed.
-pub fn member_offset(btf: &[u8], name: &str, member: &str) -> Option<u32> {
-    let u16_at = |at: usize| Some(u16::from_le_bytes(btf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(btf.get(at..at + 4)?.try_into().ok()?));
-    if u16_at(0)? != BTF_MAGIC {
-        return None;
+/// A BTF blob with its type entries indexed by id.
+pub struct Btf<'a> {
+    blob: &'a [u8],
+    strings: &'a [u8],
+    /// Byte position of each type entry's common part, by id - 1.
+    types: Vec<usize>,
+}
+
+impl<'a> Btf<'a> {
+    /// Indexes a blob; None when it is not BTF or is malformed.
+    pub fn parse(blob: &'a [u8]) -> Option<Self> {
+        let u16_at = |at: usize| Some(u16::from_le_bytes(blob.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_le_bytes(blob.get(at..at + 4)?.try_into().ok()?));
+        if u16_at(0)? != BTF_MAGIC {
+            return None;
+        }
+        let header_len = usize::try_from(u32_at(4)?).ok()?;
+        let type_off = usize::try_from(u32_at(8)?).ok()?;
+        let type_len = usize::try_from(u32_at(12)?).ok()?;
+        let str_off = usize::try_from(u32_at(16)?).ok()?;
+        let str_len = usize::try_from(u32_at(20)?).ok()?;
+        let types_start = header_len.checked_add(type_off)?;
+        let types_end = types_start.checked_add(type_len)?;
+        if types_end > blob.len() {
+            return None;
+        }
+        let strings_start = header_len.checked_add(str_off)?;
+        let strings = blob.get(strings_start..strings_start.checked_add(str_len)?)?;
+        let mut types = Vec::new();
+        let mut at = types_start;
+        while at < types_end {
+            let info = u32_at(at + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = usize::try_from(info & 0xffff).ok()?;
+            let data_len = match kind {
+                // INT, VAR, DECL_TAG: one u32.
+                1 | 14 | 17 => 4,
+                // ARRAY: three u32.
+                3 => 12,
+                // STRUCT, UNION, DATASEC, ENUM64: vlen entries of three u32.
+                4 | 5 | 15 | 19 => 12 * vlen,
+                // ENUM, FUNC_PROTO: vlen entries of two u32.
+                6 | 13 => 8 * vlen,
+                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG: nothing.
+                2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
+                _ => return None,
+            };
+            types.push(at);
+            at = at.checked_add(12)?.checked_add(data_len)?;
+        }
+        Some(Btf {
+            blob,
+            strings,
+            types,
+        })
     }
-    let header_len = usize::try_from(u32_at(4)?).ok()?;
-    let type_off = usize::try_from(u32_at(8)?).ok()?;
-    let type_len = usize::try_from(u32_at(12)?).ok()?;
-    let str_off = usize::try_from(u32_at(16)?).ok()?;
-    let str_len = usize::try_from(u32_at(20)?).ok()?;
-    let types_start = header_len.checked_add(type_off)?;
-    let types_end = types_start.checked_add(type_len)?;
-    let strings_start = header_len.checked_add(str_off)?;
-    let strings = btf.get(strings_start..strings_start.checked_add(str_len)?)?;
-    let string = |off: u32| -> Option<&[u8]> {
-        let rest = strings.get(usize::try_from(off).ok()?..)?;
+
+    fn u32_at(&self, at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(
+            self.blob.get(at..at + 4)?.try_into().ok()?,
+        ))
+    }
+
+    fn string(&self, off: u32) -> Option<&[u8]> {
+        let rest = self.strings.get(usize::try_from(off).ok()?..)?;
         Some(&rest[..rest.iter().position(|&b| b == 0)?])
-    };
-    let mut at = types_start;
-    while at < types_end {
-        let name_off = u32_at(at)?;
-        let info = u32_at(at + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = usize::try_from(info & 0xffff).ok()?;
-        let kind_flag = info >> 31 != 0;
-        let data = at + 12;
-        let data_len = match kind {
-            // INT, VAR, DECL_TAG: one u32.
-            1 | 14 | 17 => 4,
-            // ARRAY: three u32.
-            3 => 12,
-            // STRUCT, UNION, DATASEC, ENUM64: vlen entries of three u32.
-            4 | 5 | 15 | 19 => 12 * vlen,
-            // ENUM, FUNC_PROTO: vlen entries of two u32.
-            6 | 13 => 8 * vlen,
-            // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG: nothing.
-            2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
-            _ => return None,
-        };
-        if kind == KIND_STRUCT && string(name_off)? == name.as_bytes() {
-            for i in 0..vlen {
-                let m = data + 12 * i;
-                if string(u32_at(m)?)? == member.as_bytes() {
-                    let offset = u32_at(m + 8)?;
-                    // With kind_flag, the offset holds a bitfield size in its top 8 bits.
-                    let (bits, bitfield) = if kind_flag {
-                        (offset & 0x00ff_ffff, offset >> 24 != 0)
-                    } else {
-                        (offset, false)
-                    };
-                    return (!bitfield && bits % 8 == 0).then_some(bits / 8);
+    }
+
+    /// (name offset, kind, vlen, kind_flag, data position) of type `id`.
+    fn entry(&self, id: u32) -> Option<(u32, u32, usize, bool, usize)> {
+        let at = *self.types.get(usize::try_from(id).ok()?.checked_sub(1)?)?;
+        let info = self.u32_at(at + 4)?;
+        Some((
+            self.u32_at(at)?,
+            (info >> 24) & 0x1f,
+            usize::try_from(info & 0xffff).ok()?,
+            info >> 31 != 0,
+            at + 12,
+        ))
+    }
+
+    /// The byte offset of `member` in `struct name`, looking into its anonymous structs and
+    /// unions. None when either is absent or the member is a bitfield.
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        (1..=u32::try_from(self.types.len()).ok()?).find_map(|id| {
+            let (name_off, kind, vlen, ..) = self.entry(id)?;
+            // A declaration without members (an empty struct) cannot hold it.
+            if kind != KIND_STRUCT || vlen == 0 || self.string(name_off)? != name.as_bytes() {
+                return None;
+            }
+            self.find_member(id, member, 0)
+        })
+    }
+
+    /// `member`'s byte offset inside struct or union `id`.
+    fn find_member(&self, id: u32, member: &str, depth: usize) -> Option<u32> {
+        let (_, kind, vlen, kind_flag, data) = self.entry(id)?;
+        if kind != KIND_STRUCT && kind != KIND_UNION {
+            return None;
+        }
+        for i in 0..vlen {
+            let m = data + 12 * i;
+            let (name_off, ty, offset) =
+                (self.u32_at(m)?, self.u32_at(m + 4)?, self.u32_at(m + 8)?);
+            // With kind_flag, the offset holds a bitfield size in its top 8 bits.
+            let (bits, bitfield) = if kind_flag {
+                (offset & 0x00ff_ffff, offset >> 24 != 0)
+            } else {
+                (offset, false)
+            };
+            if name_off == 0 {
+                if depth < MAX_ANONYMOUS_DEPTH && bits % 8 == 0 {
+                    if let Some(inner) = self.find_member(ty, member, depth + 1) {
+                        return inner.checked_add(bits / 8);
+                    }
                 }
+                continue;
+            }
+            if self.string(name_off)? == member.as_bytes() {
+                return (!bitfield && bits % 8 == 0).then_some(bits / 8);
             }
         }
-        at = data.checked_add(data_len)?;
+        None
     }
-    None
+}
+
+/// The byte offset of `member` in `struct name`, from a BTF blob (see [`Btf::member_offset`]).
+pub fn member_offset(btf: &[u8], name: &str, member: &str) -> Option<u32> {
+    Btf::parse(btf)?.member_offset(name, member)
+}
+
+/// The running kernel's BTF.
+fn vmlinux() -> Option<Vec<u8>> {
+    std::fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()
 }
 
 /// `task_struct.stack`'s offset on the running kernel, from `/sys/kernel/btf/vmlinux`.
 pub fn task_stack_offset() -> Option<u32> {
-    let btf = std::fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()?;
-    member_offset(&btf, "task_struct", "stack")
+    member_offset(&vmlinux()?, "task_struct", "stack")
 }
+
+/// Where the exec hook finds the new image's executable: the offsets of the members it
+/// follows, in the order of [`agent_common::config::EXE_OFFSETS`].
+pub fn exe_offsets() -> Option<[u32; agent_common::config::EXE_OFFSETS_LEN]> {
+    let blob = vmlinux()?;
+    let btf = Btf::parse(&blob)?;
+    let mut out = [0; agent_common::config::EXE_OFFSETS_LEN];
+    for (slot, (name, member)) in out.iter_mut().zip(EXE_MEMBERS) {
+        *slot = btf.member_offset(name, member)?;
+    }
+    Some(out)
+}
+
+/// The members [`exe_offsets`] reads, in its order.
+const EXE_MEMBERS: [(&str, &str); agent_common::config::EXE_OFFSETS_LEN] = [
+    ("task_struct", "mm"),
+    ("mm_struct", "exe_file"),
+    ("mm_struct", "start_code"),
+    ("mm_struct", "end_code"),
+    ("file", "f_inode"),
+    ("inode", "i_ino"),
+    ("inode", "i_sb"),
+    ("super_block", "s_dev"),
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A blob with `int`, and `struct task_struct { int a; int b : 3; void *stack; }`.
+    /// A blob with `int`, `struct task_struct { int a; int b : 3; void *stack; }` and
+    /// `struct mm_struct { int x; struct { int y; union { int z; }; }; }` (anonymous members at
+    /// 4 and, inside, at 4 again).
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0task_struct\0a\0b\0stack\0".to_vec();
+        let strings = b"\0int\0task_struct\0a\0b\0stack\0mm_struct\0x\0y\0z\0".to_vec();
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
             u32::try_from(
@@ -114,6 +221,17 @@ mod tests {
         push(&[s("a"), 1, 0]);
         push(&[s("b"), 1, (3 << 24) | 32]);
         push(&[s("stack"), 2, 64]);
+        // [4] union { int z; }, size 4.
+        push(&[0, (5 << 24) | 1, 4]);
+        push(&[s("z"), 1, 0]);
+        // [5] struct { int y; union; }, size 8.
+        push(&[0, (4 << 24) | 2, 8]);
+        push(&[s("y"), 1, 0]);
+        push(&[0, 4, 32]);
+        // [6] struct mm_struct { int x; struct; }, size 12.
+        push(&[s("mm_struct"), (4 << 24) | 2, 12]);
+        push(&[s("x"), 1, 0]);
+        push(&[0, 5, 32]);
         let mut out = Vec::new();
         out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         out.extend_from_slice(&[1, 0]); // version, flags
@@ -135,6 +253,17 @@ mod tests {
         assert_eq!(member_offset(&b, "task_struct", "b"), None, "bitfield");
         assert_eq!(member_offset(&b, "task_struct", "nope"), None);
         assert_eq!(member_offset(&b, "mm_struct", "stack"), None);
+        assert_eq!(member_offset(&b, "mm_struct", "x"), Some(0));
+        assert_eq!(
+            member_offset(&b, "mm_struct", "y"),
+            Some(4),
+            "inside an anonymous struct"
+        );
+        assert_eq!(
+            member_offset(&b, "mm_struct", "z"),
+            Some(8),
+            "and a union inside that"
+        );
         for cut in 0..b.len() {
             // Any truncation: an answer or None, never a panic.
             let _ = member_offset(&b[..cut], "task_struct", "stack");
@@ -157,5 +286,11 @@ mod tests {
         }
         let offset = task_stack_offset().expect("task_struct.stack in vmlinux BTF");
         assert!(offset > 0 && offset.is_multiple_of(8), "{offset}");
+        let exe = exe_offsets().expect("the exec hook's members in vmlinux BTF");
+        assert!(exe[0] > 0, "task_struct.mm is not first: {exe:?}");
+        assert!(
+            exe[2].is_multiple_of(8) && exe[3] == exe[2] + 8,
+            "mm_struct.end_code follows start_code: {exe:?}"
+        );
     }
 }

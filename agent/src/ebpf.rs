@@ -318,6 +318,18 @@ impl Sampler {
             (config::NO_KERNEL, u32::from(!cfg.kernel_stacks)),
             (config::SELF_TGID, std::process::id()),
         ])?;
+        // The exec hook names each new image's executable where BTF says how to find it; a
+        // process that exits before its mappings are read is then still named.
+        match crate::btf::exe_offsets() {
+            Some(offsets) => {
+                let settings: Vec<(u32, u32)> = (config::EXE_OFFSETS..).zip(offsets).collect();
+                self.set_config(&settings)?;
+            }
+            None => tracing::info!(
+                "no BTF for the executable at exec (/sys/kernel/btf/vmlinux): processes that \
+                 exit before their mappings are read stay unnamed"
+            ),
+        }
 
         for (name, verify) in [
             (programs::SAMPLE, true),

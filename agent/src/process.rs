@@ -15,6 +15,7 @@ use std::{
     sync::Arc,
 };
 
+use agent_common::ExecImage;
 use symbolizer::{
     process::{MapEntry, MapPath},
     Process, Symbolizer,
@@ -80,6 +81,10 @@ pub struct ProcessStats {
     pub captured: u64,
     /// Processes that exited (or were unreadable) before their mappings could be read.
     pub vanished: u64,
+    /// Of those, processes named all the same through the executable the kernel reported at
+    /// their exec (its file already open for an earlier process): their code in it is named,
+    /// their libraries' is not.
+    pub named_from_exec: u64,
     /// Executable mappings whose file could not be opened or parsed.
     pub unreadable_files: u64,
     /// Refresh requests (a pc outside the known mappings) that found the code mappings as
@@ -169,7 +174,7 @@ pub struct ProcessReader<S: ProcSource = Proc> {
     /// duplicated after, which costs far less than opening it through `/proc` again. An open
     /// file's inode cannot be reused by another file. Emptied by [`Self::release_files`] and
     /// past [`MAX_OPENED`].
-    opened: HashMap<(u32, u32, u64), File>,
+    opened: HashMap<(u32, u32, u64), (File, String)>,
     stats: ProcessStats,
 }
 
@@ -202,8 +207,8 @@ pub struct PreExec {
 enum Read {
     /// Asked for (a sample, or a process named by the user): always captured.
     Now,
-    /// At its exec, before any sample.
-    Exec,
+    /// At its exec, before any sample; with the executable the kernel loaded, when known.
+    Exec(Option<ExecImage>),
     /// Its first sample after exec, or a pc outside its mappings.
     Again,
 }
@@ -246,10 +251,15 @@ impl<S: ProcSource> ProcessReader<S> {
     /// sample ([`Self::refresh`]) captures it again, to load its tables with what it maps by
     /// then. An earlier incarnation read after this exec began is returned as a [`PreExec`]:
     /// that capture holds the new image, not the one its samples ran.
+    ///
+    /// `exe` is the executable the kernel loaded (when it could tell): a process that is gone
+    /// by the time its mappings are read is captured with that file's code alone, if the same
+    /// file is already open for another process.
     pub fn at_exec(
         &mut self,
         pid: u32,
         incarnation: u64,
+        exe: Option<ExecImage>,
     ) -> (Option<ProcessInfo>, Option<PreExec>) {
         let stale = self
             .held
@@ -262,7 +272,7 @@ impl<S: ProcSource> ProcessReader<S> {
                 },
                 parent: self.source.parent(pid),
             });
-        let info = self.capture(ProcessKey { pid, incarnation }, Read::Exec);
+        let info = self.capture(ProcessKey { pid, incarnation }, Read::Exec(exe));
         (info, stale)
     }
 
@@ -283,11 +293,11 @@ impl<S: ProcSource> ProcessReader<S> {
         // Our own image in a child about to exec: its tables (the agent's, large) would be
         // built for nothing, ahead of the command's. Its exec makes the kernel announce it again.
         // (A process announced at exec has exec'd.)
-        if why != Read::Exec && self.source.is_unexeced_child(pid) {
+        if !matches!(why, Read::Exec(_)) && self.source.is_unexeced_child(pid) {
             tracing::debug!(pid, "a child of ours before its exec: not captured");
             return None;
         }
-        let entries = match self.source.maps(pid) {
+        let mut entries = match self.source.maps(pid) {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::debug!(pid, "cannot read mappings: {err}");
@@ -295,21 +305,43 @@ impl<S: ProcSource> ProcessReader<S> {
                     .held
                     .get(&pid)
                     .is_some_and(|h| h.incarnation == key.incarnation);
-                if !held && self.vanished.insert(key) {
+                if held {
+                    return None;
+                }
+                if self.vanished.insert(key) {
                     self.stats.vanished += 1;
                 }
-                return None;
+                Vec::new()
             }
         };
         // A live image always maps code (its text, at least the vDSO). No code at all is a
         // process between exec's steps (the new mm before the binary is mapped) or one exiting
-        // (mm gone, zombie): nothing to capture, and no reason to drop an earlier capture.
+        // (mm gone, zombie): nothing to capture, and no reason to drop an earlier capture;
+        // but a process gone right after its exec still has the executable the kernel named.
         if !entries.iter().any(|e| e.executable) {
-            tracing::debug!(
-                pid,
-                "no code mapped (exiting, or in mid-exec): not captured"
-            );
-            return None;
+            match why {
+                Read::Exec(image) => {
+                    // Exiting already, after its exec: gone before it could be read.
+                    if self.vanished.insert(key) {
+                        self.stats.vanished += 1;
+                    }
+                    match image.and_then(|exe| self.exec_entry(&exe)) {
+                        Some(entry) => {
+                            tracing::debug!(pid, file = %entry.path, "gone: named from its exec");
+                            self.stats.named_from_exec += 1;
+                            entries = vec![entry];
+                        }
+                        None => return None,
+                    }
+                }
+                _ => {
+                    tracing::debug!(
+                        pid,
+                        "no code mapped (exiting, or in mid-exec): not captured"
+                    );
+                    return None;
+                }
+            }
         }
         if why == Read::Again {
             let held = self.held.get(&pid);
@@ -330,16 +362,16 @@ impl<S: ProcSource> ProcessReader<S> {
         let (source, stats, opened) = (&self.source, &mut self.stats, &mut self.opened);
         let process = Process::from_maps(pid, entries, |entry| {
             let identity = (entry.dev_major, entry.dev_minor, entry.inode);
-            if let (MapPath::File(name), Some(file)) = (&entry.path, opened.get(&identity)) {
+            if let (MapPath::File(name), Some((file, _))) = (&entry.path, opened.get(&identity)) {
                 if let Ok(file) = file.try_clone() {
                     return Ok((file, name.clone()));
                 }
             }
             let result = source.open(pid, entry);
             match &result {
-                Ok((file, _)) if entry.inode != 0 => {
+                Ok((file, name)) if entry.inode != 0 => {
                     if let Ok(file) = file.try_clone() {
-                        opened.insert(identity, file);
+                        opened.insert(identity, (file, name.clone()));
                     }
                 }
                 Ok(_) => {}
@@ -366,7 +398,7 @@ impl<S: ProcSource> ProcessReader<S> {
         let held = Held {
             incarnation: key.incarnation,
             code: process.mappings().to_vec(),
-            sampled: why != Read::Exec,
+            sampled: !matches!(why, Read::Exec(_)),
             read_at,
         };
         let replaced = self.held.insert(pid, held).is_some();
@@ -381,10 +413,36 @@ impl<S: ProcSource> ProcessReader<S> {
         Some(ProcessInfo {
             pid,
             incarnation: key.incarnation,
-            sampled: why != Read::Exec,
+            sampled: !matches!(why, Read::Exec(_)),
             process,
             mappings,
             locations: HashMap::new(),
+        })
+    }
+
+    /// The code mapping of an executable the kernel named at exec, when the same file (by
+    /// device and inode, as `/proc/PID/maps` shows them) is open for an earlier process.
+    fn exec_entry(&self, exe: &ExecImage) -> Option<MapEntry> {
+        // The kernel's dev_t: 20 bits of minor.
+        let (dev_major, dev_minor) = (exe.dev >> 20, exe.dev & 0xf_ffff);
+        let (file, name) = self.opened.get(&(dev_major, dev_minor, exe.inode))?;
+        let (start, end, offset) =
+            symbolizer::process::exec_code_mapping(file, exe.start_code, exe.end_code)
+                .map_err(|e| tracing::debug!(file = %name, "no code mapping from exec: {e}"))
+                .ok()?;
+        Some(MapEntry {
+            start,
+            end,
+            offset,
+            readable: true,
+            writable: false,
+            executable: true,
+            private: true,
+            dev_major,
+            dev_minor,
+            inode: exe.inode,
+            path: MapPath::File(name.clone()),
+            deleted: false,
         })
     }
 
@@ -720,7 +778,7 @@ mod tests {
             reader.refresh(7, I + 2).is_some(),
             "another incarnation of the pid is captured afresh, though its code looks the same"
         );
-        let (info, stale) = reader.at_exec(7, I + 4);
+        let (info, stale) = reader.at_exec(7, I + 4, None);
         assert!(info.is_some(), "read at exec");
         assert_eq!(
             stale,
@@ -738,6 +796,70 @@ mod tests {
             "its first sample reads it again, for its tables"
         );
         assert!(reader.refresh(7, I + 4).is_none(), "then only changes do");
+    }
+
+    /// A process gone before its mappings are read is named through the executable the kernel
+    /// loaded at its exec, when that file (by device and inode) is open for an earlier process;
+    /// never through another file, nor through the pid's earlier process.
+    #[test]
+    fn a_process_gone_at_exec_is_named_from_its_executable() {
+        let exe = std::env::current_exe().unwrap();
+        // Our own start_code and end_code, as the kernel side reads them for a new image.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let image = |inode| ExecImage {
+            dev: (8 << 20) | 1,
+            _pad: 0,
+            inode,
+            start_code: fields[23].parse().unwrap(),
+            end_code: fields[24].parse().unwrap(),
+        };
+        let maps = format!(
+            "00400000-00500000 r-xp 00001000 08:01 1234 {}\n",
+            exe.display()
+        );
+        let mut reader = ProcessReader::with_source(Canned(HashMap::from([(7, maps)])));
+        assert!(
+            reader.at_exec(8, I, Some(image(1234))).0.is_none(),
+            "nothing of that file is open yet"
+        );
+        assert!(reader.observe(7, I).is_some(), "opens the file");
+        let (info, _) = reader.at_exec(9, I, Some(image(1234)));
+        let info = info.expect("named from its exec");
+        assert_eq!(info.key(), key(9));
+        let at = image(1234).start_code;
+        let mapping = info.mapping(at).expect("its code");
+        assert_eq!(mapping.file, exe.display().to_string());
+        let (_, end, offset) = symbolizer::process::exec_code_mapping(
+            &File::open(&exe).unwrap(),
+            at,
+            image(1234).end_code,
+        )
+        .unwrap();
+        assert_eq!(
+            (mapping.start, mapping.limit, mapping.offset),
+            (at, end, offset)
+        );
+        assert!(
+            info.mapping(0x0040_0010).is_none(),
+            "nothing of pid 7's capture"
+        );
+        assert!(
+            reader.at_exec(10, I, Some(image(1235))).0.is_none(),
+            "another file (inode) is not named"
+        );
+        assert!(reader.at_exec(11, I, None).0.is_none(), "no image: gone");
+        // Pid 7 exits and is reused by a process of another file, gone at once: not named
+        // with the first process's mappings.
+        reader.source.0.remove(&7);
+        assert!(reader.at_exec(7, I + 2, Some(image(99))).0.is_none());
+        let stats = reader.stats();
+        assert_eq!(stats.vanished, 5);
+        assert_eq!(stats.named_from_exec, 1);
+        assert!(!reader.vanished(key(9)), "captured, so not vanished");
+        let mut table = ProcessTable::new();
+        table.insert(info);
+        assert!(table.get(key(9)).is_some());
     }
 
     /// A pid reused within a window: each incarnation keeps its own capture, and a sample

@@ -205,8 +205,8 @@ fn profile_bellows(bellows: &Path, dir: &Path, case: &Case, seconds: u64) -> Res
     let gone = summary
         .split("processes gone before their mappings were read: ")
         .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|n| n.trim().parse().ok());
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_end_matches(';').parse().ok());
     Ok(Outcome {
         execs,
         seconds: seconds as f64,

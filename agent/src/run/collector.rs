@@ -259,6 +259,7 @@ impl Collector {
             s.samples_unselected = t.unselected;
             s.resolve = t.resolve;
             s.processes_vanished = processes.vanished;
+            s.processes_named_from_exec = processes.named_from_exec;
             s.unreadable_files = processes.unreadable_files;
             s.refreshes_unchanged = processes.refreshes_unchanged;
             s.processes_tracked = tracked as u64;

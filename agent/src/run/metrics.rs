@@ -34,6 +34,7 @@ pub struct Snapshot {
     /// Symbolization totals since start.
     pub resolve: crate::resolve::ResolveStats,
     pub processes_vanished: u64,
+    pub processes_named_from_exec: u64,
     pub unreadable_files: u64,
     pub refreshes_unchanged: u64,
     pub processes_tracked: u64,
@@ -225,6 +226,14 @@ impl Metrics {
             "counter",
             "Processes gone before their mappings could be read.",
             &[("", s.processes_vanished)],
+        );
+        family(
+            &mut out,
+            "bellows_processes_named_from_exec_total",
+            "counter",
+            "Of the processes gone before their mappings were read, those named by the \
+             executable their exec loaded.",
+            &[("", s.processes_named_from_exec)],
         );
         family(
             &mut out,

@@ -66,7 +66,9 @@ impl Shared {
         } = record;
         // The receiver is gone only when the session is: nothing left to do then.
         if record.reason == announce::EXEC {
-            let (info, stale) = self.reader.at_exec(tgid, incarnation);
+            // The kernel side leaves the image zeroed where it could not read it.
+            let exe = (record.exe.dev != 0 || record.exe.inode != 0).then_some(record.exe);
+            let (info, stale) = self.reader.at_exec(tgid, incarnation, exe);
             if let Some(stale) = stale {
                 let _ = tx.send(Captured::PreExec(stale));
             }

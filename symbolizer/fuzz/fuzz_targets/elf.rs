@@ -1,5 +1,6 @@
 //! The ELF resolver on arbitrary bytes (as a file, the way binaries reach it): symbol tables,
-//! Go tables, DWARF through its index, build ids and offset translation.
+//! Go tables, DWARF through its index, build ids and offset translation; and an executable's
+//! code mapping from its program headers.
 #![no_main]
 
 use std::{io::Write, os::fd::FromRawFd};
@@ -18,6 +19,13 @@ fuzz_target!(|data: &[u8]| {
     if file.write_all(data).is_err() {
         return;
     }
+    // An executable's code mapping from the two addresses an exec reports (any answer, or an
+    // error; never a panic or an unbounded read).
+    let word = |at: usize| {
+        data.get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let _ = symbolizer::process::exec_code_mapping(&file, word(24), word(24) ^ word(32));
     let Ok(resolver) =
         ElfResolver::from_file_with_debug_root(file, "fuzz", std::path::Path::new("/nonexistent"))
     else {

@@ -225,8 +225,97 @@ pub fn open_mapped_file(
     Err(last)
 }
 
+/// The code mapping of an executable that the kernel loaded with its code at `start_code` to
+/// `end_code` (`mm_struct`'s fields, `/proc/PID/stat`'s `startcode` and `endcode`): the lowest
+/// executable segment's virtual address plus the load bias, and the end of the highest one's file
+/// contents. Returns the mapping as `(start, end, file offset of start)`, covering the lowest
+/// executable segment, which is where the load bias is known to hold. For a process that has
+/// exited before its mappings could be read, but whose executable is known.
+///
+/// Reads the ELF header and program headers only (64-bit, little-endian); an error for any
+/// other file, or one whose segments do not fit the two addresses.
+pub fn exec_code_mapping(
+    file: &std::fs::File,
+    start_code: u64,
+    end_code: u64,
+) -> io::Result<(u64, u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    /// More program headers than any linker writes (the table read is at most 28 KiB).
+    const MAX_PHNUM: usize = 512;
+    const PT_LOAD: u32 = 1;
+    const PF_X: u32 = 1;
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0)?;
+    // ELF magic, ELFCLASS64, ELFDATA2LSB.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return Err(bad("not a 64-bit little-endian ELF file"));
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let phoff = u64_at(&header, 32);
+    let phentsize = usize::from(u16_at(&header, 54));
+    let phnum = usize::from(u16_at(&header, 56));
+    if phentsize != 56 || phnum > MAX_PHNUM {
+        return Err(bad("implausible program headers"));
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    file.read_exact_at(&mut table, phoff)?;
+    // (vaddr, offset, filesz) of the executable segment with the lowest address.
+    let lowest = table
+        .chunks_exact(phentsize)
+        .filter(|ph| u32_at(ph, 0) == PT_LOAD && u32_at(ph, 4) & PF_X != 0)
+        .map(|ph| (u64_at(ph, 16), u64_at(ph, 8), u64_at(ph, 32)))
+        .min_by_key(|&(vaddr, ..)| vaddr)
+        .ok_or_else(|| bad("no executable segment"))?;
+    let (vaddr, offset, filesz) = lowest;
+    let bias = start_code
+        .checked_sub(vaddr)
+        .ok_or_else(|| bad("code below its segment's address"))?;
+    let end = vaddr
+        .checked_add(filesz)
+        .and_then(|e| e.checked_add(bias))
+        .ok_or_else(|| bad("segment past the address space"))?
+        .min(end_code);
+    if end <= start_code {
+        return Err(bad("no code between start and end"));
+    }
+    Ok((start_code, end, offset))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_code_mapping_of_this_test_binary_from_its_stat() {
+        // /proc/self/stat's fields 26 and 27 (after the command) are mm's start_code and end_code.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let (start_code, end_code): (u64, u64) =
+            (fields[23].parse().unwrap(), fields[24].parse().unwrap());
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let (start, end, offset) = exec_code_mapping(&exe, start_code, end_code).unwrap();
+        // The kernel's own mapping of the text holds it, at the same file offsets.
+        let target = std::fs::read_link("/proc/self/exe").unwrap();
+        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap()).unwrap();
+        let text = maps
+            .iter()
+            .find(|m| {
+                m.executable
+                    && m.path == MapPath::File(target.display().to_string())
+                    && m.start <= start
+                    && end <= m.end
+            })
+            .expect("a mapping of our text holds the computed one");
+        assert_eq!(start - text.start + text.offset, offset, "same file offset");
+        assert!(end > start);
+        // Not an ELF file, or addresses its segments cannot hold: errors, not guesses.
+        let not_elf = tempfile::tempfile().unwrap();
+        not_elf.set_len(4096).unwrap();
+        assert!(exec_code_mapping(&not_elf, start_code, end_code).is_err());
+        assert!(exec_code_mapping(&exe, 0, 0).is_err());
+    }
+
     use super::*;
 
     const MAPS: &str = "\

@@ -10,7 +10,9 @@ mod maps;
 
 use std::{fs::File, io, sync::Arc};
 
-pub use maps::{open_mapped_file, open_paths, parse_maps, MapEntry, MapPath, ProcessMaps};
+pub use maps::{
+    exec_code_mapping, open_mapped_file, open_paths, parse_maps, MapEntry, MapPath, ProcessMaps,
+};
 
 use crate::{ElfResolver, Error, Reason, Symbolizer};
 
