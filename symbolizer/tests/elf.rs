@@ -567,3 +567,70 @@ fn damaged_debug_sections_never_panic() {
         "damage this light leaves most lookups working"
     );
 }
+
+/// Untyped labels in code (assembly entry points such as ld.so's `_start`) are named, from the
+/// binary's symbol table or, for a binary left with `.dynsym` alone, from its debug file's; a
+/// label inside a sized function leaves the function's name.
+#[test]
+fn assembly_labels_are_named_from_the_symbol_table_or_the_debug_file() {
+    if tool("gcc").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // -rdynamic: the stripped binary keeps a `.dynsym` of its global functions.
+    let full = build_c_from(
+        dir.path(),
+        "labels.c",
+        "labels",
+        &["-O2", "-rdynamic", "-Wl,--build-id"],
+    );
+    let data = std::fs::read(&full).unwrap();
+    let obj = object::File::parse(&*data).unwrap();
+    let at = |name: &str| {
+        obj.symbols()
+            .find(|s| s.name() == Ok(name))
+            .unwrap_or_else(|| panic!("{name} in the symbol table"))
+            .address()
+    };
+    let (entry, inside) = (at("asm_entry"), at("inside_sized"));
+    let debug = dir.path().join("labels.debug");
+    run_tool(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&full)
+            .arg(&debug),
+    );
+    let stripped = dir.path().join("labels-stripped");
+    run_tool(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&full),
+    );
+    run_tool(
+        Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&stripped),
+    );
+    let name = |r: &ElfResolver, va: u64| match r.symbolize(va) {
+        Symbolized::Sym(frames) => frames.last().map(|f| f.function.clone()),
+        Symbolized::Unknown(_) => None,
+    };
+    for (what, resolver) in [
+        ("own symbol table", ElfResolver::open(&full).unwrap()),
+        ("debug file", ElfResolver::open(&stripped).unwrap()),
+    ] {
+        assert_eq!(
+            name(&resolver, entry).as_deref(),
+            Some("asm_entry"),
+            "{what}"
+        );
+        assert_eq!(
+            name(&resolver, entry + 2).as_deref(),
+            Some("asm_entry"),
+            "{what}"
+        );
+        assert_eq!(name(&resolver, inside).as_deref(), Some("sized"), "{what}");
+    }
+}

@@ -39,8 +39,8 @@ pub(super) struct Found {
 }
 
 /// Completes what a binary (`obj`, named `display`) lacks: without DWARF of its own, a separate
-/// debug file's DWARF (and its symbols, when the binary has none); without any symbols, the
-/// MiniDebugInfo's.
+/// debug file's DWARF (and its symbols, when the binary has no symbol table beyond its dynamic
+/// symbols); without any symbols, the MiniDebugInfo's.
 pub(super) fn complete(
     own: Own,
     obj: &object::File<'_>,
@@ -65,7 +65,10 @@ pub(super) fn complete(
         if let Some((_, debug)) = &debug_file {
             if let Ok(dobj) = object::File::parse(&debug[..]) {
                 dwarf = DwarfState::new(debug, &dobj);
-                if symbols.is_empty() {
+                // A binary without `.symtab` names only what it exports (`.dynsym`); its debug
+                // file's table names everything (ld.so's `_start`, static functions written in
+                // assembly, which DWARF does not cover).
+                if symbols.is_empty() || obj.section_by_name(".symtab").is_none() {
                     let found = SymbolIndex::build(&dobj, debug, SymbolSource::DebugFile);
                     if !found.is_empty() {
                         symbols = found;

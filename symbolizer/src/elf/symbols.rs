@@ -76,18 +76,40 @@ impl SymbolIndex {
     }
 }
 
+/// Whether a symbol is defined in an executable section (`SHF_EXECINSTR`; in a separate debug
+/// file the section keeps its flags though its contents are gone).
+fn in_code(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> bool {
+    const SHF_EXECINSTR: u64 = 0x4;
+    sym.section_index()
+        .and_then(|i| obj.section_by_index(i).ok())
+        .is_some_and(|s| match s.flags() {
+            object::SectionFlags::Elf { sh_flags } => sh_flags & SHF_EXECINSTR != 0,
+            _ => false,
+        })
+}
+
 fn index_symbols(obj: &object::File<'_>, data: &[u8]) -> Vec<Sym> {
     let base = data.as_ptr() as usize;
-    let mut raw: Vec<(u64, u64, u64, u32, u32)> = Vec::new(); // start, size, section end, name
+    // start, size, section end, name, whether an untyped label
+    let mut raw: Vec<(u64, u64, u64, u32, u32, bool)> = Vec::new();
     for sym in obj.symbols().chain(obj.dynamic_symbols()) {
         if raw.len() >= MAX_SYMBOLS {
             break;
         }
-        if sym.kind() != SymbolKind::Text || sym.address() == 0 || sym.is_undefined() {
+        if sym.address() == 0 || sym.is_undefined() {
             continue;
         }
         let Ok(name) = sym.name_bytes() else { continue };
         if name.is_empty() {
+            continue;
+        }
+        // Functions; and untyped labels in code, as assembly writes entry points (`_start`,
+        // `_dl_start_user`), but not ARM's mapping symbols (`$x`, `$d`) or local labels.
+        let code_label = sym.kind() == SymbolKind::Unknown
+            && !name.starts_with(b"$")
+            && !name.starts_with(b".L")
+            && in_code(obj, &sym);
+        if sym.kind() != SymbolKind::Text && !code_label {
             continue;
         }
         // Names are borrowed from the map: keep their position instead of copying them.
@@ -102,13 +124,28 @@ fn index_symbols(obj: &object::File<'_>, data: &[u8]) -> Vec<Sym> {
             .and_then(|i| obj.section_by_index(i).ok())
             .map(|s| s.address().saturating_add(s.size()))
             .unwrap_or(u64::MAX);
-        raw.push((sym.address(), sym.size(), section_end, name_off, name_len));
+        raw.push((
+            sym.address(),
+            sym.size(),
+            section_end,
+            name_off,
+            name_len,
+            code_label,
+        ));
     }
-    // Prefer sized symbols at the same address, then the first name.
-    raw.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    // Prefer sized symbols at the same address, then functions over labels, then the first
+    // name.
+    raw.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.5.cmp(&b.5)));
     raw.dedup_by_key(|s| s.0);
+    // A label inside a sized function does not name its code: the function does.
+    let mut covered = 0;
+    raw.retain(|&(start, size, _, _, _, label)| {
+        let keep = !label || start >= covered;
+        covered = covered.max(start.saturating_add(size));
+        keep
+    });
     let mut out = Vec::with_capacity(raw.len());
-    for (i, &(start, size, section_end, name_off, name_len)) in raw.iter().enumerate() {
+    for (i, &(start, size, section_end, name_off, name_len, _)) in raw.iter().enumerate() {
         let next = raw.get(i + 1).map_or(u64::MAX, |n| n.0);
         let end = if size > 0 {
             start.saturating_add(size)
