@@ -17,6 +17,7 @@ pub mod cli;
 pub mod ebpf;
 pub mod k8s;
 pub mod metrics;
+pub mod mmap_events;
 pub mod output;
 pub mod process;
 pub mod profile;

@@ -16,6 +16,8 @@ use std::{
 };
 
 use agent_common::ExecImage;
+
+use crate::mmap_events::{MmapLog, MmapRings};
 use symbolizer::{
     process::{MapEntry, MapPath},
     Process, Symbolizer,
@@ -81,10 +83,15 @@ pub struct ProcessStats {
     pub captured: u64,
     /// Processes that exited (or were unreadable) before their mappings could be read.
     pub vanished: u64,
-    /// Of those, processes named all the same through the executable the kernel reported at
-    /// their exec (its file already open for an earlier process): their code in it is named,
-    /// their libraries' is not.
+    /// Captures made from the kernel's mmap records ([`crate::mmap_events`]): of processes gone
+    /// before their read, or whose later read found them gone.
+    pub from_records: u64,
+    /// Processes gone before their read and without records, named all the same through the
+    /// executable the kernel reported at their exec (its file already open for an earlier
+    /// process): their code in it is named, their libraries' is not.
     pub named_from_exec: u64,
+    /// mmap records the kernel could not write (its ring full) or the log let go of.
+    pub records_lost: u64,
     /// Executable mappings whose file could not be opened or parsed.
     pub unreadable_files: u64,
     /// Refresh requests (a pc outside the known mappings) that found the code mappings as
@@ -154,9 +161,27 @@ impl ProcSource for Proc {
         let MapPath::File(name) = &entry.path else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file"));
         };
-        let (file, _) = symbolizer::process::open_mapped_file(pid, entry)?;
-        Ok((file, name.clone()))
+        match symbolizer::process::open_mapped_file(pid, entry) {
+            Ok((file, _)) => Ok((file, name.clone())),
+            // Gone (captured from the kernel's records): the same path in our own mount
+            // namespace, if it is the same file.
+            Err(err) => match File::open(name) {
+                Ok(file) if entry.inode != 0 && same_file(&file, entry) => Ok((file, name.clone())),
+                _ => Err(err),
+            },
+        }
     }
+}
+
+/// Whether `file` is the one `entry` maps: the same device and inode.
+fn same_file(file: &File, entry: &MapEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| {
+        let dev = m.dev();
+        libc::major(dev) == entry.dev_major
+            && libc::minor(dev) == entry.dev_minor
+            && m.ino() == entry.inode
+    })
 }
 
 /// Reads processes at first sight: their mappings, and the files behind their code, opened at
@@ -175,6 +200,9 @@ pub struct ProcessReader<S: ProcSource = Proc> {
     /// file's inode cannot be reused by another file. Emptied by [`Self::release_files`] and
     /// past [`MAX_OPENED`].
     opened: HashMap<(u32, u32, u64), (File, String)>,
+    /// The kernel's records of mappings, when they could be opened, and what they said.
+    rings: Option<MmapRings>,
+    records: MmapLog,
     stats: ProcessStats,
 }
 
@@ -232,12 +260,17 @@ impl<S: ProcSource> ProcessReader<S> {
             held: HashMap::new(),
             vanished: HashSet::new(),
             opened: HashMap::new(),
+            rings: None,
+            records: MmapLog::new(),
             stats: ProcessStats::default(),
         }
     }
 
     pub fn stats(&self) -> ProcessStats {
-        self.stats
+        ProcessStats {
+            records_lost: self.records_lost(),
+            ..self.stats
+        }
     }
 
     /// Captures a process's mappings and opens its executable files (after exec the kernel
@@ -297,50 +330,46 @@ impl<S: ProcSource> ProcessReader<S> {
             tracing::debug!(pid, "a child of ours before its exec: not captured");
             return None;
         }
-        let mut entries = match self.source.maps(pid) {
-            Ok(entries) => entries,
+        let (mut entries, failed) = match self.source.maps(pid) {
+            Ok(entries) => (entries, false),
             Err(err) => {
                 tracing::debug!(pid, "cannot read mappings: {err}");
-                let held = self
-                    .held
-                    .get(&pid)
-                    .is_some_and(|h| h.incarnation == key.incarnation);
-                if held {
-                    return None;
-                }
-                if self.vanished.insert(key) {
-                    self.stats.vanished += 1;
-                }
-                Vec::new()
+                (Vec::new(), true)
             }
         };
         // A live image always maps code (its text, at least the vDSO). No code at all is a
         // process between exec's steps (the new mm before the binary is mapped) or one exiting
-        // (mm gone, zombie): nothing to capture, and no reason to drop an earlier capture;
-        // but a process gone right after its exec still has the executable the kernel named.
+        // (mm gone, zombie). Such a process, or one already gone, is captured from the
+        // kernel's records of its mappings, or from the executable its exec loaded; else not
+        // at all, keeping any earlier capture.
         if !entries.iter().any(|e| e.executable) {
-            match why {
-                Read::Exec(image) => {
-                    // Exiting already, after its exec: gone before it could be read.
-                    if self.vanished.insert(key) {
-                        self.stats.vanished += 1;
-                    }
-                    match image.and_then(|exe| self.exec_entry(&exe)) {
-                        Some(entry) => {
-                            tracing::debug!(pid, file = %entry.path, "gone: named from its exec");
-                            self.stats.named_from_exec += 1;
-                            entries = vec![entry];
-                        }
-                        None => return None,
-                    }
-                }
-                _ => {
-                    tracing::debug!(
-                        pid,
-                        "no code mapped (exiting, or in mid-exec): not captured"
-                    );
-                    return None;
-                }
+            let held = self
+                .held
+                .get(&pid)
+                .is_some_and(|h| h.incarnation == key.incarnation);
+            let gone = !held && (failed || matches!(why, Read::Exec(_)));
+            if gone && self.vanished.insert(key) {
+                self.stats.vanished += 1;
+            }
+            if let Some(recorded) = self.recorded(key) {
+                tracing::debug!(pid, mappings = recorded.len(), "captured from mmap records");
+                self.stats.from_records += 1;
+                entries = recorded;
+            } else if !gone {
+                tracing::debug!(
+                    pid,
+                    "no code mapped (exiting, or in mid-exec): not captured"
+                );
+                return None;
+            } else if let Some(entry) = match why {
+                Read::Exec(Some(exe)) => self.exec_entry(&exe),
+                _ => None,
+            } {
+                tracing::debug!(pid, file = %entry.path, "gone: named from its exec");
+                self.stats.named_from_exec += 1;
+                entries = vec![entry];
+            } else {
+                return None;
             }
         }
         if why == Read::Again {
@@ -418,6 +447,31 @@ impl<S: ProcSource> ProcessReader<S> {
             mappings,
             locations: HashMap::new(),
         })
+    }
+
+    /// Takes in what the kernel recorded of mappings, execs and exits since the last call.
+    pub fn drain_records(&mut self) {
+        if let Some(rings) = &mut self.rings {
+            rings.drain(&mut self.records);
+        }
+    }
+
+    /// Records mmap records from now on (see [`crate::mmap_events`]).
+    pub fn record_mappings(&mut self, rings: MmapRings) {
+        self.rings = Some(rings);
+    }
+
+    /// The code mappings the kernel recorded for this incarnation (read to the last record).
+    fn recorded(&mut self, key: ProcessKey) -> Option<Vec<MapEntry>> {
+        self.drain_records();
+        let mut entries = self.records.mappings(key.pid, key.incarnation)?;
+        entries.retain(|e| e.executable);
+        (!entries.is_empty()).then_some(entries)
+    }
+
+    /// Records lost by the kernel (a ring full) or let go of by the log.
+    pub fn records_lost(&self) -> u64 {
+        self.rings.as_ref().map_or(0, |r| r.lost) + self.records.dropped
     }
 
     /// The code mapping of an executable the kernel named at exec, when the same file (by
@@ -860,6 +914,55 @@ mod tests {
         let mut table = ProcessTable::new();
         table.insert(info);
         assert!(table.get(key(9)).is_some());
+    }
+
+    /// A process gone before its read is captured from the kernel's mmap records of its
+    /// incarnation: its executable and the libraries mapped after its exec; a pid reused by a
+    /// fork gets none of them.
+    #[test]
+    fn a_gone_process_is_captured_from_its_mmap_records() {
+        use crate::mmap_events::Event;
+        let exe = std::env::current_exe().unwrap();
+        let entry = |start: u64, inode: u64| MapEntry {
+            start,
+            end: start + 0x1000,
+            offset: 0x1000,
+            readable: true,
+            writable: false,
+            executable: true,
+            private: true,
+            dev_major: 8,
+            dev_minor: 1,
+            inode,
+            path: MapPath::File(exe.display().to_string()),
+            deleted: false,
+        };
+        let mut reader = ProcessReader::with_source(Canned(HashMap::new()));
+        reader.records.push(Event::exec(7, I - 10));
+        reader
+            .records
+            .push(Event::map(7, I - 5, entry(0x40_0000, 1)));
+        reader
+            .records
+            .push(Event::map(7, I + 10, entry(0x7f00_0000, 2)));
+        reader.records.push(Event::exit(7, I + 20));
+        reader.records.push(Event::fork(7, I + 30));
+        let (info, _) = reader.at_exec(7, I, None);
+        let info = info.expect("captured from the records");
+        assert_eq!(
+            info.mappings.len(),
+            2,
+            "the program and a library mapped after exec"
+        );
+        assert!(info.mapping(0x7f00_0010).is_some());
+        assert!(
+            reader.refresh(7, I + 40).is_none(),
+            "the fork that reused the pid: no records of its own, nothing of the old ones"
+        );
+        let stats = reader.stats();
+        assert_eq!(stats.from_records, 1);
+        assert_eq!(stats.vanished, 2);
+        assert_eq!(stats.named_from_exec, 0);
     }
 
     /// A pid reused within a window: each incarnation keeps its own capture, and a sample

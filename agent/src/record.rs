@@ -583,14 +583,17 @@ pub fn render_summary(report: &Report, top: usize) -> String {
     let _ = writeln!(
         s,
         "Unsymbolized frames: {} of {} user, {} of {} kernel; processes gone before their \
-         mappings were read: {} ({} of them named by the executable their exec loaded); \
-         unreadable binaries: {}; missing stacks: {}; mapping re-reads that found no change: {}",
+         mappings were read: {} (captures from mmap records: {}; named by their executable \
+         alone: {}; mmap records lost: {}); unreadable binaries: {}; missing stacks: {}; \
+         mapping re-reads that found no change: {}",
         r.user_unsymbolized,
         r.user_frames,
         r.kernel_unsymbolized,
         r.kernel_frames,
         p.vanished,
+        p.from_records,
         p.named_from_exec,
+        p.records_lost,
         p.unreadable_files,
         r.missing_stacks,
         p.refreshes_unchanged,

@@ -260,6 +260,8 @@ impl Collector {
             s.resolve = t.resolve;
             s.processes_vanished = processes.vanished;
             s.processes_named_from_exec = processes.named_from_exec;
+            s.processes_from_records = processes.from_records;
+            s.mmap_records_lost = processes.records_lost;
             s.unreadable_files = processes.unreadable_files;
             s.refreshes_unchanged = processes.refreshes_unchanged;
             s.processes_tracked = tracked as u64;

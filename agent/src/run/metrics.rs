@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub resolve: crate::resolve::ResolveStats,
     pub processes_vanished: u64,
     pub processes_named_from_exec: u64,
+    pub processes_from_records: u64,
+    pub mmap_records_lost: u64,
     pub unreadable_files: u64,
     pub refreshes_unchanged: u64,
     pub processes_tracked: u64,
@@ -231,9 +233,24 @@ impl Metrics {
             &mut out,
             "bellows_processes_named_from_exec_total",
             "counter",
-            "Of the processes gone before their mappings were read, those named by the \
+            "Processes gone before their mappings were read, without mmap records, named by the \
              executable their exec loaded.",
             &[("", s.processes_named_from_exec)],
+        );
+        family(
+            &mut out,
+            "bellows_processes_from_mmap_records_total",
+            "counter",
+            "Captures made from the kernel's mmap records, of processes gone before their \
+             mappings could be read.",
+            &[("", s.processes_from_records)],
+        );
+        family(
+            &mut out,
+            "bellows_mmap_records_lost_total",
+            "counter",
+            "mmap records the kernel could not write (ring full) or the agent let go of.",
+            &[("", s.mmap_records_lost)],
         );
         family(
             &mut out,

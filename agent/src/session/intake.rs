@@ -103,8 +103,16 @@ impl Intake {
     /// Starts the thread on the new-process ring. Captured processes' code mappings go to
     /// `loader`.
     pub fn start(ring: RingBuf<MapData>, loader: Option<LoaderHandle>) -> std::io::Result<Self> {
+        let mut reader = ProcessReader::new();
+        match crate::mmap_events::MmapRings::open() {
+            Ok(rings) => reader.record_mappings(rings),
+            Err(e) => tracing::info!(
+                "no mmap records ({e}): processes gone before their mappings are read lose \
+                 their libraries' frames"
+            ),
+        }
         let shared = Arc::new(Mutex::new(Shared {
-            reader: ProcessReader::new(),
+            reader,
             loader,
             stats: IntakeStats::default(),
         }));
@@ -232,9 +240,11 @@ fn intake_loop(
                 announced.push(unsafe { item.as_ptr().cast::<Announcement>().read_unaligned() });
             }
         }
-        if !announced.is_empty() {
+        let quiet = announced.is_empty();
+        if !quiet {
             let started = Instant::now();
             let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            shared.reader.drain_records();
             for record in announced {
                 shared.announced(record, tx);
             }
@@ -245,6 +255,14 @@ fn intake_loop(
         }
         if stopping {
             return;
+        }
+        if quiet {
+            // Quiet: keep the mmap rings from filling all the same.
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reader
+                .drain_records();
         }
         let mut pfd = libc::pollfd {
             fd,

@@ -93,6 +93,21 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapEntry>> {
         .collect()
 }
 
+/// What a mapping's name, as the kernel prints it (`/proc/PID/maps`, perf's mmap records),
+/// says is mapped; and whether the file was deleted since.
+pub fn map_path(text: &str) -> (MapPath, bool) {
+    match text {
+        "" => (MapPath::Anonymous, false),
+        "[vdso]" => (MapPath::Vdso, false),
+        "[vsyscall]" => (MapPath::Vsyscall, false),
+        p if p.starts_with('[') => (MapPath::Other(p.to_string()), false),
+        p => match p.strip_suffix(" (deleted)") {
+            Some(p) => (MapPath::File(p.to_string()), true),
+            None => (MapPath::File(p.to_string()), false),
+        },
+    }
+}
+
 fn parse_line(line: &str) -> std::result::Result<MapEntry, &'static str> {
     // start-end perms offset major:minor inode [path, which may contain spaces]
     let mut rest = line;
@@ -125,16 +140,7 @@ fn parse_line(line: &str) -> std::result::Result<MapEntry, &'static str> {
     }
     let (major, minor) = dev.split_once(':').ok_or("device lacks ':'")?;
     let dev_num = |s: &str| u32::from_str_radix(s, 16).map_err(|_| "bad device number");
-    let (path, deleted) = match path_text {
-        "" => (MapPath::Anonymous, false),
-        "[vdso]" => (MapPath::Vdso, false),
-        "[vsyscall]" => (MapPath::Vsyscall, false),
-        p if p.starts_with('[') => (MapPath::Other(p.to_string()), false),
-        p => match p.strip_suffix(" (deleted)") {
-            Some(p) => (MapPath::File(p.to_string()), true),
-            None => (MapPath::File(p.to_string()), false),
-        },
-    };
+    let (path, deleted) = map_path(path_text);
     Ok(MapEntry {
         start,
         end,

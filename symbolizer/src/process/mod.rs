@@ -11,7 +11,8 @@ mod maps;
 use std::{fs::File, io, sync::Arc};
 
 pub use maps::{
-    exec_code_mapping, open_mapped_file, open_paths, parse_maps, MapEntry, MapPath, ProcessMaps,
+    exec_code_mapping, map_path, open_mapped_file, open_paths, parse_maps, MapEntry, MapPath,
+    ProcessMaps,
 };
 
 use crate::{ElfResolver, Error, Reason, Symbolizer};
