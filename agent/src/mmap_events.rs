@@ -171,8 +171,10 @@ const PERF_RECORD_FORK: u32 = 7;
 const PERF_RECORD_MMAP2: u32 = 10;
 const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
 const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
-/// Data pages of each CPU's ring (a power of two): 256 KiB, about 2,000 mmap records.
-const RING_PAGES: usize = 64;
+/// Data pages of each CPU's ring (a power of two): 128 KiB, about 1,000 mmap records, which the
+/// intake drains at every announcement and at least every 100 ms (a thousand execs a second
+/// write about 6,000 records). 4 MiB on a 32-CPU node; what does not fit is counted.
+const RING_PAGES: usize = 32;
 /// Where `perf_event_mmap_page` keeps `data_head` and `data_tail`.
 const DATA_HEAD: usize = 1024;
 const DATA_TAIL: usize = 1032;
