@@ -214,7 +214,12 @@ pub mod config {
     /// (it never is 0: a task starts with its thread info and state).
     pub const EXE_OFFSETS: u32 = 9;
     pub const EXE_OFFSETS_LEN: usize = 8;
-    pub const LEN: u32 = EXE_OFFSETS + EXE_OFFSETS_LEN as u32;
+    /// Bit offset of `task_struct.in_execve` (a bitfield, from BTF) plus one; 0 when unknown.
+    /// A sample taken while the task is in execve has user registers that describe the old
+    /// image, not the mappings it may already have. Its user stack is left out, as that of a
+    /// task without `mm` ([`crate::ErrorKind::NoUserSpace`]).
+    pub const IN_EXECVE_BIT: u32 = EXE_OFFSETS + EXE_OFFSETS_LEN as u32;
+    pub const LEN: u32 = IN_EXECVE_BIT + 1;
 }
 
 /// Indexes of the per-CPU `ERRORS` array: why samples were dropped or degraded.
@@ -249,6 +254,11 @@ pub enum ErrorKind {
     /// Samples taken in kernel mode, or of processes without tables: their user stack came from
     /// frame pointers alone (`bpf_get_stack`).
     FramePointerStacks = 11,
+    /// Samples of tasks without a user address space their registers describe: kernel threads,
+    /// tasks in exit after `exit_mm`, and tasks inside execve (their registers are the old
+    /// image's, their mappings may be the new one's). Counted with their kernel stack only
+    /// (not an error).
+    NoUserSpace = 12,
 }
 
 /// The frame that ends a user stack whose walk stopped early (see
@@ -256,7 +266,7 @@ pub enum ErrorKind {
 pub const TRUNCATED_FRAME: u64 = u64::MAX;
 
 impl ErrorKind {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [ErrorKind; Self::COUNT as usize] = [
         ErrorKind::Counted,
         ErrorKind::CountsFull,
@@ -270,6 +280,7 @@ impl ErrorKind {
         ErrorKind::UnwindTruncated,
         ErrorKind::UnwindFpFrames,
         ErrorKind::FramePointerStacks,
+        ErrorKind::NoUserSpace,
     ];
 
     /// Stable snake_case name, used in reports and metrics.
@@ -287,6 +298,7 @@ impl ErrorKind {
             ErrorKind::UnwindTruncated => "unwind_truncated",
             ErrorKind::UnwindFpFrames => "unwind_frame_pointer_frames",
             ErrorKind::FramePointerStacks => "frame_pointer_stacks",
+            ErrorKind::NoUserSpace => "no_user_address_space",
         }
     }
 }

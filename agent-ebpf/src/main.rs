@@ -167,15 +167,6 @@ fn exec_image() -> Option<ExecImage> {
     if offset(0) == 0 {
         return None;
     }
-    /// Reads a `T` at `base + off` in kernel memory.
-    #[inline(always)]
-    fn read<T>(base: u64, off: usize) -> Option<T> {
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: the helper copies from kernel memory and fails cleanly on a bad address.
-        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base as usize + off) as *const T).ok() }
-    }
     // SAFETY: the helper takes no arguments and returns the current task's address.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
     let mm: u64 = read(task, offset(0))?;
@@ -193,6 +184,41 @@ fn exec_image() -> Option<ExecImage> {
         start_code,
         end_code,
     })
+}
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, off: usize) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: the helper copies from kernel memory and fails cleanly on a bad address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base as usize + off) as *const T).ok() }
+}
+
+/// Whether the current task has no user address space its registers describe: a kernel thread
+/// or a task past `exit_mm` (no `mm`), or a task inside execve (`in_execve`), whose user
+/// registers are still the old image's while its mappings may already be the new one's.
+/// False when BTF did not say where to look.
+#[inline(always)]
+fn no_user_space() -> bool {
+    let mm_offset = config(config::EXE_OFFSETS) as usize;
+    if mm_offset == 0 {
+        return false;
+    }
+    // SAFETY: the helper takes no arguments and returns the current task's address.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    match read::<u64>(task, mm_offset) {
+        Some(0) => return true,
+        Some(_) => {}
+        None => return false,
+    }
+    let bit = config(config::IN_EXECVE_BIT);
+    if bit == 0 {
+        return false;
+    }
+    let bit = bit - 1;
+    read::<u8>(task, (bit / 8) as usize).is_some_and(|byte| byte >> (bit % 8) & 1 != 0)
 }
 
 /// A task exited: when it leads its thread group, the process is gone, and its pid may be
@@ -250,6 +276,11 @@ fn try_sample(ctx: &PerfEventContext) {
         comm,
         incarnation: incarnation(tgid),
     };
+    if no_user_space() {
+        count_error(ErrorKind::NoUserSpace);
+        count_sample(&key, generation);
+        return;
+    }
     if config(config::UNWIND) != 0 {
         // Returns only when this sample cannot be walked with tables.
         unwind::start(ctx, &key, generation);

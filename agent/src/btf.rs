@@ -105,6 +105,18 @@ impl<'a> Btf<'a> {
     /// The byte offset of `member` in `struct name`, looking into its anonymous structs and
     /// unions. None when either is absent or the member is a bitfield.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let (bits, bitfield) = self.member_bits(name, member)?;
+        (bitfield == 0 && bits % 8 == 0).then_some(bits / 8)
+    }
+
+    /// The bit offset of `member` in `struct name`, bitfields included: a one-bit flag is read
+    /// as its byte at `bits / 8`, bit `bits % 8` (little-endian).
+    pub fn member_bit_offset(&self, name: &str, member: &str) -> Option<u32> {
+        Some(self.member_bits(name, member)?.0)
+    }
+
+    /// (bit offset, bitfield size or 0) of `member` in `struct name`.
+    fn member_bits(&self, name: &str, member: &str) -> Option<(u32, u32)> {
         (1..=u32::try_from(self.types.len()).ok()?).find_map(|id| {
             let (name_off, kind, vlen, ..) = self.entry(id)?;
             // A declaration without members (an empty struct) cannot hold it.
@@ -115,8 +127,8 @@ impl<'a> Btf<'a> {
         })
     }
 
-    /// `member`'s byte offset inside struct or union `id`.
-    fn find_member(&self, id: u32, member: &str, depth: usize) -> Option<u32> {
+    /// (bit offset, bitfield size or 0) of `member` inside struct or union `id`.
+    fn find_member(&self, id: u32, member: &str, depth: usize) -> Option<(u32, u32)> {
         let (_, kind, vlen, kind_flag, data) = self.entry(id)?;
         if kind != KIND_STRUCT && kind != KIND_UNION {
             return None;
@@ -127,20 +139,20 @@ impl<'a> Btf<'a> {
                 (self.u32_at(m)?, self.u32_at(m + 4)?, self.u32_at(m + 8)?);
             // With kind_flag, the offset holds a bitfield size in its top 8 bits.
             let (bits, bitfield) = if kind_flag {
-                (offset & 0x00ff_ffff, offset >> 24 != 0)
+                (offset & 0x00ff_ffff, offset >> 24)
             } else {
-                (offset, false)
+                (offset, 0)
             };
             if name_off == 0 {
                 if depth < MAX_ANONYMOUS_DEPTH && bits % 8 == 0 {
-                    if let Some(inner) = self.find_member(ty, member, depth + 1) {
-                        return inner.checked_add(bits / 8);
+                    if let Some((inner, size)) = self.find_member(ty, member, depth + 1) {
+                        return Some((inner.checked_add(bits)?, size));
                     }
                 }
                 continue;
             }
             if self.string(name_off)? == member.as_bytes() {
-                return (!bitfield && bits % 8 == 0).then_some(bits / 8);
+                return Some((bits, bitfield));
             }
         }
         None
@@ -160,6 +172,12 @@ fn vmlinux() -> Option<Vec<u8>> {
 /// `task_struct.stack`'s offset on the running kernel, from `/sys/kernel/btf/vmlinux`.
 pub fn task_stack_offset() -> Option<u32> {
     member_offset(&vmlinux()?, "task_struct", "stack")
+}
+
+/// `task_struct.in_execve`'s bit offset on the running kernel (a one-bit flag set from the
+/// start of execve until its new image runs).
+pub fn in_execve_bit() -> Option<u32> {
+    Btf::parse(&vmlinux()?)?.member_bit_offset("task_struct", "in_execve")
 }
 
 /// Where the exec hook finds the new image's executable: the offsets of the members it
@@ -251,6 +269,11 @@ mod tests {
         assert_eq!(member_offset(&b, "task_struct", "stack"), Some(8));
         assert_eq!(member_offset(&b, "task_struct", "a"), Some(0));
         assert_eq!(member_offset(&b, "task_struct", "b"), None, "bitfield");
+        let btf = Btf::parse(&b).unwrap();
+        assert_eq!(btf.member_bit_offset("task_struct", "b"), Some(32));
+        assert_eq!(btf.member_bit_offset("task_struct", "stack"), Some(64));
+        assert_eq!(btf.member_bit_offset("mm_struct", "z"), Some(64));
+        assert_eq!(btf.member_bit_offset("task_struct", "nope"), None);
         assert_eq!(member_offset(&b, "task_struct", "nope"), None);
         assert_eq!(member_offset(&b, "mm_struct", "stack"), None);
         assert_eq!(member_offset(&b, "mm_struct", "x"), Some(0));
@@ -291,6 +314,12 @@ mod tests {
         assert!(
             exe[2].is_multiple_of(8) && exe[3] == exe[2] + 8,
             "mm_struct.end_code follows start_code: {exe:?}"
+        );
+        let in_execve = in_execve_bit().expect("task_struct.in_execve in vmlinux BTF");
+        assert!(
+            in_execve > exe[0] * 8,
+            "in_execve ({in_execve}) sits after task_struct.mm ({})",
+            exe[0]
         );
     }
 }

@@ -175,7 +175,7 @@ impl DropCounts {
     }
 
     /// Nonzero drop and degradation reasons (everything but the totals: `counted`, `filtered`,
-    /// and how user stacks were walked).
+    /// and how user stacks were walked, kernel-only samples in exec or exit included).
     pub fn problems(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
         ErrorKind::ALL
             .into_iter()
@@ -186,6 +186,7 @@ impl DropCounts {
                         | ErrorKind::Filtered
                         | ErrorKind::Unwound
                         | ErrorKind::FramePointerStacks
+                        | ErrorKind::NoUserSpace
                 )
             })
             .map(|k| (k, self.get(k)))
@@ -329,6 +330,11 @@ impl Sampler {
                 "no BTF for the executable at exec (/sys/kernel/btf/vmlinux): processes that \
                  exit before their mappings are read stay unnamed"
             ),
+        }
+        // Samples taken inside execve keep only their kernel stack where BTF says where the
+        // flag is (without it, their old image's user frame goes unnamed).
+        if let Some(bit) = crate::btf::in_execve_bit() {
+            self.set_config(&[(config::IN_EXECVE_BIT, bit.saturating_add(1))])?;
         }
 
         for (name, verify) in [

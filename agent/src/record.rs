@@ -630,11 +630,13 @@ pub fn render_summary(report: &Report, top: usize) -> String {
         let fp = report
             .drops
             .get(agent_common::ErrorKind::FramePointerStacks);
+        let none = report.drops.get(agent_common::ErrorKind::NoUserSpace);
         let _ = writeln!(
             s,
             "User stacks: {walked} walked with unwind tables, {fp} by frame pointers (kernel-mode \
-             samples, processes not loaded yet); tables of {} binaries ({} rows) loaded in \
-             {:.2} s, {} without a table, {} did not fit",
+             samples, processes not loaded yet), {none} without a user address space (kernel \
+             threads, tasks in execve or past exit); tables of {} binaries ({} rows) \
+             loaded in {:.2} s, {} without a table, {} did not fit",
             u.tables_loaded,
             u.rows_loaded,
             u.build_time.as_secs_f64(),
