@@ -169,22 +169,39 @@ fn vmlinux() -> Option<Vec<u8>> {
     std::fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()
 }
 
-/// `task_struct.stack`'s offset on the running kernel, from `/sys/kernel/btf/vmlinux`.
-pub fn task_stack_offset() -> Option<u32> {
-    member_offset(&vmlinux()?, "task_struct", "stack")
+/// What the BPF programs read of the running kernel's `task_struct` and the structs it leads to,
+/// from one parse of `/sys/kernel/btf/vmlinux`. A member BTF does not place is None.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskLayout {
+    /// `task_struct.stack`: where kernel-mode samples find the user registers.
+    pub stack: Option<u32>,
+    /// Where the exec hook finds the new image's executable: the offsets of [`EXE_MEMBERS`], in
+    /// the order of [`agent_common::config::EXE_OFFSETS`]; all of them or none.
+    pub exe: Option<[u32; agent_common::config::EXE_OFFSETS_LEN]>,
+    /// `task_struct.in_execve`'s bit offset (a one-bit flag set from the start of execve until
+    /// its new image runs).
+    pub in_execve_bit: Option<u32>,
 }
 
-/// `task_struct.in_execve`'s bit offset on the running kernel (a one-bit flag set from the
-/// start of execve until its new image runs).
-pub fn in_execve_bit() -> Option<u32> {
-    Btf::parse(&vmlinux()?)?.member_bit_offset("task_struct", "in_execve")
+impl TaskLayout {
+    /// The layout of the running kernel; every member None without BTF.
+    pub fn running_kernel() -> TaskLayout {
+        vmlinux()
+            .and_then(|blob| Some(TaskLayout::from_btf(&Btf::parse(&blob)?)))
+            .unwrap_or_default()
+    }
+
+    fn from_btf(btf: &Btf<'_>) -> TaskLayout {
+        TaskLayout {
+            stack: btf.member_offset("task_struct", "stack"),
+            exe: exe_offsets(btf),
+            in_execve_bit: btf.member_bit_offset("task_struct", "in_execve"),
+        }
+    }
 }
 
-/// Where the exec hook finds the new image's executable: the offsets of the members it
-/// follows, in the order of [`agent_common::config::EXE_OFFSETS`].
-pub fn exe_offsets() -> Option<[u32; agent_common::config::EXE_OFFSETS_LEN]> {
-    let blob = vmlinux()?;
-    let btf = Btf::parse(&blob)?;
+/// The offsets of [`EXE_MEMBERS`], in their order; None when BTF lacks one of them.
+fn exe_offsets(btf: &Btf<'_>) -> Option<[u32; agent_common::config::EXE_OFFSETS_LEN]> {
     let mut out = [0; agent_common::config::EXE_OFFSETS_LEN];
     for (slot, (name, member)) in out.iter_mut().zip(EXE_MEMBERS) {
         *slot = btf.member_offset(name, member)?;
@@ -192,7 +209,7 @@ pub fn exe_offsets() -> Option<[u32; agent_common::config::EXE_OFFSETS_LEN]> {
     Some(out)
 }
 
-/// The members [`exe_offsets`] reads, in its order.
+/// The members of [`TaskLayout::exe`], in its order.
 const EXE_MEMBERS: [(&str, &str); agent_common::config::EXE_OFFSETS_LEN] = [
     ("task_struct", "mm"),
     ("mm_struct", "exe_file"),
@@ -307,15 +324,18 @@ mod tests {
             eprintln!("skipping: no /sys/kernel/btf/vmlinux");
             return;
         }
-        let offset = task_stack_offset().expect("task_struct.stack in vmlinux BTF");
+        let layout = TaskLayout::running_kernel();
+        let offset = layout.stack.expect("task_struct.stack in vmlinux BTF");
         assert!(offset > 0 && offset.is_multiple_of(8), "{offset}");
-        let exe = exe_offsets().expect("the exec hook's members in vmlinux BTF");
+        let exe = layout.exe.expect("the exec hook's members in vmlinux BTF");
         assert!(exe[0] > 0, "task_struct.mm is not first: {exe:?}");
         assert!(
             exe[2].is_multiple_of(8) && exe[3] == exe[2] + 8,
             "mm_struct.end_code follows start_code: {exe:?}"
         );
-        let in_execve = in_execve_bit().expect("task_struct.in_execve in vmlinux BTF");
+        let in_execve = layout
+            .in_execve_bit
+            .expect("task_struct.in_execve in vmlinux BTF");
         assert!(
             in_execve > exe[0] * 8,
             "in_execve ({in_execve}) sits after task_struct.mm ({})",

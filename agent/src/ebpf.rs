@@ -289,14 +289,19 @@ impl Sampler {
             unwinding: false,
             unwind_rows: rows,
         };
-        sampler.configure(cfg)?;
+        let layout = crate::btf::TaskLayout::running_kernel();
+        sampler.configure(cfg, &layout)?;
         if cfg.unwind {
-            sampler.enable_unwinder()?;
+            sampler.enable_unwinder(&layout)?;
         }
         Ok(sampler)
     }
 
-    fn configure(&mut self, cfg: &SamplerConfig) -> Result<(), SamplerError> {
+    fn configure(
+        &mut self,
+        cfg: &SamplerConfig,
+        layout: &crate::btf::TaskLayout,
+    ) -> Result<(), SamplerError> {
         for &cgroup in &cfg.cgroups {
             self.filter_map::<u64>(maps::CGROUP_FILTER)?
                 .insert(cgroup, 1, 0)
@@ -321,7 +326,7 @@ impl Sampler {
         ])?;
         // The exec hook names each new image's executable where BTF says how to find it; a
         // process that exits before its mappings are read is then still named.
-        match crate::btf::exe_offsets() {
+        match layout.exe {
             Some(offsets) => {
                 let settings: Vec<(u32, u32)> = (config::EXE_OFFSETS..).zip(offsets).collect();
                 self.set_config(&settings)?;
@@ -333,7 +338,7 @@ impl Sampler {
         }
         // Samples taken inside execve keep only their kernel stack where BTF says where the
         // flag is (without it, their old image's user frame goes unnamed).
-        if let Some(bit) = crate::btf::in_execve_bit() {
+        if let Some(bit) = layout.in_execve_bit {
             self.set_config(&[(config::IN_EXECVE_BIT, bit.saturating_add(1))])?;
         }
 
@@ -377,7 +382,7 @@ impl Sampler {
     }
 
     /// Loads the unwinder, puts it in the tail-call array and switches table walking on.
-    fn enable_unwinder(&mut self) -> Result<(), SamplerError> {
+    fn enable_unwinder(&mut self, layout: &crate::btf::TaskLayout) -> Result<(), SamplerError> {
         let name = programs::UNWIND;
         let program: &mut PerfEvent = self
             .ebpf
@@ -401,7 +406,7 @@ impl Sampler {
             })?;
         // Kernel-mode samples find the user registers on the task's kernel stack where BTF says
         // where that is; elsewhere they keep frame-pointer stacks (counted).
-        let task_stack = crate::btf::task_stack_offset().unwrap_or(0);
+        let task_stack = layout.stack.unwrap_or(0);
         if task_stack == 0 {
             tracing::info!(
                 "no BTF (/sys/kernel/btf/vmlinux): samples taken in kernel mode keep \
