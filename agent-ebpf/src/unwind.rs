@@ -17,7 +17,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{bpf_get_current_task, bpf_probe_read_user},
     programs::PerfEventContext,
     EbpfContext,
 };
@@ -62,10 +62,10 @@ const SIGCONTEXT_RIP: u64 = 128;
 
 /// Size of `struct pt_regs` and the offsets of the registers we need (x86_64).
 const PT_REGS_SIZE: u64 = 21 * 8;
-const PT_REGS_RBP: u64 = 4 * 8;
-const PT_REGS_RIP: u64 = 16 * 8;
-const PT_REGS_CS: u64 = 17 * 8;
-const PT_REGS_RSP: u64 = 19 * 8;
+const PT_REGS_RBP: usize = 4 * 8;
+const PT_REGS_RIP: usize = 16 * 8;
+const PT_REGS_CS: usize = 17 * 8;
+const PT_REGS_RSP: usize = 19 * 8;
 
 /// User registers (ip, sp, bp) of the sampled task.
 struct UserRegs {
@@ -88,27 +88,24 @@ fn user_regs(ctx: &PerfEventContext) -> Option<UserRegs> {
             bp: regs.rbp,
         });
     }
-    let stack_offset = u64::from(crate::config(config::TASK_STACK_OFFSET));
+    let stack_offset = crate::config(config::TASK_STACK_OFFSET) as usize;
     let thread_size = u64::from(crate::config(config::THREAD_SIZE));
     if stack_offset == 0 || thread_size == 0 {
         return None;
     }
     // SAFETY: the helper returns the current task; it is only read through the helper below.
     let task = unsafe { bpf_get_current_task() };
-    let read = |addr: u64| {
-        // SAFETY: bpf_probe_read_kernel checks the address; a fault is an error.
-        unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
-    };
-    let stack = read(task.wrapping_add(stack_offset))?;
+    let read = crate::read::<u64>;
+    let stack = read(task, stack_offset)?;
     let pt_regs = stack.wrapping_add(thread_size).wrapping_sub(PT_REGS_SIZE);
     // A kernel thread, or a layout we do not know: no user mode saved there.
-    if read(pt_regs.wrapping_add(PT_REGS_CS))? & 3 != 3 {
+    if read(pt_regs, PT_REGS_CS)? & 3 != 3 {
         return None;
     }
     Some(UserRegs {
-        ip: read(pt_regs.wrapping_add(PT_REGS_RIP))?,
-        sp: read(pt_regs.wrapping_add(PT_REGS_RSP))?,
-        bp: read(pt_regs.wrapping_add(PT_REGS_RBP))?,
+        ip: read(pt_regs, PT_REGS_RIP)?,
+        sp: read(pt_regs, PT_REGS_RSP)?,
+        bp: read(pt_regs, PT_REGS_RBP)?,
     })
 }
 
