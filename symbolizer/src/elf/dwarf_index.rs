@@ -1,8 +1,9 @@
 //! Our own index of a file's DWARF. Opening it lists the compilation units and their address
 //! ranges, reading no more of each than its root entry. A unit is read and its tables built
-//! (address-sorted function ranges, inlined-call ranges and line rows, in one pass over its
-//! entries) the first time an address falls in it; a profile needs few of a large binary's
-//! units. Names, call sites and file names are read only for the frames of an answer.
+//! (address-sorted function ranges and line rows, in one pass over its entries) the first time
+//! an address falls in it; a profile needs few of a large binary's units. A function's inlined
+//! calls, most of what a unit's entries hold, are read the first time an address falls in that
+//! function. Names, call sites and file names are read only for the frames of an answer.
 //!
 //! The answers are those of `addr2line` (the tests compare both on real binaries): the same unit
 //! order, the same choice between identical ranges, the same naming rules. What differs is the
@@ -61,13 +62,16 @@ struct FuncRange {
 }
 
 /// A physical function (`DW_TAG_subprogram` with code).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Function {
     /// Its entry (unit offset), read again for its name when it is part of an answer.
     entry: u32,
-    /// Its inlined calls' ranges: `inline_ranges[inlines.0..inlines.1]`, sorted by depth then
-    /// start.
-    inlines: (u32, u32),
+    /// The unit offset just past its children: its inlined calls lie in `entry..end`.
+    end: u32,
+    /// Its inlined calls' ranges, sorted by depth then start: read from `entry..end` the first
+    /// time an address falls in the function. Most functions of a unit never need them, and
+    /// they are most of what a unit's entries hold.
+    inlines: OnceLock<Box<[InlineRange]>>,
 }
 
 /// What an answer reads of a function's or an inlined call's entry.
@@ -110,7 +114,6 @@ struct Parsed {
     /// Sorted by start.
     func_ranges: Vec<FuncRange>,
     functions: Vec<Function>,
-    inline_ranges: Vec<InlineRange>,
     /// Sorted by start.
     sequences: Vec<Sequence>,
     rows: Vec<Row>,
@@ -414,7 +417,7 @@ impl DwarfIndex {
                 }]);
             };
             let mut frames = Vec::new();
-            let chain = parsed.inline_chain(func, probe);
+            let chain = Parsed::inline_chain(self.inlines(unit, parsed, func), probe);
             for &entry in chain.iter().rev() {
                 let call = self.entry(unit, entry).unwrap_or_default();
                 let (file, line) = location.take().unwrap_or_default();
@@ -443,6 +446,36 @@ impl DwarfIndex {
             return Some(frames);
         }
         None
+    }
+
+    /// The inlined calls of `parsed.functions[func]`, read on first use (and counted in
+    /// [`Self::heap_bytes`]); none when they cannot be read.
+    fn inlines<'a>(
+        &self,
+        unit: &IndexedUnit,
+        parsed: &'a Parsed,
+        func: usize,
+    ) -> &'a [InlineRange] {
+        let function = &parsed.functions[func];
+        function.inlines.get_or_init(|| {
+            let ranges = unit
+                .unit(&self.dwarf)
+                .and_then(|u| {
+                    read_inlines(
+                        gimli::UnitRef::new(&self.dwarf, u),
+                        function.entry,
+                        function.end,
+                    )
+                    .ok()
+                })
+                .unwrap_or_default()
+                .into_boxed_slice();
+            self.built_bytes.fetch_add(
+                ranges.len() * std::mem::size_of::<InlineRange>(),
+                atomic::Ordering::Relaxed,
+            );
+            ranges
+        })
     }
 
     /// What an answer needs of a function's or an inlined call's entry, at unit offset `at`.
@@ -570,26 +603,12 @@ impl IndexedUnit {
     }
 }
 
-/// What encloses an entry during the walk.
-#[derive(Clone, Copy)]
-enum Scope {
-    /// Neither a function with code nor an inlined call.
-    Other,
-    /// A function without code: its inlined calls are not kept.
-    Skipped,
-    /// A function with code (index into `functions`).
-    Function(u32),
-    /// An inlined call at this depth, inside that function.
-    Inlined { func: u32, depth: u32 },
-}
-
 impl Parsed {
     /// Heap bytes of the tables (file names rendered later are not counted).
     fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.func_ranges.capacity() * size_of::<FuncRange>()
             + self.functions.capacity() * size_of::<Function>()
-            + self.inline_ranges.capacity() * size_of::<InlineRange>()
             + self.sequences.capacity() * size_of::<Sequence>()
             + self.rows.capacity() * size_of::<Row>()
             + self.files.capacity() * size_of::<OnceLock<Option<String>>>()
@@ -652,13 +671,11 @@ impl Parsed {
         Ok(())
     }
 
-    /// One walk over the unit's entries: functions with code, and the inlined calls in each.
-    /// Only ranges are read here; names and call sites are read for the frames of an answer.
+    /// One walk over the unit's entries for its functions with code: their ranges, and where
+    /// each one's children end. Everything else, inlined calls included, is skipped unread.
     fn read_entries(&mut self, unit: gimli::UnitRef<'_, DwarfReader>) -> gimli::Result<()> {
-        // Inlined ranges in walk order, and the function each is in.
-        let mut inline_ranges: Vec<InlineRange> = Vec::new();
-        let mut owners: Vec<u32> = Vec::new();
-        let mut scopes: Vec<(isize, Scope)> = Vec::new();
+        // Entries with children, and the function (if any) that ends when the walk leaves them.
+        let mut open: Vec<(isize, Option<u32>)> = Vec::new();
         let mut entries = unit.entries_raw(None)?;
         while !entries.is_empty() {
             let entry = index(entries.next_offset().0);
@@ -666,76 +683,44 @@ impl Parsed {
             let Some(abbrev) = entries.read_abbreviation()? else {
                 continue;
             };
-            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
-                scopes.pop();
-            }
-            let outer = scopes.last().map_or(Scope::Other, |s| s.1);
-            let scope = match abbrev.tag() {
-                gimli::DW_TAG_subprogram => {
-                    let ranges = RangeAttrs::read(unit, &mut entries, abbrev)?;
-                    let func = index(self.functions.len());
-                    let has_code = ranges.each(unit, |span| {
-                        self.func_ranges.push(FuncRange { span, func });
-                    })?;
-                    if has_code {
-                        self.functions.push(Function {
-                            entry,
-                            inlines: (0, 0),
-                        });
-                        Scope::Function(func)
-                    } else {
-                        Scope::Skipped
-                    }
-                }
-                gimli::DW_TAG_inlined_subroutine
-                    if matches!(outer, Scope::Function(_) | Scope::Inlined { .. }) =>
-                {
-                    let (func, depth) = match outer {
-                        Scope::Function(func) => (func, 0),
-                        Scope::Inlined { func, depth } => (func, depth + 1),
-                        _ => unreachable!("matched above"),
-                    };
-                    let ranges = RangeAttrs::read(unit, &mut entries, abbrev)?;
-                    ranges.each(unit, |span| {
-                        inline_ranges.push(InlineRange { span, depth, entry });
-                        owners.push(func);
-                    })?;
-                    Scope::Inlined { func, depth }
-                }
-                _ => {
-                    entries.skip_attributes(abbrev.attributes())?;
-                    // Lexical blocks and the like are transparent; an inlined call outside
-                    // every function, and what it holds, is not kept.
-                    match (abbrev.tag(), outer) {
-                        (gimli::DW_TAG_inlined_subroutine, _) => Scope::Skipped,
-                        (_, outer) => outer,
-                    }
-                }
+            self.close(&mut open, depth, entry);
+            let func = if abbrev.tag() == gimli::DW_TAG_subprogram {
+                let ranges = RangeAttrs::read(unit, &mut entries, abbrev)?;
+                let func = index(self.functions.len());
+                let has_code = ranges.each(unit, |span| {
+                    self.func_ranges.push(FuncRange { span, func });
+                })?;
+                has_code.then(|| {
+                    self.functions.push(Function {
+                        entry,
+                        end: index(entries.next_offset().0),
+                        inlines: OnceLock::new(),
+                    });
+                    func
+                })
+            } else {
+                entries.skip_attributes(abbrev.attributes())?;
+                None
             };
-            if abbrev.has_children() && scopes.len() < MAX_DEPTH {
-                scopes.push((depth, scope));
+            if abbrev.has_children() && open.len() < MAX_DEPTH {
+                open.push((depth, func));
             }
         }
-
-        // The same choice between identical ranges as addr2line: its sort, over the same order
-        // (a function's inlined calls in walk order). They are already grouped by function
-        // unless a function is nested in another.
-        if !owners.is_sorted() {
-            let mut tagged: Vec<(u32, InlineRange)> =
-                owners.iter().copied().zip(inline_ranges).collect();
-            tagged.sort_by_key(|(func, _)| *func);
-            (owners, inline_ranges) = tagged.into_iter().unzip();
-        }
+        self.close(&mut open, isize::MIN, index(entries.next_offset().0));
         self.func_ranges.sort_unstable_by_key(|r| r.span.begin);
-        let mut start = 0;
-        for (func, function) in self.functions.iter_mut().enumerate() {
-            let end = start + owners[start..].partition_point(|owner| *owner as usize == func);
-            inline_ranges[start..end].sort_unstable_by_key(|r| (r.depth, r.span.begin));
-            function.inlines = (index(start), index(end));
-            start = end;
-        }
-        self.inline_ranges = inline_ranges;
+        self.func_ranges.shrink_to_fit();
+        self.functions.shrink_to_fit();
         Ok(())
+    }
+
+    /// Leaves the open entries at `depth` or deeper, an entry at `at` being next: a function
+    /// among them has its children end there.
+    fn close(&mut self, open: &mut Vec<(isize, Option<u32>)>, depth: isize, at: u32) {
+        while open.last().is_some_and(|(d, _)| *d >= depth) {
+            if let Some((_, Some(func))) = open.pop() {
+                self.functions[func as usize].end = at;
+            }
+        }
     }
 
     /// The function whose range holds `probe`.
@@ -762,10 +747,10 @@ impl Parsed {
         Some(rows[i])
     }
 
-    /// The entries of the inlined calls of `func` that hold `probe`, outermost first.
-    fn inline_chain(&self, func: usize, probe: u64) -> Vec<u32> {
-        let (start, end) = self.functions[func].inlines;
-        let mut ranges = &self.inline_ranges[start as usize..end as usize];
+    /// The entries of the inlined calls among `ranges` (a function's) that hold `probe`,
+    /// outermost first.
+    fn inline_chain(ranges: &[InlineRange], probe: u64) -> Vec<u32> {
+        let mut ranges = ranges;
         let mut chain = Vec::new();
         loop {
             let depth = index(chain.len());
@@ -777,6 +762,72 @@ impl Parsed {
         }
         chain
     }
+}
+
+/// The inlined calls of the function at `entry`, whose children end at `end`, sorted by depth
+/// then start. Calls inside a function nested in it are that function's; calls inside a
+/// function without code, or outside every function, are not kept.
+fn read_inlines(
+    unit: gimli::UnitRef<'_, DwarfReader>,
+    entry: u32,
+    end: u32,
+) -> gimli::Result<Vec<InlineRange>> {
+    // What encloses an entry: the function itself, an inlined call at that depth below it, or
+    // anything whose inlined calls are not the function's.
+    #[derive(Clone, Copy)]
+    enum Scope {
+        Ours(Option<u32>),
+        NotOurs,
+    }
+    let mut ranges = Vec::new();
+    let mut entries = unit.entries_raw(Some(gimli::UnitOffset(entry as usize)))?;
+    let Some(abbrev) = entries.read_abbreviation()? else {
+        return Ok(ranges);
+    };
+    entries.skip_attributes(abbrev.attributes())?;
+    let mut scopes: Vec<(isize, Scope)> = vec![(0, Scope::Ours(None))];
+    while entries.next_offset().0 < end as usize && !entries.is_empty() {
+        let at = index(entries.next_offset().0);
+        let depth = entries.next_depth();
+        let Some(abbrev) = entries.read_abbreviation()? else {
+            continue;
+        };
+        while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+            scopes.pop();
+        }
+        let outer = scopes.last().map_or(Scope::NotOurs, |s| s.1);
+        let scope = match (abbrev.tag(), outer) {
+            (gimli::DW_TAG_inlined_subroutine, Scope::Ours(parent)) => {
+                let depth = parent.map_or(0, |d| d + 1);
+                let attrs = RangeAttrs::read(unit, &mut entries, abbrev)?;
+                attrs.each(unit, |span| {
+                    ranges.push(InlineRange {
+                        span,
+                        depth,
+                        entry: at,
+                    });
+                })?;
+                Scope::Ours(Some(depth))
+            }
+            (tag, outer) => {
+                entries.skip_attributes(abbrev.attributes())?;
+                // Lexical blocks and the like are transparent. A nested function's inlined
+                // calls are its own; those of an inlined call outside every function are
+                // nobody's.
+                match tag {
+                    gimli::DW_TAG_subprogram | gimli::DW_TAG_inlined_subroutine => Scope::NotOurs,
+                    _ => outer,
+                }
+            }
+        };
+        if abbrev.has_children() && scopes.len() < MAX_DEPTH {
+            scopes.push((depth, scope));
+        }
+    }
+    // The same choice between identical ranges as addr2line: its sort, over the same order
+    // (the function's inlined calls in walk order).
+    ranges.sort_unstable_by_key(|r| (r.depth, r.span.begin));
+    Ok(ranges)
 }
 
 /// Where `span` lies relative to `probe`, for binary searches.
@@ -1061,7 +1112,10 @@ mod tests {
                     r.span.end - 1,
                 ]);
             }
-            probes.extend(parsed.inline_ranges.iter().map(|r| r.span.begin));
+            for func in 0..parsed.functions.len() {
+                let inlines = index.inlines(unit, parsed, func);
+                probes.extend(inlines.iter().map(|r| r.span.begin));
+            }
             probes.extend(parsed.rows.iter().step_by(7).map(|r| r.address));
         }
         // Only addresses of code: ranges of functions the linker dropped lie at 0 and overlap,
