@@ -15,7 +15,7 @@ use object::{CompressedFileRange, Object, ObjectSection};
 
 use crate::Frame;
 
-use super::{dwarf_index::DwarfIndex, symbols::demangle};
+use super::dwarf_index::DwarfIndex;
 
 /// Most DWARF bytes (decompressed) loaded per file; larger debug info is not used.
 pub(super) const MAX_DWARF_BYTES: u64 = 1 << 30;
@@ -283,7 +283,11 @@ impl DwarfState {
         let frames = dwarf.index.frames(va, MAX_INLINE_FRAMES)?;
         let mut out = Vec::with_capacity(frames.len());
         for frame in frames {
-            let Some(function) = frame.name.map(demangle_bytes).or_else(&symbol) else {
+            let Some(function) = frame
+                .name
+                .map(|n| String::from(&*n.demangled))
+                .or_else(&symbol)
+            else {
                 break;
             };
             out.push(Frame {
@@ -298,11 +302,6 @@ impl DwarfState {
         last.inlined = false;
         Some(out)
     }
-}
-
-/// A DWARF name, demangled; bytes that are not UTF-8 are replaced.
-fn demangle_bytes(name: &[u8]) -> String {
-    demangle(&String::from_utf8_lossy(name))
 }
 
 /// Bytes of an object's DWARF sections as they will be in memory: a compressed section's header

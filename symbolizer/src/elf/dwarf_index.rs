@@ -14,9 +14,10 @@
 
 use std::{
     cmp::Ordering,
+    collections::HashMap,
     sync::{
         atomic::{self, AtomicUsize},
-        OnceLock,
+        Arc, Mutex, OnceLock,
     },
 };
 
@@ -25,6 +26,10 @@ use gimli::AttributeValue;
 /// gimli reads the sections through plain slices made `'static` by their owner (see
 /// [`super::dwarf`]).
 pub(super) type DwarfReader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+
+/// Bytes a cached name costs beyond its key, value and text: the map's control byte and
+/// spare capacity, the `Arc`'s counts, the allocator's rounding.
+const NAME_ENTRY_OVERHEAD: usize = 32;
 
 /// How far a chain of `DW_AT_abstract_origin` / `DW_AT_specification` is followed for a name.
 const NAME_DEPTH: usize = 16;
@@ -142,12 +147,74 @@ struct UnitRange {
     min_begin: u64,
 }
 
-/// One frame of an answer, innermost first: function name (raw, not demangled) and location.
+/// One frame of an answer, innermost first: function name and location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RawFrame {
-    pub name: Option<&'static [u8]>,
+    pub name: Option<FrameName>,
     pub file: Option<String>,
     pub line: Option<u32>,
+}
+
+/// A function's name in an answer: as DWARF gives it, and demangled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct FrameName {
+    pub raw: &'static [u8],
+    pub demangled: Arc<str>,
+}
+
+/// A DWARF name, demangled; bytes that are not UTF-8 are replaced.
+fn demangle(raw: &[u8]) -> Arc<str> {
+    super::symbols::demangle(&String::from_utf8_lossy(raw)).into()
+}
+
+/// Shards of [`NameCache`], so that threads answering at once seldom wait for each other.
+const NAME_SHARDS: usize = 8;
+
+/// Names answered so far, demangled, by where the name lies in the sections (the linker
+/// merges equal strings of `.debug_str`, so a name lies in one place whichever unit gives
+/// it). The addresses of a profile fall in the same functions, and the same small functions
+/// are inlined everywhere: a name is demangled once per index, not once per frame.
+#[derive(Default)]
+struct NameCache {
+    shards: [Mutex<HashMap<usize, Arc<str>, BuildAddressHasher>>; NAME_SHARDS],
+}
+
+/// Hashes an address by one multiplication: the keys of [`NameCache`] are already unique and
+/// well spread, and SipHash's defence against chosen keys buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct BuildAddressHasher;
+
+impl std::hash::BuildHasher for BuildAddressHasher {
+    type Hasher = AddressHasher;
+    fn build_hasher(&self) -> AddressHasher {
+        AddressHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Which shard of [`NameCache`] holds the name at `at`.
+fn name_shard(at: usize) -> usize {
+    let mixed = at.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
+    mixed >> (usize::BITS - NAME_SHARDS.trailing_zeros())
 }
 
 /// The index of one file's DWARF.
@@ -157,7 +224,9 @@ pub(super) struct DwarfIndex {
     units: Vec<IndexedUnit>,
     /// Sorted by end.
     ranges: Vec<UnitRange>,
-    /// Heap bytes of the unit tables built so far.
+    /// Function names answered so far.
+    names: NameCache,
+    /// Heap bytes of the unit tables built and of the names cached so far.
     built_bytes: AtomicUsize,
 }
 
@@ -195,7 +264,8 @@ impl RangeAttrs {
         Ok(true)
     }
 
-    /// Reads an entry's attributes, keeping its ranges.
+    /// Reads an entry's range attributes and skips the others unparsed (names, types, call
+    /// sites: most of a function's or an inlined call's attributes).
     fn read(
         unit: gimli::UnitRef<'_, DwarfReader>,
         entries: &mut gimli::EntriesRaw<'_, DwarfReader>,
@@ -203,8 +273,13 @@ impl RangeAttrs {
     ) -> gimli::Result<Self> {
         let mut attrs = RangeAttrs::default();
         for spec in abbrev.attributes() {
-            let attr = entries.read_attribute(*spec)?;
-            attrs.take(unit, &attr)?;
+            match spec.name() {
+                gimli::DW_AT_low_pc | gimli::DW_AT_high_pc | gimli::DW_AT_ranges => {
+                    let attr = entries.read_attribute(*spec)?;
+                    attrs.take(unit, &attr)?;
+                }
+                _ => entries.skip_attributes(std::slice::from_ref(spec))?,
+            }
         }
         Ok(attrs)
     }
@@ -247,20 +322,20 @@ fn take_name(
 ) {
     match attr.name() {
         gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-            if let Ok(s) = unit.attr_string(attr.value()) {
-                *name = Name::Str(s.slice());
+            if let Some(s) = attr_str(unit, attr.value()) {
+                *name = Name::Str(s);
                 *linkage = true;
             }
         }
         gimli::DW_AT_name if !*linkage => match name {
             Name::None => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    *name = Name::Str(s.slice());
+                if let Some(s) = attr_str(unit, attr.value()) {
+                    *name = Name::Str(s);
                 }
             }
             Name::Ref { fallback, .. } if fallback.is_none() => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    *fallback = Some(s.slice());
+                if let Some(s) = attr_str(unit, attr.value()) {
+                    *fallback = Some(s);
                 }
             }
             _ => {}
@@ -274,6 +349,29 @@ fn take_name(
             }
         }
         _ => {}
+    }
+}
+
+/// A string attribute's bytes. Strings in `.debug_str` (nearly all names) are measured here
+/// with the standard library's word-at-a-time search for their end rather than gimli's byte
+/// loop: names of Rust and C++ functions run to hundreds of bytes, and measuring them was the
+/// largest cost of an answer.
+fn attr_str(
+    unit: gimli::UnitRef<'_, DwarfReader>,
+    value: AttributeValue<DwarfReader>,
+) -> Option<&'static [u8]> {
+    use gimli::Section as _;
+    let until_nul = |section: &'static [u8], at: usize| {
+        std::ffi::CStr::from_bytes_until_nul(section.get(at..)?)
+            .ok()
+            .map(std::ffi::CStr::to_bytes)
+    };
+    match value {
+        AttributeValue::DebugStrRef(at) => until_nul(unit.dwarf.debug_str.reader().slice(), at.0),
+        AttributeValue::DebugLineStrRef(at) => {
+            until_nul(unit.dwarf.debug_line_str.reader().slice(), at.0)
+        }
+        value => unit.attr_string(value).ok().map(|s| s.slice()),
     }
 }
 
@@ -335,6 +433,7 @@ impl DwarfIndex {
             dwarf,
             units,
             ranges,
+            names: NameCache::default(),
             built_bytes: AtomicUsize::new(0),
         })
     }
@@ -422,7 +521,7 @@ impl DwarfIndex {
                 let call = self.entry(unit, entry).unwrap_or_default();
                 let (file, line) = location.take().unwrap_or_default();
                 frames.push(RawFrame {
-                    name: self.name(call.name),
+                    name: self.cached_name(call.name),
                     file,
                     line,
                 });
@@ -439,7 +538,7 @@ impl DwarfIndex {
                 .entry(unit, parsed.functions[func].entry)
                 .unwrap_or_default();
             frames.push(RawFrame {
-                name: self.name(function.name),
+                name: self.cached_name(function.name),
                 file,
                 line,
             });
@@ -524,6 +623,34 @@ impl DwarfIndex {
         .clone()
     }
 
+    /// [`Self::name`], demangled through the cache (its growth counted in
+    /// [`Self::heap_bytes`]).
+    fn cached_name(&self, name: Name) -> Option<FrameName> {
+        let raw = self.name(name)?;
+        let at = raw.as_ptr() as usize;
+        let shard = &self.names.shards[name_shard(at)];
+        if let Some(known) = shard.lock().ok()?.get(&at) {
+            return Some(FrameName {
+                raw,
+                demangled: Arc::clone(known),
+            });
+        }
+        // Demangled outside the lock: another thread may demangle the same name meanwhile, to
+        // the same text.
+        let demangled = demangle(raw);
+        let bytes =
+            demangled.len() + std::mem::size_of::<(usize, Arc<str>)>() + NAME_ENTRY_OVERHEAD;
+        if shard
+            .lock()
+            .ok()?
+            .insert(at, Arc::clone(&demangled))
+            .is_none()
+        {
+            self.built_bytes.fetch_add(bytes, atomic::Ordering::Relaxed);
+        }
+        Some(FrameName { raw, demangled })
+    }
+
     /// Resolves a name, following references across units; a plain name seen after the first
     /// reference is used when the whole chain names nothing.
     fn name(&self, name: Name) -> Option<&'static [u8]> {
@@ -559,13 +686,13 @@ impl DwarfIndex {
             let attr = entries.read_attribute(*spec).ok()?;
             match attr.name() {
                 gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-                    if let Ok(s) = unit_ref.attr_string(attr.value()) {
-                        linkage.get_or_insert(s.slice());
+                    if let Some(s) = attr_str(unit_ref, attr.value()) {
+                        linkage.get_or_insert(s);
                     }
                 }
                 gimli::DW_AT_name => {
-                    if let Ok(s) = unit_ref.attr_string(attr.value()) {
-                        plain = Some(s.slice());
+                    if let Some(s) = attr_str(unit_ref, attr.value()) {
+                        plain = Some(s);
                     }
                 }
                 gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
@@ -626,49 +753,71 @@ impl Parsed {
         let Some(program) = unit.line_program.clone() else {
             return Ok(());
         };
-        let mut rows = program.rows();
         let mut start = self.rows.len();
-        while let Some((_, row)) = rows.next_row()? {
-            if row.end_sequence() {
-                let end = row.address();
-                match self.rows.get(start) {
-                    Some(first) if first.address < end => {
-                        self.sequences.push(Sequence {
-                            span: Span {
-                                begin: first.address,
-                                end,
-                            },
-                            rows: (index(start), index(self.rows.len())),
-                        });
-                    }
-                    _ => self.rows.truncate(start),
-                }
-                start = self.rows.len();
-                continue;
+        let header = if fast_rows(program.header(), |row| self.add_row(&mut start, row)).is_some() {
+            program.header().clone()
+        } else {
+            // What the fast reader leaves to gimli: start again from the top.
+            self.rows.clear();
+            self.sequences.clear();
+            start = 0;
+            let mut rows = program.rows();
+            while let Some((_, row)) = rows.next_row()? {
+                let row = LineRow {
+                    address: row.address(),
+                    file: row.file_index(),
+                    line: row.line().map_or(0, |l| l.get()),
+                    end_sequence: row.end_sequence(),
+                };
+                self.add_row(&mut start, row);
             }
-            let next = Row {
-                address: row.address(),
-                file: u32::try_from(row.file_index()).unwrap_or(u32::MAX),
-                line: row.line().map_or(0, |l| l.get() as u32),
-            };
-            let in_sequence = self.rows.len() > start;
-            match self.rows.last_mut() {
-                Some(last) if in_sequence && last.address == next.address => {
-                    *last = next;
-                }
-                _ => self.rows.push(next),
-            }
-        }
+            rows.header().clone()
+        };
         // Rows of a sequence that never ended are not used.
         self.rows.truncate(start);
         self.sequences.sort_unstable_by_key(|s| s.span.begin);
-        let header = rows.header();
+        self.rows.shrink_to_fit();
+        self.sequences.shrink_to_fit();
         let count = match header.version() {
             ..=4 => header.file_names().len() + 1,
             _ => header.file_names().len().max(1),
         };
         self.files = (0..count).map(|_| OnceLock::new()).collect();
         Ok(())
+    }
+
+    /// Takes the next row of the line program; `start` is where the current sequence's rows
+    /// begin.
+    fn add_row(&mut self, start: &mut usize, row: LineRow) {
+        if row.end_sequence {
+            let end = row.address;
+            match self.rows.get(*start) {
+                Some(first) if first.address < end => {
+                    self.sequences.push(Sequence {
+                        span: Span {
+                            begin: first.address,
+                            end,
+                        },
+                        rows: (index(*start), index(self.rows.len())),
+                    });
+                }
+                _ => self.rows.truncate(*start),
+            }
+            *start = self.rows.len();
+            return;
+        }
+        let next = Row {
+            address: row.address,
+            file: u32::try_from(row.file).unwrap_or(u32::MAX),
+            line: row.line as u32,
+        };
+        let in_sequence = self.rows.len() > *start;
+        match self.rows.last_mut() {
+            Some(last) if in_sequence && last.address == next.address => {
+                *last = next;
+            }
+            _ => self.rows.push(next),
+        }
     }
 
     /// One walk over the unit's entries for its functions with code: their ranges, and where
@@ -828,6 +977,150 @@ fn read_inlines(
     // (the function's inlined calls in walk order).
     ranges.sort_unstable_by_key(|r| (r.depth, r.span.begin));
     Ok(ranges)
+}
+
+/// A row of a line program, as [`Parsed::add_row`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LineRow {
+    address: u64,
+    file: u64,
+    line: u64,
+    end_sequence: bool,
+}
+
+/// Runs a line program to `row` for each row, as gimli's `LineRows` would give them (the same
+/// tombstone rule, the same saturating line arithmetic), keeping only the registers an answer
+/// uses. gimli spends about 350 instructions on a row in general-purpose code; this loop's
+/// common case is one byte and a few additions. None, perhaps after some rows, for what it
+/// leaves to gimli: VLIW operation indexes, `DW_LNE_define_file` (it changes the file table),
+/// addresses of other than 4 or 8 bytes, and anything malformed or overflowing.
+fn fast_rows(
+    header: &gimli::LineProgramHeader<DwarfReader>,
+    mut row: impl FnMut(LineRow),
+) -> Option<()> {
+    use gimli::Reader as _;
+    let min_length = u64::from(header.minimum_instruction_length());
+    let line_base = i64::from(header.line_base());
+    let line_range = header.line_range();
+    let opcode_base = header.opcode_base();
+    let address_size = header.address_size();
+    if header.maximum_operations_per_instruction() != 1
+        || line_range == 0
+        || opcode_base == 0
+        || !matches!(address_size, 4 | 8)
+    {
+        return None;
+    }
+    let mask = if address_size == 8 {
+        u64::MAX
+    } else {
+        u64::from(u32::MAX)
+    };
+    let min_tombstone = mask - 1;
+    let lengths = header.standard_opcode_lengths().slice();
+    let mut input = header.raw_program_buf();
+    let advance = |address: u64, by: u64| -> Option<u64> {
+        address.checked_add(by).filter(|a| a & !mask == 0)
+    };
+    let (mut address, mut file, mut line, mut tombstone) = (0u64, 1u64, 1u64, false);
+    let add_line = |line: u64, by: i64| -> u64 {
+        if by < 0 {
+            line.saturating_sub(by.unsigned_abs())
+        } else {
+            line.wrapping_add(by as u64)
+        }
+    };
+    while !input.is_empty() {
+        let opcode = input.read_u8().ok()?;
+        if opcode >= opcode_base {
+            let adjusted = opcode - opcode_base;
+            line = add_line(line, line_base + i64::from(adjusted % line_range));
+            if !tombstone {
+                address = advance(address, min_length * u64::from(adjusted / line_range))?;
+                row(LineRow {
+                    address,
+                    file,
+                    line,
+                    end_sequence: false,
+                });
+            }
+            continue;
+        }
+        match gimli::DwLns(opcode) {
+            gimli::DwLns(0) => {
+                let length = usize::try_from(input.read_uleb128().ok()?).ok()?;
+                let mut rest = input.split(length).ok()?;
+                match gimli::DwLne(rest.read_u8().ok()?) {
+                    gimli::DW_LNE_end_sequence => {
+                        if !tombstone {
+                            row(LineRow {
+                                address,
+                                file,
+                                line,
+                                end_sequence: true,
+                            });
+                        }
+                        (address, file, line, tombstone) = (0, 1, 1, false);
+                    }
+                    gimli::DW_LNE_set_address => {
+                        let to = rest.read_address(address_size).ok()?;
+                        tombstone = to < address || to >= min_tombstone;
+                        if !tombstone {
+                            address = to;
+                        }
+                    }
+                    gimli::DW_LNE_define_file => return None,
+                    // Discriminators and unknown extended opcodes change nothing kept here.
+                    _ => {}
+                }
+            }
+            gimli::DW_LNS_copy => {
+                if !tombstone {
+                    row(LineRow {
+                        address,
+                        file,
+                        line,
+                        end_sequence: false,
+                    });
+                }
+            }
+            gimli::DW_LNS_advance_pc => {
+                let by = input.read_uleb128().ok()?;
+                if !tombstone {
+                    address = advance(address, min_length.wrapping_mul(by))?;
+                }
+            }
+            gimli::DW_LNS_advance_line => line = add_line(line, input.read_sleb128().ok()?),
+            gimli::DW_LNS_set_file => file = input.read_uleb128().ok()?,
+            gimli::DW_LNS_set_column | gimli::DW_LNS_set_isa => {
+                input.read_uleb128().ok()?;
+            }
+            gimli::DW_LNS_negate_stmt
+            | gimli::DW_LNS_set_basic_block
+            | gimli::DW_LNS_set_prologue_end
+            | gimli::DW_LNS_set_epilogue_begin => {}
+            gimli::DW_LNS_const_add_pc => {
+                if !tombstone {
+                    let by = u64::from((255 - opcode_base) / line_range);
+                    address = advance(address, min_length * by)?;
+                }
+            }
+            gimli::DW_LNS_fixed_advance_pc => {
+                let by = input.read_u16().ok()?;
+                if !tombstone {
+                    address = advance(address, u64::from(by))?;
+                }
+            }
+            _ => {
+                // An opcode this reader does not know: its operands, as the header counts them.
+                let count = *lengths.get(usize::from(opcode) - 1)?;
+                for _ in 0..count {
+                    input.read_uleb128().ok()?;
+                }
+            }
+        }
+    }
+    Some(())
 }
 
 /// Where `span` lies relative to `probe`, for binary searches.
@@ -1086,7 +1379,10 @@ mod tests {
                 .map(|l| (l.file.map(str::to_string), l.line))
                 .unwrap_or_default();
             frames.push(RawFrame {
-                name: frame.function.map(|f| f.name.slice()),
+                name: frame.function.map(|f| FrameName {
+                    raw: f.name.slice(),
+                    demangled: demangle(f.name.slice()),
+                }),
                 file,
                 line,
             });
@@ -1145,7 +1441,10 @@ mod tests {
                 .map(|f| {
                     format!(
                         "{} {:?}:{:?}",
-                        f.name.map(String::from_utf8_lossy).unwrap_or_default(),
+                        f.name
+                            .as_ref()
+                            .map(|n| String::from_utf8_lossy(n.raw))
+                            .unwrap_or_default(),
                         f.file,
                         f.line
                     )
@@ -1163,6 +1462,66 @@ mod tests {
             show(&differ[0].2),
         );
         probes.len()
+    }
+
+    /// Runs every unit's line program through [`fast_rows`] and through gimli's `LineRows`;
+    /// returns how many units the fast reader ran to the end (all of them gave the same rows).
+    fn compare_line_programs(path: &std::path::Path) -> usize {
+        let index = DwarfIndex::new(load(path)).expect("index");
+        let mut fast_units = 0;
+        for unit in &index.units {
+            let Some(program) = unit.unit(&index.dwarf).and_then(|u| u.line_program.clone()) else {
+                continue;
+            };
+            let mut fast = Vec::new();
+            let finished = fast_rows(program.header(), |row| fast.push(row)).is_some();
+            let mut theirs = Vec::new();
+            let mut rows = program.rows();
+            while let Ok(Some((_, row))) = rows.next_row() {
+                theirs.push(LineRow {
+                    address: row.address(),
+                    file: row.file_index(),
+                    line: row.line().map_or(0, |l| l.get()),
+                    end_sequence: row.end_sequence(),
+                });
+            }
+            if finished {
+                fast_units += 1;
+                assert_eq!(
+                    fast,
+                    theirs,
+                    "unit at {:#x} of {}",
+                    unit.offset,
+                    path.display()
+                );
+            } else {
+                // Rows given before the fast reader stopped are still gimli's.
+                assert_eq!(fast[..], theirs[..fast.len().min(theirs.len())]);
+            }
+        }
+        fast_units
+    }
+
+    #[test]
+    fn fast_line_rows_are_gimlis() {
+        let exe = std::env::current_exe().expect("current exe");
+        let mut paths = vec![exe];
+        if let Some(dir) = std::env::var_os("BELLOWS_FIXTURES") {
+            let native = std::path::Path::new(&dir).join("native");
+            paths.extend(["dwarf", "zdwarf"].map(|name| native.join(name)));
+        }
+        if let Some(given) = std::env::var_os("BELLOWS_DWARF_COMPARE") {
+            paths.extend(std::env::split_paths(&given));
+        }
+        for path in paths {
+            let units = compare_line_programs(&path);
+            assert!(
+                units > 0,
+                "{}: no line program read to its end",
+                path.display()
+            );
+            println!("{}: {units} line programs agree", path.display());
+        }
     }
 
     #[test]
