@@ -776,8 +776,6 @@ impl Parsed {
         // Rows of a sequence that never ended are not used.
         self.rows.truncate(start);
         self.sequences.sort_unstable_by_key(|s| s.span.begin);
-        self.rows.shrink_to_fit();
-        self.sequences.shrink_to_fit();
         let count = match header.version() {
             ..=4 => header.file_names().len() + 1,
             _ => header.file_names().len().max(1),
