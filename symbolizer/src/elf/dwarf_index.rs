@@ -1203,9 +1203,11 @@ fn root_unit(
     dwarf: &gimli::Dwarf<DwarfReader>,
     header: gimli::UnitHeader<DwarfReader>,
 ) -> gimli::Result<RootUnit> {
+    let (attrs_at, specs) = root_abbreviation(dwarf, &header)?;
     let encoding = header.encoding();
     let mut unit = gimli::Unit {
-        abbreviations: dwarf.abbreviations(&header)?,
+        // Not needed for the root's attributes, which are read by `specs`.
+        abbreviations: Arc::default(),
         name: None,
         comp_dir: None,
         low_pc: 0,
@@ -1228,12 +1230,11 @@ fn root_unit(
     };
     let mut attrs = Vec::new();
     {
-        let mut entries = unit.header.entries_raw(&unit.abbreviations, None)?;
-        let abbrev = entries
-            .read_abbreviation()?
-            .ok_or(gimli::Error::MissingUnitDie)?;
-        for spec in abbrev.attributes() {
-            attrs.push(entries.read_attribute(*spec)?);
+        let mut entries = unit
+            .header
+            .entries_raw(&unit.abbreviations, Some(attrs_at))?;
+        for spec in specs {
+            attrs.push(entries.read_attribute(spec)?);
         }
     }
     // The bases first: the root's own address and range attributes may be relative to them.
@@ -1256,6 +1257,59 @@ fn root_unit(
         }
     }
     Ok(RootUnit { unit, attrs })
+}
+
+/// The attribute specifications of a unit's root entry, and where the root's attributes begin.
+/// `.debug_abbrev` is read only as far as the root's declaration: a unit's table declares
+/// hundreds of entry kinds, and parsing every unit's whole table was most of the cost of
+/// listing the units. The table is parsed in full if the unit is ever built.
+fn root_abbreviation(
+    dwarf: &gimli::Dwarf<DwarfReader>,
+    header: &gimli::UnitHeader<DwarfReader>,
+) -> gimli::Result<(gimli::UnitOffset, Vec<gimli::AttributeSpecification>)> {
+    use gimli::{Reader as _, Section as _};
+    let first = gimli::UnitOffset(header.header_size());
+    let mut root = header.range_from(first..)?;
+    let before = root.len();
+    let code = root.read_uleb128()?;
+    if code == 0 {
+        return Err(gimli::Error::MissingUnitDie);
+    }
+    let attrs_at = gimli::UnitOffset(first.0 + (before - root.len()));
+    let mut table = *dwarf.debug_abbrev.reader();
+    table.skip(header.debug_abbrev_offset().0)?;
+    loop {
+        let declared = table.read_uleb128()?;
+        if declared == 0 {
+            return Err(gimli::Error::InvalidAbbreviationCode(code));
+        }
+        table.read_uleb128()?; // tag
+        table.read_u8()?; // children
+        let mut specs = Vec::new();
+        loop {
+            let name = table.read_uleb128_u16()?;
+            let form = table.read_uleb128_u16()?;
+            if name == 0 && form == 0 {
+                break;
+            }
+            let form = gimli::DwForm(form);
+            let implicit = if form == gimli::DW_FORM_implicit_const {
+                Some(table.read_sleb128()?)
+            } else {
+                None
+            };
+            if declared == code {
+                specs.push(gimli::AttributeSpecification::new(
+                    gimli::DwAt(name),
+                    form,
+                    implicit,
+                ));
+            }
+        }
+        if declared == code {
+            return Ok((attrs_at, specs));
+        }
+    }
 }
 
 /// The spans of a unit's line sequences (as [`Parsed::read_lines`] keeps them), read without
@@ -1498,6 +1552,27 @@ mod tests {
             }
         }
         fast_units
+    }
+
+    #[test]
+    fn root_abbreviations_are_gimlis() {
+        let exe = std::env::current_exe().expect("current exe");
+        let dwarf = load(&exe);
+        let mut units = dwarf.units();
+        let mut compared = 0;
+        while let Some(header) = units.next().expect("unit header") {
+            let (at, specs) = root_abbreviation(&dwarf, &header).expect("root abbreviation");
+            let abbrevs = dwarf.abbreviations(&header).expect("abbreviations");
+            let mut entries = header.entries_raw(&abbrevs, None).expect("entries");
+            let root = entries
+                .read_abbreviation()
+                .expect("root")
+                .expect("root entry");
+            assert_eq!(specs[..], root.attributes()[..]);
+            assert_eq!(at, entries.next_offset());
+            compared += 1;
+        }
+        assert!(compared > 10, "only {compared} units");
     }
 
     #[test]
