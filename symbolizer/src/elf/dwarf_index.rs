@@ -272,15 +272,21 @@ impl RangeAttrs {
         abbrev: &gimli::Abbreviation,
     ) -> gimli::Result<Self> {
         let mut attrs = RangeAttrs::default();
-        for spec in abbrev.attributes() {
-            match spec.name() {
-                gimli::DW_AT_low_pc | gimli::DW_AT_high_pc | gimli::DW_AT_ranges => {
-                    let attr = entries.read_attribute(*spec)?;
-                    attrs.take(unit, &attr)?;
-                }
-                _ => entries.skip_attributes(std::slice::from_ref(spec))?,
+        let specs = abbrev.attributes();
+        // Runs of other attributes are skipped in one call, which adds up their fixed sizes.
+        let mut skipped = 0;
+        for (i, spec) in specs.iter().enumerate() {
+            if matches!(
+                spec.name(),
+                gimli::DW_AT_low_pc | gimli::DW_AT_high_pc | gimli::DW_AT_ranges
+            ) {
+                entries.skip_attributes(&specs[skipped..i])?;
+                let attr = entries.read_attribute(*spec)?;
+                attrs.take(unit, &attr)?;
+                skipped = i + 1;
             }
         }
+        entries.skip_attributes(&specs[skipped..])?;
         Ok(attrs)
     }
 
