@@ -1584,15 +1584,7 @@ mod tests {
     #[test]
     fn fast_line_rows_are_gimlis() {
         let exe = std::env::current_exe().expect("current exe");
-        let mut paths = vec![exe];
-        if let Some(dir) = std::env::var_os("BELLOWS_FIXTURES") {
-            let native = std::path::Path::new(&dir).join("native");
-            paths.extend(["dwarf", "zdwarf"].map(|name| native.join(name)));
-        }
-        if let Some(given) = std::env::var_os("BELLOWS_DWARF_COMPARE") {
-            paths.extend(std::env::split_paths(&given));
-        }
-        for path in paths {
+        for path in std::iter::once(exe).chain(compared_binaries()) {
             let units = compare_line_programs(&path);
             assert!(
                 units > 0,
@@ -1615,6 +1607,19 @@ mod tests {
     /// (a release build of bellows, say).
     #[test]
     fn answers_as_addr2line_on_fixtures() {
+        for path in compared_binaries() {
+            let compared = compare(&path);
+            assert!(
+                compared > 10,
+                "{}: only {compared} addresses compared",
+                path.display()
+            );
+            println!("{}: {compared} addresses agree", path.display());
+        }
+    }
+
+    /// The native fixtures, and any binaries named by `BELLOWS_DWARF_COMPARE`.
+    fn compared_binaries() -> Vec<std::path::PathBuf> {
         let mut paths = Vec::new();
         match std::env::var_os("BELLOWS_FIXTURES") {
             Some(dir) => {
@@ -1629,14 +1634,6 @@ mod tests {
         if let Some(given) = std::env::var_os("BELLOWS_DWARF_COMPARE") {
             paths.extend(std::env::split_paths(&given));
         }
-        for path in paths {
-            let compared = compare(&path);
-            assert!(
-                compared > 10,
-                "{}: only {compared} addresses compared",
-                path.display()
-            );
-            println!("{}: {compared} addresses agree", path.display());
-        }
+        paths
     }
 }
