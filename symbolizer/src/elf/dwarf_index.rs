@@ -759,9 +759,14 @@ impl Parsed {
         let Some(program) = unit.line_program.clone() else {
             return Ok(());
         };
+        // Line-table file indexes: DWARF 4 and older count from 1, DWARF 5 from 0.
+        let file_slots = |header: &gimli::LineProgramHeader<DwarfReader>| match header.version() {
+            ..=4 => header.file_names().len() + 1,
+            _ => header.file_names().len().max(1),
+        };
         let mut start = self.rows.len();
-        let header = if fast_rows(program.header(), |row| self.add_row(&mut start, row)).is_some() {
-            program.header().clone()
+        let count = if fast_rows(program.header(), |row| self.add_row(&mut start, row)).is_some() {
+            file_slots(program.header())
         } else {
             // What the fast reader leaves to gimli: start again from the top.
             self.rows.clear();
@@ -769,23 +774,14 @@ impl Parsed {
             start = 0;
             let mut rows = program.rows();
             while let Some((_, row)) = rows.next_row()? {
-                let row = LineRow {
-                    address: row.address(),
-                    file: row.file_index(),
-                    line: row.line().map_or(0, |l| l.get()),
-                    end_sequence: row.end_sequence(),
-                };
-                self.add_row(&mut start, row);
+                self.add_row(&mut start, LineRow::of(row));
             }
-            rows.header().clone()
+            // `DW_LNE_define_file` may have added files.
+            file_slots(rows.header())
         };
         // Rows of a sequence that never ended are not used.
         self.rows.truncate(start);
         self.sequences.sort_unstable_by_key(|s| s.span.begin);
-        let count = match header.version() {
-            ..=4 => header.file_names().len() + 1,
-            _ => header.file_names().len().max(1),
-        };
         self.files = (0..count).map(|_| OnceLock::new()).collect();
         Ok(())
     }
@@ -990,6 +986,18 @@ struct LineRow {
     file: u64,
     line: u64,
     end_sequence: bool,
+}
+
+impl LineRow {
+    /// What [`Parsed::add_row`] keeps of a row of gimli's `LineRows`.
+    fn of(row: &gimli::LineRow) -> Self {
+        LineRow {
+            address: row.address(),
+            file: row.file_index(),
+            line: row.line().map_or(0, |l| l.get()),
+            end_sequence: row.end_sequence(),
+        }
+    }
 }
 
 /// Runs a line program to `row` for each row, as gimli's `LineRows` would give them (the same
@@ -1536,12 +1544,7 @@ mod tests {
             let mut theirs = Vec::new();
             let mut rows = program.rows();
             while let Ok(Some((_, row))) = rows.next_row() {
-                theirs.push(LineRow {
-                    address: row.address(),
-                    file: row.file_index(),
-                    line: row.line().map_or(0, |l| l.get()),
-                    end_sequence: row.end_sequence(),
-                });
+                theirs.push(LineRow::of(row));
             }
             if finished {
                 fast_units += 1;
